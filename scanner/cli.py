@@ -1,0 +1,103 @@
+"""The `modelseal` command. Parsing and printing only: the work happens in engine, attest and gate."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Statically scan ML model files for code-execution gadgets; attest and gate.")
+
+
+class OutputFormat(str, Enum):
+    text = "text"
+    json = "json"
+    sarif = "sarif"
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"modelseal: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def write_output(text: str, output: Optional[Path]) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise fail(f"cannot write {output}: {e.strerror or e}") from None
+
+
+@app.command()
+def scan(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories to scan (directories recursively).")],
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Report format.")] = OutputFormat.text,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report here.")] = None,
+    fail_on: Annotated[Optional[str], typer.Option(
+        "--fail-on", help="Lowest severity that fails the run: critical, high, medium, low, info.")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help="TOML config: a pyproject.toml with [tool.modelseal], or a standalone file.")] = None,
+    show_info: Annotated[bool, typer.Option("--show-info", help="Also list info findings in text output.")] = False,
+) -> None:
+    """Scan model files; exit 0 clean, 1 findings at or above --fail-on, 2 the scan could not be done."""
+    from scanner.engine import scan as run_scan
+    from scanner.rules import ConfigError, load_policy
+
+    try:
+        policy = load_policy(config, fail_on)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    for p in paths:
+        if not p.exists() and not p.is_symlink():
+            raise fail(f"no such file or directory: {p}")
+    report = run_scan(paths, policy)
+    if fmt is OutputFormat.json:
+        from scanner.output.json import render as render_json
+
+        text = render_json(report)
+    elif fmt is OutputFormat.sarif:
+        from scanner.output.sarif import render as render_sarif
+
+        text = render_sarif(report)
+    else:
+        from scanner.output.text import render as render_text
+
+        color = output is None and sys.stdout.isatty()
+        text = render_text(report, color=color, show_info=show_info)
+    write_output(text, output)
+    raise typer.Exit(report.exit_code())
+
+
+@app.command()
+def rules() -> None:
+    """List every rule id with its default severity and title."""
+    from scanner.rules import load_ruleset
+
+    rs = load_ruleset()
+    for meta in sorted(rs.catalog.values(), key=lambda m: m.id):
+        typer.echo(f"{meta.id:<36} {meta.severity.value:<8} {meta.title}")
+    typer.echo(f"rules digest: {rs.digest}")
+
+
+# -- commands of other modules register below (each module keeps its heavy imports inside functions) --
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("modelseal: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        typer.echo(f"modelseal: internal error: {type(e).__name__}: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""The scan pipeline: paths -> sources -> sniff -> format analyzers -> findings -> report."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from scanner import __version__
+from scanner.findings import FileReport, Finding, Report, Severity
+from scanner.limits import Limits
+from scanner.rules import Policy, RuleSet, load_ruleset
+from scanner.sniff import extension, sniff
+from scanner.source import FileSource, LimitExceeded, Source
+from scanner.walk import WalkEntry, walk_paths
+
+# format name -> module with `analyze(src, ctx) -> Iterable[Finding]` (our own modules, imported lazily)
+ANALYZERS: dict[str, str] = {
+    "pickle": "scanner.formats.pickle",
+    "zip": "scanner.formats.zipfile",
+    "tar": "scanner.formats.archive",
+    "gzip": "scanner.formats.archive",
+    "bz2": "scanner.formats.archive",
+    "xz": "scanner.formats.archive",
+    "lzma": "scanner.formats.archive",
+    "zlib": "scanner.formats.archive",
+    "7z": "scanner.formats.archive",
+    "npy": "scanner.formats.numpy",
+    "hdf5": "scanner.formats.hdf5",
+    "onnx": "scanner.formats.onnx",
+    "safetensors": "scanner.formats.safetensors",
+    "gguf": "scanner.formats.gguf",
+}
+NOT_A_MODEL = ("text", "data", "empty")
+
+
+@dataclass
+class Budget:
+    """Counters shared by everything scanned under one top-level file."""
+
+    total_bytes: int = 0
+    members: int = 0
+
+
+@dataclass
+class ScanContext:
+    rules: RuleSet
+    policy: Policy
+    depth: int = 0
+    budget: Budget = field(default_factory=Budget)
+    root: Path | None = None  # the model folder (ONNX external data resolves against it)
+
+    @property
+    def limits(self) -> Limits:
+        return self.policy.limits
+
+    def finding(self, rule_id: str, message: str, src: Source | None = None, *, offset: int | None = None,
+                opcode_index: int | None = None, evidence: str | None = None,
+                severity: Severity | None = None, reference: str | None = None) -> Finding:
+        """Build a finding; severity and reference default to the rule catalog, then the user's overrides."""
+        meta = self.rules.meta(rule_id)
+        if meta is None:
+            raise KeyError(f"rule {rule_id} is not declared in rules/*.toml")
+        sev = self.policy.severity_overrides.get(rule_id, severity or meta.severity)
+        loc = src.loc(offset, opcode_index) if src is not None else None
+        if evidence is not None and len(evidence) > self.limits.max_evidence_chars:
+            evidence = evidence[: self.limits.max_evidence_chars] + "…"
+        from scanner.findings import Location
+
+        return Finding(rule_id, sev, message, loc or Location(), evidence, reference or meta.reference)
+
+    def charge(self, nbytes: int, src: Source) -> None:
+        """Account decompressed bytes against the per-file total; raise when the budget is spent."""
+        self.budget.total_bytes += nbytes
+        if self.budget.total_bytes > self.limits.max_total_bytes:
+            raise LimitExceeded("max_total_bytes",
+                                f"more than {self.limits.max_total_bytes} decompressed bytes in one file", src.loc())
+
+    def scan_child(self, src: Source, fmt: str | None = None) -> list[Finding]:
+        """Scan a member found inside a container (sniffed unless `fmt` is given), one level deeper."""
+        self.budget.members += 1
+        if self.budget.members > self.limits.max_members:
+            return [self.finding("LIMIT-EXCEEDED", f"more than {self.limits.max_members} members; rest not scanned",
+                                 src, evidence="max_members")]
+        if self.depth + 1 > self.limits.max_depth:
+            return [self.finding("LIMIT-EXCEEDED", f"nesting deeper than {self.limits.max_depth}; member not scanned",
+                                 src, evidence="max_depth")]
+        child = ScanContext(self.rules, self.policy, self.depth + 1, self.budget, self.root)
+        return scan_source(src, child, fmt)[1]
+
+
+def analyzer_for(fmt: str) -> Callable[[Source, ScanContext], Iterable[Finding]] | None:
+    module = ANALYZERS.get(fmt)
+    if module is None:
+        return None
+    return importlib.import_module(module).analyze  # type: ignore[no-any-return]
+
+
+def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[str, list[Finding]]:
+    """Sniff and analyze one source. Never raises: a crash or a limit becomes a finding (fail closed)."""
+    findings: list[Finding] = []
+    try:
+        if fmt is None:
+            fmt = sniff(src)
+            findings.extend(_extension_check(src, fmt, ctx))
+        analyze = analyzer_for(fmt)
+        if analyze is None:
+            if fmt in NOT_A_MODEL and ctx.depth == 0:
+                findings.append(ctx.finding("FORMAT-NOT-MODEL", f"not a model format ({fmt})", src))
+            return fmt, findings
+        for f in analyze(src, ctx):
+            findings.append(f)
+    except LimitExceeded as e:
+        findings.append(Finding("LIMIT-EXCEEDED", _sev(ctx, "LIMIT-EXCEEDED"), str(e),
+                                e.location or src.loc(), e.limit))
+    except RecursionError:
+        findings.append(ctx.finding("SCAN-INTERNAL-ERROR", "nesting too deep for the analyzer", src,
+                                    evidence="RecursionError"))
+    except MemoryError:
+        findings.append(ctx.finding("SCAN-INTERNAL-ERROR", "analyzer ran out of memory", src,
+                                    evidence="MemoryError"))
+    except Exception as e:  # noqa: BLE001 - fail closed: an analyzer bug must not pass a file as clean
+        findings.append(ctx.finding("SCAN-INTERNAL-ERROR", f"{fmt or 'unknown'} analyzer failed: {type(e).__name__}",
+                                    src, evidence=str(e)[:300]))
+    return fmt or "unknown", findings
+
+
+def _sev(ctx: ScanContext, rule_id: str) -> Severity:
+    meta = ctx.rules.meta(rule_id)
+    return ctx.policy.severity_overrides.get(rule_id, meta.severity if meta else Severity.HIGH)
+
+
+def _extension_check(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
+    """A name that claims one format over content of another is how scanners get bypassed (T05, Z05)."""
+    table = ctx.rules.cached("extensions", lambda: _extension_table(ctx.rules))
+    ext = extension(src.name)
+    expected = table.get(ext)
+    if expected is None or fmt in expected["formats"]:
+        return []
+    code_bearing = fmt in table_code_bearing(ctx.rules)
+    sev = Severity.HIGH if code_bearing and not expected["code_bearing"] else Severity.MEDIUM
+    if fmt in NOT_A_MODEL and not expected["code_bearing"]:
+        sev = Severity.MEDIUM
+    return [ctx.finding("FORMAT-EXTENSION-MISMATCH",
+                        f"name says {ext} ({'/'.join(expected['formats'])}) but content is {fmt}", src,
+                        severity=sev, evidence=f"sniffed={fmt} extension={ext}")]
+
+
+def _extension_table(rules: RuleSet) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for entry in rules.doc("formats").get("extension", []):
+        for ext in entry["extensions"]:
+            out[ext] = {"formats": tuple(entry["formats"]), "code_bearing": entry.get("code_bearing", True)}
+    return out
+
+
+def table_code_bearing(rules: RuleSet) -> frozenset[str]:
+    return rules.cached("code_bearing", lambda: frozenset(rules.doc("formats").get("code_bearing_formats", [])))
+
+
+# -- top level ----------------------------------------------------------------------------------------
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def scan_file(entry: WalkEntry, rules: RuleSet, policy: Policy, *, digest: bool = True) -> FileReport:
+    if entry.error is not None:
+        return FileReport(entry.display, None, None, "unknown", tuple(entry.findings), entry.error)
+    if not entry.scan:
+        return FileReport(entry.display, None, None, "link", tuple(entry.findings))
+    ctx = ScanContext(rules, policy, root=entry.root)
+    try:
+        src = FileSource(entry.path, entry.display)
+    except OSError as e:
+        return FileReport(entry.display, None, None, "unknown", (), f"cannot read: {e.strerror or e}")
+    try:
+        if src.size > policy.limits.max_file_bytes:
+            f = ctx.finding("LIMIT-EXCEEDED", f"file of {src.size} bytes exceeds max_file_bytes; not scanned",
+                            src, evidence="max_file_bytes")
+            return FileReport(entry.display, src.size, None, "unknown", (*entry.findings, f))
+        fmt, findings = scan_source(src, ctx)
+        sha = sha256_file(entry.path) if digest else None
+        return FileReport(entry.display, src.size, sha, fmt, (*entry.findings, *findings))
+    except OSError as e:
+        return FileReport(entry.display, src.size, None, "unknown", tuple(entry.findings),
+                          f"cannot read: {e.strerror or e}")
+    finally:
+        src.close()
+
+
+def scan(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, rules: RuleSet | None = None,
+         *, digest: bool = True) -> Report:
+    """Scan files and directories; the public entry point behind `modelseal scan`."""
+    policy = policy or Policy()
+    rules = rules or load_ruleset()
+    started = _now()
+    reports: list[FileReport] = []
+    for entry in walk_paths([Path(p) for p in paths], policy, rules):
+        reports.append(scan_file(entry, rules, policy, digest=digest))
+    return Report(tuple(reports), __version__, rules.digest, policy.fail_on, started, _now())
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

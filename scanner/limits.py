@@ -1,0 +1,43 @@
+"""Every resource bound of a scan in one place. Exceeding any of them is a finding (LIMIT-*), never a crash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@dataclass(frozen=True)
+class Limits:
+    # whole files and members
+    max_file_bytes: int = 64 * GiB          # larger top-level files are reported, not read
+    max_read_bytes: int = 1 * GiB           # bytes one analyzer may pull into memory at once (pickles, configs)
+    # pickle engine
+    max_pickle_opcodes: int = 20_000_000
+    max_pickle_stack: int = 1_000_000
+    max_pickle_memo: int = 1_000_000
+    max_pickle_streams: int = 64            # concatenated pickles in one stream
+    max_nested_payload_depth: int = 4       # pickle-in-pickle, base64-in-pickle ...
+    max_evidence_chars: int = 400
+    # containers and archives
+    max_depth: int = 8                      # nesting of containers
+    max_members: int = 100_000
+    max_member_bytes: int = 4 * GiB         # decompressed size of one member that is read
+    max_total_bytes: int = 16 * GiB         # decompressed bytes read in one top-level file
+    max_ratio: int = 200                    # decompression ratio beyond which a member is a bomb
+    # headers and configs
+    max_header_bytes: int = 100 * MiB       # safetensors header, GGUF metadata, ONNX/Keras configs
+    max_json_depth: int = 200
+    max_string_bytes: int = 64 * MiB
+    max_array_items: int = 10_000_000
+
+    def with_overrides(self, values: dict[str, object]) -> Limits:
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown limit(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        for k, v in values.items():
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"limit {k} must be a positive integer, got {v!r}")
+        return replace(self, **values)  # type: ignore[arg-type]

@@ -1,0 +1,148 @@
+"""Rules as data: load rules/*.toml, the rule catalog, and the user's policy (config file)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scanner.findings import Severity
+from scanner.limits import Limits
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+def rules_dir() -> Path:
+    """Installed wheels carry the rules inside the package; a checkout keeps them at the top level."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_rules", here.parent / "rules"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("modelseal rules directory not found (expected scanner/_rules or ./rules)")
+
+
+@dataclass(frozen=True)
+class RuleMeta:
+    id: str
+    severity: Severity
+    title: str
+    help: str
+    reference: str | None = None
+
+
+class RuleSet:
+    """All rule documents, keyed by file stem ("pickle-globals" for rules/pickle-globals.toml).
+
+    Each document may declare rule metadata in `[rule.ID]` tables (severity, title, help, reference);
+    analyzers read the rest of their own document. Compiled forms are cached on the instance.
+    """
+
+    def __init__(self, docs: dict[str, dict[str, Any]], digest: str) -> None:
+        self.docs = docs
+        self.digest = digest
+        self.catalog: dict[str, RuleMeta] = {}
+        self._cache: dict[str, Any] = {}
+        for stem, doc in sorted(docs.items()):
+            for rid, meta in doc.get("rule", {}).items():
+                if rid in self.catalog:
+                    raise ValueError(f"rule {rid} declared twice (second time in {stem}.toml)")
+                self.catalog[rid] = RuleMeta(
+                    id=rid,
+                    severity=Severity.parse(meta["severity"]),
+                    title=meta["title"],
+                    help=meta.get("help", meta["title"]),
+                    reference=meta.get("reference"),
+                )
+
+    def doc(self, stem: str) -> dict[str, Any]:
+        return self.docs.get(stem, {})
+
+    def cached(self, key: str, build: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    def meta(self, rule_id: str) -> RuleMeta | None:
+        return self.catalog.get(rule_id)
+
+
+def load_ruleset(directory: Path | None = None) -> RuleSet:
+    directory = directory or rules_dir()
+    docs: dict[str, dict[str, Any]] = {}
+    h = hashlib.sha256()
+    for path in sorted(directory.glob("*.toml")):
+        raw = path.read_bytes()
+        h.update(path.name.encode() + b"\0" + raw + b"\0")
+        docs[path.stem] = tomllib.loads(raw.decode("utf-8"))
+    return RuleSet(docs, "sha256:" + h.hexdigest())
+
+
+@dataclass(frozen=True)
+class DenyEntry:
+    name: str
+    severity: Severity
+    reason: str
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the user decided: threshold, extra allowed / denied globals, ignored paths, limits."""
+
+    fail_on: Severity = Severity.MEDIUM
+    allow_globals: tuple[str, ...] = ()
+    deny_globals: tuple[DenyEntry, ...] = ()
+    ignore_paths: tuple[str, ...] = ()
+    severity_overrides: dict[str, Severity] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+
+    def ignored(self, relpath: str) -> bool:
+        return any(fnmatch.fnmatch(relpath, pat) for pat in self.ignore_paths)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_policy(config: Path | None, fail_on: str | None = None) -> Policy:
+    """Read `[tool.modelseal]` from a pyproject.toml, or a standalone TOML (top level or the same table).
+
+    Only an explicitly named file is read: a scanned tree never configures its own scan.
+    """
+    table: dict[str, Any] = {}
+    if config is not None:
+        try:
+            doc = tomllib.loads(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"cannot read config {config}: {e}") from None
+        table = doc.get("tool", {}).get("modelseal", doc if "tool" not in doc else {})
+    try:
+        return _policy_from_table(table, fail_on)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"invalid modelseal config{f' in {config}' if config else ''}: {e}") from None
+
+
+def _policy_from_table(table: dict[str, Any], fail_on: str | None) -> Policy:
+    known = {"fail-on", "allow-globals", "deny-globals", "ignore-paths", "severity", "limits"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    level = Severity.parse(fail_on or table.get("fail-on", "medium"))
+    allow = tuple(str(x) for x in table.get("allow-globals", []))
+    deny: list[DenyEntry] = []
+    for entry in table.get("deny-globals", []):
+        if isinstance(entry, str):
+            deny.append(DenyEntry(entry, Severity.HIGH, "denied by user configuration"))
+        else:
+            deny.append(DenyEntry(entry["name"], Severity.parse(entry.get("severity", "high")),
+                                  entry.get("reason", "denied by user configuration"), entry.get("reference")))
+    overrides = {k: Severity.parse(v) for k, v in table.get("severity", {}).items()}
+    limits = Limits().with_overrides(dict(table.get("limits", {})))
+    ignore = tuple(str(x) for x in table.get("ignore-paths", []))
+    return Policy(level, allow, tuple(deny), ignore, overrides, limits)

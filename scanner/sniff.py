@@ -1,0 +1,135 @@
+"""Content-based format detection: the bytes decide, never the file name."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+from scanner.source import Source
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+
+def sniff(src: Source) -> str:
+    """Return a format name: pickle, zip, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5, safetensors,
+    onnx, gguf, text, empty or data."""
+    if src.size == 0:
+        return "empty"
+    head = src.head(4096)
+    if head.startswith(b"\x80") and len(head) >= 2 and 2 <= head[1] <= 5:
+        return "pickle"
+    if head.startswith(ZIP_MAGICS):
+        return "zip"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith(HDF5_MAGIC) or _hdf5_userblock(src):
+        return "hdf5"
+    if head.startswith(b"GGUF") or head.startswith(b"FUGG"):
+        return "gguf"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"BZh") and len(head) > 3 and head[3:4] in b"123456789":
+        return "bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
+        return "7z"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    if _is_safetensors(head, src.size):
+        return "safetensors"
+    if head.startswith(b"]\x00\x00") and len(head) >= 13:
+        return "lzma"
+    if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
+        return "zlib"
+    if head.startswith(b"ZF0x"):  # joblib < 0.10 zlib container
+        return "zlib"
+    if _looks_like_onnx(src):
+        return "onnx"
+    if _looks_like_text_pickle(head, src.size):
+        return "pickle"
+    if _is_text(head):
+        return "text"
+    return "data"
+
+
+def _hdf5_userblock(src: Source) -> bool:
+    off = 512
+    while off < min(src.size, 1 << 20):
+        if src.read_at(off, 8) == HDF5_MAGIC:
+            return True
+        off *= 2
+    return False
+
+
+def _is_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    return 2 <= n <= size - 8 and head[8:9] == b"{"
+
+
+def _looks_like_text_pickle(head: bytes, size: int) -> bool:
+    """Protocol 0/1 pickles have no magic: let the pickle tokenizer decide whether the head is an opcode
+    stream (text, JSON and source code fail within a few bytes)."""
+    from scanner.formats.pickle import looks_like_pickle
+
+    return looks_like_pickle(head, size)
+
+
+def _is_dotted_name(b: bytes) -> bool:
+    try:
+        s = b.decode("ascii")
+    except UnicodeDecodeError:
+        return False
+    return bool(s) and all(part.isidentifier() for part in s.split("."))
+
+
+def _is_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # a multi-byte character cut at the end of the window is still text
+        if e.start < len(head) - 4:
+            return False
+    return True
+
+
+def _looks_like_onnx(src: Source) -> bool:
+    """Walk top-level protobuf fields of a ModelProto: known field numbers with the right wire types,
+    ending exactly at the end of the file, with a graph (field 7). Only headers are read."""
+    from scanner.protowire import ONNX_MODEL_FIELDS, walk_fields
+
+    seen_graph = False
+    try:
+        for num, wtype, _start, _length in walk_fields(src, 0, src.size, max_fields=10_000):
+            if ONNX_MODEL_FIELDS.get(num) != wtype:
+                return False
+            seen_graph |= num == 7
+    except ValueError:
+        return False
+    return seen_graph
+
+
+
+
+def json_loads_strict(data: bytes) -> object:
+    """json.loads that rejects duplicate keys (loaders keep the last; scanners must see all)."""
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in items:
+            if k in out:
+                raise ValueError(f"duplicate key {k!r}")
+            out[k] = v
+        return out
+
+    return json.loads(data, object_pairs_hook=pairs)
+
+
+def extension(name: str) -> str:
+    return os.path.splitext(name)[1].lower()
