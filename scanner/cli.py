@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,7 +24,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def write_output(text: str, output: Optional[Path]) -> None:
+def write_output(text: str, output: Path | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
@@ -38,10 +38,10 @@ def write_output(text: str, output: Optional[Path]) -> None:
 def scan(
     paths: Annotated[list[Path], typer.Argument(help="Files or directories to scan (directories recursively).")],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Report format.")] = OutputFormat.text,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the report here.")] = None,
-    fail_on: Annotated[Optional[str], typer.Option(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here.")] = None,
+    fail_on: Annotated[str | None, typer.Option(
         "--fail-on", help="Lowest severity that fails the run: critical, high, medium, low, info.")] = None,
-    config: Annotated[Optional[Path], typer.Option(
+    config: Annotated[Path | None, typer.Option(
         "--config", help="TOML config: a pyproject.toml with [tool.modelseal], or a standalone file.")] = None,
     show_info: Annotated[bool, typer.Option("--show-info", help="Also list info findings in text output.")] = False,
 ) -> None:
