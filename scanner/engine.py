@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -172,7 +172,9 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def scan_file(entry: WalkEntry, rules: RuleSet, policy: Policy, *, digest: bool = True) -> FileReport:
+def scan_file(entry: WalkEntry, rules: RuleSet, policy: Policy, *, digest: bool = True,
+              known_sha256: str | None = None) -> FileReport:
+    """`known_sha256`: the file's digest already computed by the caller (attest hashes in parallel first)."""
     if entry.error is not None:
         return FileReport(entry.display, None, None, "unknown", tuple(entry.findings), entry.error)
     if not entry.scan:
@@ -188,7 +190,7 @@ def scan_file(entry: WalkEntry, rules: RuleSet, policy: Policy, *, digest: bool 
                             src, evidence="max_file_bytes")
             return FileReport(entry.display, src.size, None, "unknown", (*entry.findings, f))
         fmt, findings = scan_source(src, ctx)
-        sha = sha256_file(entry.path) if digest else None
+        sha = known_sha256 or (sha256_file(entry.path) if digest else None)
         return FileReport(entry.display, src.size, sha, fmt, (*entry.findings, *findings))
     except OSError as e:
         return FileReport(entry.display, src.size, None, "unknown", tuple(entry.findings),
@@ -198,14 +200,17 @@ def scan_file(entry: WalkEntry, rules: RuleSet, policy: Policy, *, digest: bool 
 
 
 def scan(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, rules: RuleSet | None = None,
-         *, digest: bool = True) -> Report:
-    """Scan files and directories; the public entry point behind `modelseal scan`."""
+         *, digest: bool = True, digests: Mapping[str, str] | None = None) -> Report:
+    """Scan files and directories; the public entry point behind `modelseal scan`.
+
+    `digests` maps `os.path.abspath(file)` to a sha256 the caller already has, so it is not hashed twice."""
     policy = policy or Policy()
     rules = rules or load_ruleset()
     started = _now()
     reports: list[FileReport] = []
     for entry in walk_paths([Path(p) for p in paths], policy, rules):
-        reports.append(scan_file(entry, rules, policy, digest=digest))
+        known = digests.get(os.path.abspath(entry.path)) if digests else None
+        reports.append(scan_file(entry, rules, policy, digest=digest, known_sha256=known))
     return Report(tuple(reports), __version__, rules.digest, policy.fail_on, started, _now())
 
 
