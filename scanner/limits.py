@@ -31,6 +31,11 @@ class Limits:
     max_json_depth: int = 200
     max_string_bytes: int = 64 * MiB
     max_array_items: int = 10_000_000
+    # HDF5 object graph and ONNX graphs
+    max_hdf5_objects: int = 200_000         # groups, datasets, links and attributes visited in one file
+    max_hdf5_depth: int = 64                # group nesting
+    max_graph_depth: int = 32               # ONNX subgraphs inside subgraphs (If / Loop / Scan)
+    max_graph_nodes: int = 5_000_000        # ONNX nodes over the graph, its subgraphs and functions
 
     def with_overrides(self, values: dict[str, object]) -> Limits:
         known = {f.name for f in fields(self)}
