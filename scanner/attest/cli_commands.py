@@ -1,0 +1,174 @@
+"""`modelseal attest`, `verify` and `keygen`. Registered on the typer app by scanner/cli.py; every heavy
+import (cryptography, sigstore, the engine) happens inside the command that needs it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"modelseal: error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _password(env: str | None) -> bytes | None:
+    if env is None:
+        return None
+    value = os.environ.get(env)
+    if value is None:
+        raise _fail(f"environment variable {env} is not set")
+    return value.encode()
+
+
+def attest(
+    path: Annotated[Path, typer.Argument(help="Model file or folder to scan and attest.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where to write the bundle (default: <file>.modelseal.sigstore.json next to a "
+                               "file, modelseal.sigstore.json inside a folder).")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="EC private key (PEM) to sign with, offline.")] = None,
+    key_password_env: Annotated[str | None, typer.Option(
+        "--key-password-env", help="Name of an environment variable holding the key's password.")] = None,
+    keyless: Annotated[bool, typer.Option("--keyless", help="Sign with Sigstore (Fulcio + Rekor; needs the network "
+                                                            "and an OIDC token).")] = False,
+    identity_token: Annotated[str | None, typer.Option(
+        "--identity-token", help="OIDC token for --keyless (default: ambient CI credentials).")] = None,
+    staging: Annotated[bool, typer.Option("--staging", help="Use Sigstore's staging instance.")] = False,
+    unsigned: Annotated[bool, typer.Option("--unsigned", help="Write the bare in-toto statement, unsigned.")] = False,
+    fail_on: Annotated[str | None, typer.Option("--fail-on", help="Lowest severity that fails the run.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML config (as for scan).")] = None,
+    allow_symlinks: Annotated[bool, typer.Option(
+        "--allow-symlinks", help="Include symlinks to files inside the model (hashed as their target).")] = False,
+) -> None:
+    """Scan a model and write a signed attestation of the result.
+
+    The attestation is written whatever the verdict (it records the verdict); the exit code is the scan's:
+    0 nothing at or above --fail-on, 1 findings at or above it, 2 the scan or signing could not be done.
+    """
+    modes = sum([key is not None, keyless, unsigned])
+    if modes != 1:
+        raise _fail("choose exactly one of --key KEY.pem, --keyless, --unsigned")
+    if not path.exists():
+        raise _fail(f"no such file or directory: {path}")
+    from scanner.attest.attest import attest as run_attest
+    from scanner.attest.attest import default_output
+    from scanner.attest.digest import DigestError
+    from scanner.attest.sign import KeylessSigner, KeySigner, Signer, SignError
+    from scanner.rules import ConfigError, load_policy
+
+    try:
+        policy = load_policy(config, fail_on)
+    except ConfigError as e:
+        raise _fail(str(e)) from None
+    signer: Signer | None = None
+    try:
+        if key is not None:
+            try:
+                pem = key.read_bytes()
+            except OSError as e:
+                raise _fail(f"cannot read key {key}: {e.strerror or e}") from None
+            signer = KeySigner.from_pem(pem, _password(key_password_env))
+        elif keyless:
+            signer = KeylessSigner(identity_token, staging)
+        result = run_attest(path, policy, signer, allow_symlinks=allow_symlinks)
+    except (SignError, DigestError) as e:
+        raise _fail(str(e)) from None
+    out = output or default_output(path, signed=not unsigned)
+    try:
+        out.write_bytes(result.document())
+    except OSError as e:
+        raise _fail(f"cannot write {out}: {e.strerror or e}") from None
+    report = result.report
+    typer.echo(f"{path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
+               f"manifest sha256:{result.model.manifest_digest}")
+    typer.echo(f"wrote {'statement' if unsigned else 'attestation'} {out}")
+    raise typer.Exit(report.exit_code())
+
+
+def verify(
+    path: Annotated[Path, typer.Argument(help="Model file or folder to verify.")],
+    bundle: Annotated[list[Path] | None, typer.Option(
+        "--bundle", "-b", help="Attestation or OMS signature (repeatable; default: the names attest and "
+                               "model_signing write next to the model). Every one must verify.")] = None,
+    key: Annotated[list[Path] | None, typer.Option("--key", help="Trusted EC public key (PEM); repeatable.")] = None,
+    identity: Annotated[list[str] | None, typer.Option(
+        "--identity", help="Trusted keyless signer identity (email or URI); pair each with --issuer.")] = None,
+    issuer: Annotated[list[str] | None, typer.Option("--issuer", help="OIDC issuer URL of that identity.")] = None,
+    trusted_root: Annotated[Path | None, typer.Option(
+        "--trusted-root", help="Pinned Sigstore trusted root (or client trust config) JSON.")] = None,
+    staging: Annotated[bool, typer.Option("--staging", help="Trust Sigstore's staging root.")] = False,
+    allow_extra: Annotated[bool, typer.Option("--allow-extra", help="Accept files the attestation does not "
+                                                                    "cover.")] = False,
+    allow_verdict: Annotated[list[str] | None, typer.Option(
+        "--allow-verdict", help="Scan verdicts accepted (repeatable or comma-separated; default clean).")] = None,
+    max_age: Annotated[str | None, typer.Option("--max-age", help="Oldest scan accepted, e.g. 30d, 12h.")] = None,
+    ignore: Annotated[list[str] | None, typer.Option(
+        "--ignore", help="Path (relative to the model) left out of the check, as model_signing --ignore-paths.")] = None,
+    allow_symlinks: Annotated[bool, typer.Option("--allow-symlinks", help="Follow symlinks inside the model.")] = False,
+) -> None:
+    """Verify attestations and OMS signatures against the model on disk, offline.
+
+    Exit 0 when every check holds, 1 with the first reason that failed, 2 for usage errors.
+    """
+    from scanner.attest.verify import Requirements, Trust, VerificationFailure, parse_duration, verify_model
+
+    identities = identity or []
+    issuers = issuer or []
+    if len(identities) != len(issuers):
+        raise _fail("give one --issuer per --identity")
+    if not key and not identities:
+        raise _fail("give a trusted --key PUB.pem or --identity ID --issuer URL")
+    if not path.exists():
+        raise _fail(f"no such file or directory: {path}")
+    verdicts = {v.strip() for item in (allow_verdict or ["clean"]) for v in item.split(",") if v.strip()}
+    unknown = verdicts - {"clean", "suspicious", "malicious", "error"}
+    if unknown:
+        raise _fail(f"unknown verdict(s) {', '.join(sorted(unknown))}")
+    try:
+        age = parse_duration(max_age) if max_age else None
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    for k in key or []:
+        if not k.is_file():
+            raise _fail(f"no such key file: {k}")
+    trust = Trust(tuple(key or ()), tuple(zip(identities, issuers, strict=True)), trusted_root, staging)
+    req = Requirements(allow_extra, frozenset(verdicts), age, tuple(ignore or ()), allow_symlinks)
+    try:
+        results = verify_model(path, bundle or [], trust, req)
+    except VerificationFailure as e:
+        typer.echo(f"FAILED: {path}: {e}", err=True)
+        raise typer.Exit(1) from None
+    for v in results:
+        typer.echo(f"OK: {v.bundle.name if v.bundle else path}: {v.describe()}")
+    if not any(v.kind == "modelseal" for v in results):
+        typer.echo("note: no modelseal scan attestation among them: the scan verdict was not checked")
+
+
+def keygen(
+    private: Annotated[Path, typer.Argument(help="Where to write the private key (PEM, mode 0600).")],
+    public: Annotated[Path | None, typer.Option(
+        "--public", help="Where to write the public key (default: PRIVATE with .pub.pem).")] = None,
+    curve: Annotated[str, typer.Option("--curve", help="p256 or p384.")] = "p256",
+    password_env: Annotated[str | None, typer.Option(
+        "--password-env", help="Encrypt the private key with the password in this environment variable.")] = None,
+) -> None:
+    """Write a new EC key pair for `attest --key` / `verify --key`."""
+    from scanner.attest.sign import CURVES, write_key_pair
+
+    if curve not in CURVES:
+        raise _fail(f"unknown curve {curve!r} (use p256 or p384)")
+    pub = public or private.with_name(private.name.removesuffix(".pem") + ".pub.pem")
+    try:
+        write_key_pair(private, pub, curve, _password(password_env))
+    except (OSError, FileExistsError) as e:
+        raise _fail(str(e)) from None
+    typer.echo(f"wrote {private} (private) and {pub} (public)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(attest)
+    app.command()(verify)
+    app.command()(keygen)
