@@ -17,6 +17,8 @@ class OutputFormat(str, Enum):
     text = "text"
     json = "json"
     sarif = "sarif"
+    lines = "lines"
+    jsonl = "jsonl"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -44,10 +46,14 @@ def scan(
     config: Annotated[Path | None, typer.Option(
         "--config", help="TOML config: a pyproject.toml with [tool.modelseal], or a standalone file.")] = None,
     show_info: Annotated[bool, typer.Option("--show-info", help="Also list info findings in text output.")] = False,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, help="Worker processes (default: the number of cores).")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        "--cache", help="Reuse results for unchanged files from this private directory (see docs).")] = None,
 ) -> None:
     """Scan model files; exit 0 clean, 1 findings at or above --fail-on, 2 the scan could not be done."""
-    from scanner.engine import scan as run_scan
-    from scanner.rules import ConfigError, load_policy
+    from scanner.batch import JsonlWriter, Progress, open_cache, scan_batch
+    from scanner.rules import ConfigError, load_policy, load_ruleset
 
     try:
         policy = load_policy(config, fail_on)
@@ -56,7 +62,27 @@ def scan(
     for p in paths:
         if not p.exists() and not p.is_symlink():
             raise fail(f"no such file or directory: {p}")
-    report = run_scan(paths, policy)
+    ruleset = load_ruleset()
+    try:
+        cache_spec = open_cache(cache, ruleset, policy) if cache is not None else None
+    except (OSError, ValueError) as e:
+        raise fail(f"cannot use cache {cache}: {e}") from None
+    progress = Progress()
+    if fmt is OutputFormat.jsonl:  # streamed: every file is written (and flushed) as soon as it is scanned
+        try:
+            out = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise fail(f"cannot write {output}: {e.strerror or e}") from None
+        writer = JsonlWriter(out)
+        try:
+            report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, on_file=writer.file,
+                                progress=progress)
+            writer.summary(report)
+        finally:
+            if out is not sys.stdout:
+                out.close()
+        raise typer.Exit(report.exit_code())
+    report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress)
     if fmt is OutputFormat.json:
         from scanner.output.json import render as render_json
 
@@ -65,6 +91,10 @@ def scan(
         from scanner.output.sarif import render as render_sarif
 
         text = render_sarif(report)
+    elif fmt is OutputFormat.lines:
+        from scanner.output.lines import render as render_lines
+
+        text = render_lines(report, show_info=show_info)
     else:
         from scanner.output.text import render as render_text
 

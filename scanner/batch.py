@@ -1,0 +1,438 @@
+"""Store-wide scans: a process pool over files, results streamed as they land, and a result cache.
+
+`scanner.engine.scan()` stays the simple serial API; this module adds, for `modelseal scan`:
+- `--jobs N`: files are scanned by N worker processes started once, each loading the rule set once
+  (initializer); work goes out in small chunks so IPC stays cheap and results still stream.
+- streaming: `on_file` is called in the parent for every file as soon as its chunk is back, so a
+  crash or Ctrl-C loses nothing already reported.
+- `--cache DIR`: results keyed by the file's sha256 + scanner code + rules digest + policy.
+
+Cache trust model: the cache must never make a file look cleaner than a fresh scan. So an entry is
+written only for a complete result of unchanged content (hashed before and after the scan, no analyzer
+crash, no format whose verdict depends on files next to it), is written atomically, and is authenticated
+with an HMAC whose key never lives in the cache directory (`MODELSEAL_CACHE_KEY`, or a random per-user
+key file under $XDG_STATE_HOME/modelseal). An entry that fails any check — MAC, key fields, schema,
+file size — is ignored and the file rescanned. A poisoned cache (restored from an untrusted CI artifact,
+edited by another user) therefore costs a rescan, never a pass. The directory is created private (0700).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from scanner import __version__
+from scanner.findings import FileReport, Finding, Location, Report, Severity
+from scanner.rules import Policy, RuleSet, load_ruleset
+from scanner.walk import WalkEntry, walk_paths
+
+CACHE_SCHEMA = "modelseal-cache/v1"
+MAX_CACHE_ENTRY_BYTES = 64 * 1024 * 1024
+# Verdicts of these formats depend on files beside the model (ONNX external data), so a content-keyed
+# result could go stale without the file changing: never cached.
+CONTEXT_DEPENDENT_FORMATS = frozenset({"onnx"})
+# A crash may be transient (memory); a rescan could find worse, so such results are not cached.
+UNCACHEABLE_RULES = frozenset({"SCAN-INTERNAL-ERROR"})
+
+OnFile = Callable[[FileReport], None]
+
+
+def default_jobs() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# -- fingerprints -------------------------------------------------------------------------------------
+
+def scanner_fingerprint() -> str:
+    """Version plus a digest of the scanner's own sources: a patched analyzer invalidates old results
+    even when the version string did not change."""
+    h = hashlib.sha256(__version__.encode())
+    pkg = Path(__file__).resolve().parent
+    for path in sorted(pkg.rglob("*.py")):
+        h.update(path.relative_to(pkg).as_posix().encode() + b"\0")
+        try:
+            h.update(path.read_bytes())
+        except OSError:
+            h.update(b"<unreadable>")
+        h.update(b"\0")
+    return f"{__version__}+{h.hexdigest()[:16]}"
+
+
+def policy_fingerprint(policy: Policy) -> str:
+    """Everything in the policy that can change findings (fail-on and ignored paths cannot)."""
+    data = asdict(policy)
+    data.pop("fail_on", None)
+    data.pop("ignore_paths", None)
+    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# -- the cache ----------------------------------------------------------------------------------------
+
+def cache_secret() -> bytes:
+    """The HMAC key: `MODELSEAL_CACHE_KEY` (share it as a CI secret), else a per-user random key file."""
+    env = os.environ.get("MODELSEAL_CACHE_KEY")
+    if env:
+        return hashlib.sha256(b"modelseal-cache-key\0" + env.encode()).digest()
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "modelseal"
+    path = base / "cache.key"
+    try:
+        return _read_key(path)
+    except FileNotFoundError:
+        pass
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race
+        return _read_key(path)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise ValueError(f"cache key file {path} is too short")
+    return key
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a worker needs to use the cache (picklable)."""
+
+    directory: Path
+    secret: bytes
+    scanner: str
+    rules_digest: str
+    policy: str
+
+
+def open_cache(directory: Path, rules: RuleSet, policy: Policy, secret: bytes | None = None) -> CacheSpec:
+    """Create the (private) cache directory and fix the key fields for one run; raises OSError/ValueError."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not directory.is_dir():
+        raise ValueError("not a directory")
+    return CacheSpec(directory, secret if secret is not None else cache_secret(), scanner_fingerprint(),
+                     rules.digest, policy_fingerprint(policy))
+
+
+class ResultCache:
+    def __init__(self, spec: CacheSpec) -> None:
+        self.spec = spec
+        self.root = spec.directory / "v1"
+
+    def key(self, sha256: str) -> str:
+        s = self.spec
+        return hashlib.sha256("\0".join((CACHE_SCHEMA, sha256, s.scanner, s.rules_digest, s.policy))
+                              .encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def _mac(self, body_text: str) -> str:
+        return hmac.new(self.spec.secret, body_text.encode(), hashlib.sha256).hexdigest()
+
+    def get(self, sha256: str, size: int, rules: RuleSet) -> tuple[str, tuple[Finding, ...]] | None:
+        """(format, findings) of a trusted entry for this content, or None (then scan afresh)."""
+        key = self.key(sha256)
+        try:
+            with open(self._path(key), "rb") as fh:
+                raw = fh.read(MAX_CACHE_ENTRY_BYTES + 1)
+        except OSError:
+            return None
+        if len(raw) > MAX_CACHE_ENTRY_BYTES:
+            return None
+        try:
+            outer = json.loads(raw)
+            body_text = outer["body"]
+            if not isinstance(body_text, str) or not isinstance(outer.get("mac"), str):
+                return None
+            if not hmac.compare_digest(outer["mac"], self._mac(body_text)):
+                return None
+            body = json.loads(body_text)
+            expected = {"schema": CACHE_SCHEMA, "key": key, "sha256": sha256, "size": size,
+                        "scanner": self.spec.scanner, "rules_digest": self.spec.rules_digest,
+                        "policy": self.spec.policy}
+            if any(body.get(k) != v for k, v in expected.items()):
+                return None
+            fmt = body["format"]
+            if not isinstance(fmt, str) or fmt in CONTEXT_DEPENDENT_FORMATS:
+                return None
+            findings = tuple(finding_from_dict(d, rules) for d in body["findings"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        return fmt, findings
+
+    def put(self, sha256: str, size: int, fmt: str, findings: Sequence[Finding]) -> None:
+        key = self.key(sha256)
+        s = self.spec
+        body = {"schema": CACHE_SCHEMA, "key": key, "sha256": sha256, "size": size, "scanner": s.scanner,
+                "rules_digest": s.rules_digest, "policy": s.policy, "format": fmt,
+                "findings": [f.to_dict() for f in findings]}
+        body_text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        data = json.dumps({"mac": self._mac(body_text), "body": body_text}).encode()
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)  # readers see the old entry or the whole new one
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError:
+            pass  # a cache that cannot be written only costs speed
+
+
+def _opt_int(v: object) -> int | None:
+    if v is None:
+        return None
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError("expected an int")
+    return v
+
+
+def _opt_str(v: object) -> str | None:
+    if v is not None and not isinstance(v, str):
+        raise TypeError("expected a string")
+    return v
+
+
+def finding_from_dict(d: dict[str, Any], rules: RuleSet) -> Finding:
+    """Strict inverse of `Finding.to_dict` (raises on anything unexpected)."""
+    rule_id = d["rule_id"]
+    if not isinstance(rule_id, str) or rules.meta(rule_id) is None:
+        raise ValueError(f"unknown rule {rule_id!r}")
+    message = d["message"]
+    if not isinstance(message, str):
+        raise TypeError("message")
+    loc = d["location"]
+    if not isinstance(loc, dict):
+        raise TypeError("location")
+    location = Location(_opt_str(loc["member"]), _opt_int(loc["offset"]), _opt_int(loc["opcode_index"]))
+    return Finding(rule_id, Severity.parse(d["severity"]), message, location,
+                   _opt_str(d["evidence"]), _opt_str(d["reference"]))
+
+
+# -- the unit of work ---------------------------------------------------------------------------------
+
+def _sha256_file(path: Path) -> str | None:
+    from scanner.engine import sha256_file
+
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+class Worker:
+    """Scans entries with one rule set and policy; one per process, built once."""
+
+    def __init__(self, rules: RuleSet, policy: Policy, cache: CacheSpec | None, digest: bool = True) -> None:
+        self.rules = rules
+        self.policy = policy
+        self.cache = ResultCache(cache) if cache is not None else None
+        self.digest = digest
+
+    def scan(self, entry: WalkEntry) -> FileReport:
+        from scanner.engine import scan_file
+
+        if self.cache is None or entry.error is not None or not entry.scan:
+            return scan_file(entry, self.rules, self.policy, digest=self.digest)
+        try:
+            size = entry.path.stat().st_size
+        except OSError:
+            return scan_file(entry, self.rules, self.policy, digest=self.digest)
+        before = _sha256_file(entry.path) if size <= self.policy.limits.max_file_bytes else None
+        if before is not None:
+            hit = self.cache.get(before, size, self.rules)
+            if hit is not None:
+                fmt, findings = hit
+                return FileReport(entry.display, size, before, fmt, (*entry.findings, *findings))
+        report = scan_file(entry, self.rules, self.policy, digest=True)
+        if self._cacheable(report, before, size):
+            assert before is not None
+            self.cache.put(before, size, report.format, report.findings[len(entry.findings):])
+        return report
+
+    def _cacheable(self, report: FileReport, before: str | None, size: int) -> bool:
+        return (before is not None and report.sha256 == before and report.size == size
+                and report.error is None and report.format not in CONTEXT_DEPENDENT_FORMATS
+                and not any(f.rule_id in UNCACHEABLE_RULES for f in report.findings))
+
+    def scan_chunk(self, chunk: list[tuple[int, WalkEntry]]) -> list[tuple[int, FileReport]]:
+        return [(i, self.scan(e)) for i, e in chunk]
+
+
+# One Worker per pool process, set by the initializer: the rule set is built once per process.
+_PROCESS_WORKER: list[Worker] = []
+
+
+def _init_process(docs: dict[str, Any], digest: str, policy: Policy, cache: CacheSpec | None,
+                  hash_files: bool) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _PROCESS_WORKER[:] = [Worker(RuleSet(docs, digest), policy, cache, hash_files)]
+
+
+def _run_chunk(chunk: list[tuple[int, WalkEntry]]) -> list[tuple[int, FileReport]]:
+    return _PROCESS_WORKER[0].scan_chunk(chunk)
+
+
+# -- driving a run ------------------------------------------------------------------------------------
+
+def _chunks(items: list[tuple[int, WalkEntry]], size: int) -> Iterator[list[tuple[int, WalkEntry]]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, rules: RuleSet | None = None,
+               *, jobs: int | None = None, cache: CacheSpec | None = None, on_file: OnFile | None = None, progress: Progress | None = None, digest: bool = True) -> Report:
+    """Scan like `engine.scan`, on `jobs` processes, calling `on_file` as each result lands; `cache`
+    comes from `open_cache`.
+
+    The report lists files in walk order whatever the completion order, so it does not depend on `jobs`.
+    """
+    from scanner.engine import _now
+
+    policy = policy or Policy()
+    rules = rules or load_ruleset()
+    started = _now()
+    entries = list(enumerate(walk_paths([Path(p) for p in paths], policy, rules)))
+    jobs = min(jobs or default_jobs(), max(1, len(entries)))
+    results: dict[int, FileReport] = {}
+    if progress is not None:
+        progress.start(len(entries))
+
+    def land(batch: list[tuple[int, FileReport]]) -> None:
+        for i, fr in batch:
+            results[i] = fr
+            if on_file is not None:
+                on_file(fr)
+            if progress is not None:
+                progress.advance(fr.path)
+
+    try:
+        if jobs <= 1:
+            worker = Worker(rules, policy, cache, digest)
+            for item in entries:
+                land(worker.scan_chunk([item]))
+        else:
+            _run_pool(entries, jobs, rules, policy, cache, digest, land)
+    finally:
+        if progress is not None:
+            progress.finish()
+    files = tuple(results[i] for i in sorted(results))
+    return Report(files, __version__, rules.digest, policy.fail_on, started, _now())
+
+
+def _run_pool(entries: list[tuple[int, WalkEntry]], jobs: int, rules: RuleSet, policy: Policy,
+              cache: CacheSpec | None, digest: bool, land: Callable[[list[tuple[int, FileReport]]], None]) -> None:
+    # small chunks: IPC per file stays low and results still arrive in a steady stream
+    size = max(1, min(16, len(entries) // (jobs * 8)))
+    chunks = _chunks(entries, size)
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_process,
+                               initargs=(rules.docs, rules.digest, policy, cache, digest))
+    pending: set[Future[list[tuple[int, FileReport]]]] = set()
+    try:
+        for chunk in chunks:
+            pending.add(pool.submit(_run_chunk, chunk))
+            if len(pending) >= jobs * 4:  # bounded look-ahead: memory does not grow with the store
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    land(fut.result())
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                land(fut.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+# -- streaming output and progress --------------------------------------------------------------------
+
+class JsonlWriter:
+    """`--format jsonl`: one object per file as it lands, flushed, then a summary object."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def file(self, fr: FileReport) -> None:
+        self.out.write(json.dumps({"type": "file", **fr.to_dict()}, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+    def summary(self, report: Report) -> None:
+        from scanner.output.json import SCHEMA
+
+        obj = {"type": "summary", "schema": SCHEMA,
+               "scanner": {"name": "modelseal", "version": report.scanner_version,
+                           "rules_digest": report.rules_digest},
+               "fail_on": report.fail_on.value, "verdict": report.verdict.value, "exit_code": report.exit_code(),
+               "started_on": report.started_on, "finished_on": report.finished_on, "summary": report.summary()}
+        self.out.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.out.flush()
+
+
+class Progress:
+    """A one-line progress bar on stderr; silent unless stderr is a terminal."""
+
+    def __init__(self, stream: TextIO | None = None, enabled: bool | None = None, width: int = 30) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.width = width
+        self.total = 0
+        self.done = 0
+        self._last_len = 0
+        self._last_draw = 0.0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self._draw("")
+
+    def advance(self, path: str) -> None:
+        self.done += 1
+        self._draw(path)
+
+    def _draw(self, path: str) -> None:
+        if not self.enabled or self.total <= 1:
+            return
+        now = time.monotonic()
+        if self.done not in (0, self.total) and now - self._last_draw < 0.1:
+            return  # redraw ten times a second at most: thousands of files must not cost a terminal flood
+        self._last_draw = now
+        frac = self.done / self.total if self.total else 1.0
+        filled = int(frac * self.width)
+        name = "".join(ch if ch.isprintable() else "?" for ch in os.path.basename(path))[-30:]
+        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {name}"
+        pad = max(0, self._last_len - len(line))
+        self._last_len = len(line)
+        self.stream.write(line + " " * pad)
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.total > 1 and self._last_len:
+            self.stream.write("\r" + " " * self._last_len + "\r")
+            self.stream.flush()
