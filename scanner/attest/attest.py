@@ -43,9 +43,14 @@ def default_output(model: Path, signed: bool = True) -> Path:
 def scan_model(path: Path, policy: Policy, rules: RuleSet | None = None, *,
                allow_symlinks: bool = False) -> tuple[ModelDigest, Report]:
     """Digest then scan the same file set; the engine reuses the digests instead of hashing again."""
+    model = digest_model(path, ignore=policy.ignored, allow_symlinks=allow_symlinks)
+    return model, scan_digested(model, policy, rules)
+
+
+def scan_digested(model: ModelDigest, policy: Policy, rules: RuleSet | None = None) -> Report:
+    """Scan exactly the files of `model`, handing the engine their digests."""
     from scanner.engine import scan
 
-    model = digest_model(path, ignore=policy.ignored, allow_symlinks=allow_symlinks)
     if model.single_file:
         digests = {os.path.abspath(model.root): model.files[0].sha256}
         scan_policy = policy
@@ -54,8 +59,7 @@ def scan_model(path: Path, policy: Policy, rules: RuleSet | None = None, *,
         # leave out of the scan what the digest left out (VCS folders, signature files)
         extra = tuple(p for n in model.ignored for p in (glob.escape(n), glob.escape(n) + "/*"))
         scan_policy = replace(policy, ignore_paths=policy.ignore_paths + extra)
-    report = scan([model.root], scan_policy, rules, digests=digests)
-    return model, report
+    return scan([model.root], scan_policy, rules, digests=digests)
 
 
 def attest(path: Path, policy: Policy, signer: Signer | None, rules: RuleSet | None = None, *,

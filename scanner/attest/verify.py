@@ -372,11 +372,23 @@ def check_files(path: Path, expected: Expected, req: Requirements, bundle_path: 
 
 def _check_single(path: Path, expected: Expected) -> dict[str, str]:
     (d,) = digest_files([(path.name, path)])
+    return check_file_digest(path.name, d.sha256, expected)
+
+
+def check_file_digest(name: str, sha256: str, expected: Expected, member: str | None = None) -> dict[str, str]:
+    """A single file's digest against a statement: its one subject, or `member` of a folder's statement."""
+    if member is not None:
+        want = expected.files.get(member)
+        if want is None:
+            raise VerificationFailure(f"{member} is not covered by the attestation")
+        if want != sha256:
+            raise VerificationFailure(f"{member} was modified: sha256 {sha256[:16]}… is not the attested {want[:16]}…")
+        return {member: sha256}
     if expected.kind in ("modelseal", "oms") and len(expected.files) != 1:
         raise VerificationFailure(f"the attestation covers {len(expected.files)} files; verify their folder")
-    if d.sha256 not in expected.files.values():
-        raise VerificationFailure(f"{path.name} was modified: sha256 {d.sha256[:16]}… matches no subject")
-    return {path.name: d.sha256}
+    if sha256 not in expected.files.values():
+        raise VerificationFailure(f"{name} was modified: sha256 {sha256[:16]}… matches no subject")
+    return {name: sha256}
 
 
 def _relative(p: Path | None, root: Path) -> str | None:
