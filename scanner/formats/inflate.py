@@ -1,0 +1,128 @@
+"""Bounded streaming decompression shared by the zip and archive analyzers.
+
+Nothing is ever inflated whole on trust: output stops at a cap, the ratio is checked as bytes come out, and
+every decompressed byte is charged to the scan's budget.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from scanner.source import Source
+
+CHUNK = 1 << 20
+
+
+class Decompressor(Protocol):
+    eof: bool
+    unused_data: bytes
+
+    @property
+    def needs_input(self) -> bool: ...
+
+    def decompress(self, data: bytes, max_length: int) -> bytes: ...
+
+
+class ZlibAdapter:
+    """zlib keeps unconsumed input in `unconsumed_tail`; present it like bz2/lzma (buffer it ourselves)."""
+
+    def __init__(self, wbits: int) -> None:
+        self._d = zlib.decompressobj(wbits)
+        self._tail = b""
+
+    @property
+    def eof(self) -> bool:
+        return self._d.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail and not self._d.eof
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        buf = self._tail + data if self._tail else data
+        out = self._d.decompress(buf, max(1, max_length))
+        self._tail = self._d.unconsumed_tail
+        return out
+
+
+def make_decompressor(kind: str, props: bytes = b"") -> Decompressor:
+    """kind: deflate (raw), zlib, gzip, bz2, xz, lzma-alone, lzma-zip (raw LZMA1 with zip's props header)."""
+    if kind == "deflate":
+        return ZlibAdapter(-15)
+    if kind == "zlib":
+        return ZlibAdapter(15)
+    if kind == "gzip":
+        return ZlibAdapter(31)
+    if kind == "bz2":
+        return bz2.BZ2Decompressor()  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ)  # type: ignore[return-value]
+    if kind == "lzma-alone":
+        return lzma.LZMADecompressor(lzma.FORMAT_ALONE)  # type: ignore[return-value]
+    if kind == "lzma-zip":
+        filt = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]
+        return lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[filt])  # type: ignore[return-value]
+    raise ValueError(f"unknown decompressor {kind}")
+
+
+@dataclass(frozen=True)
+class Inflated:
+    data: bytes
+    consumed: int          # compressed bytes fed (upper bound: read in chunks)
+    eof: bool              # the stream ended properly
+    over_cap: bool         # output reached the cap: more remains
+    bomb: bool             # ratio exceeded past the floor
+    error: str | None      # corrupt stream
+    unused: bytes          # bytes after the end of the stream within the fed window
+
+
+def inflate(src: Source, start: int, length: int, decomp: Decompressor, *, cap: int, max_ratio: int,
+            ratio_floor: int, charge: Callable[[int], None]) -> Inflated:
+    """Inflate src[start:start+length] into at most `cap` bytes (one more is produced to detect overflow)."""
+    out = bytearray()
+    pos = start
+    end = start + max(0, length)
+    error: str | None = None
+    over = bomb = False
+    stalled = 0
+    try:
+        while not decomp.eof:
+            chunk = b""
+            if decomp.needs_input:
+                if pos >= end:
+                    break
+                chunk = src.read_at(pos, min(CHUNK, end - pos))
+                if not chunk:
+                    break
+                pos += len(chunk)
+            piece = decomp.decompress(chunk, cap + 1 - len(out))
+            if piece:
+                charge(len(piece))
+                out += piece
+                stalled = 0
+            elif not chunk:
+                stalled += 1
+                if stalled > 2:
+                    break
+            if len(out) > cap:
+                over = True
+                del out[cap:]
+                break
+            if len(out) > ratio_floor and len(out) > max_ratio * max(1, pos - start):
+                bomb = True
+                break
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as e:
+        error = f"{type(e).__name__}: {e}"
+    unused = b""
+    if decomp.eof:
+        unused = decomp.unused_data
+    return Inflated(bytes(out), pos - start, decomp.eof, over, bomb, error, unused)
