@@ -45,8 +45,12 @@ def walk_paths(paths: list[Path], policy: Policy, rules: RuleSet) -> Iterator[Wa
 
 
 def _walk_dir(root: Path, policy: Policy, rules: RuleSet) -> Iterator[WalkEntry]:
+    """Files under `root` in sorted order. A file reached by several paths (links, hard links) is scanned
+    once, under the first path that is a symlink if there is one: in a Hugging Face cache
+    (`snapshots/<rev>/model.safetensors -> ../../blobs/<sha>`) the report names the file a loader opens,
+    not the content-addressed blob."""
     real_root = root.resolve()
-    seen: set[tuple[int, int]] = set()
+    order: list[tuple[tuple[int, int] | None, bool, WalkEntry]] = []  # (inode key, via link, entry)
 
     def onerror(e: OSError) -> None:
         errors.append(e)
@@ -60,26 +64,36 @@ def _walk_dir(root: Path, policy: Policy, rules: RuleSet) -> Iterator[WalkEntry]
             if policy.ignored(rel):
                 continue
             display = str(full)
-            if full.is_symlink():
+            is_link = full.is_symlink()
+            if is_link:
                 target = Path(os.path.realpath(full))
                 inside = target == real_root or real_root in target.parents
                 if not inside:
-                    yield _symlink_outside(full, display, root, rel, target, rules)
+                    order.append((None, True, _symlink_outside(full, display, root, rel, target, rules)))
+                    continue
+                if not target.exists():
+                    order.append((None, True, WalkEntry(full, display, root,
+                                                        error=f"broken symlink -> {os.readlink(full)}")))
                     continue
                 if not target.is_file():
                     continue  # a link to a directory inside the root is walked as that directory
             try:
                 st = full.stat()
             except OSError as e:
-                yield WalkEntry(full, display, root, error=f"cannot access: {e.strerror or e}")
+                order.append((None, is_link, WalkEntry(full, display, root, error=f"cannot access: {e.strerror or e}")))
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                continue  # the same blob reached through a link: scan once
-            seen.add(key)
-            yield WalkEntry(full, display, root)
+            order.append(((st.st_dev, st.st_ino), is_link, WalkEntry(full, display, root)))
+    chosen: dict[tuple[int, int], int] = {}
+    for i, (key, via_link, _) in enumerate(order):
+        if key is None:
+            continue
+        if key not in chosen or (via_link and not order[chosen[key]][1]):
+            chosen[key] = i
+    for i, (key, _, entry) in enumerate(order):
+        if key is None or chosen[key] == i:
+            yield entry
     for e in errors:
         yield WalkEntry(Path(e.filename or root), str(e.filename or root), root,
                         error=f"cannot list: {e.strerror or e}")
