@@ -117,6 +117,10 @@ def rules() -> None:
 
 # -- commands of other modules register below (each module keeps its heavy imports inside functions) --
 
+from scanner.explain.cli_command import register as _register_explain  # noqa: E402
+
+_register_explain(app)
+
 from scanner.attest.cli_commands import register as _register_attest  # noqa: E402
 
 _register_attest(app)
