@@ -34,6 +34,7 @@ ANALYZERS: dict[str, str] = {
     "onnx": "scanner.formats.onnx",
     "safetensors": "scanner.formats.safetensors",
     "gguf": "scanner.formats.gguf",
+    "executable": "scanner.formats.executable",
 }
 NOT_A_MODEL = ("text", "data", "empty")
 

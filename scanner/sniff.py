@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 
 from scanner.source import Source
@@ -13,8 +14,8 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 
 def sniff(src: Source) -> str:
-    """Return a format name: pickle, zip, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5, safetensors,
-    onnx, gguf, text, empty or data."""
+    """Return a format name: pickle, zip, executable, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5,
+    safetensors, onnx, gguf, text, empty or data."""
     if src.size == 0:
         return "empty"
     head = src.head(4096)
@@ -22,6 +23,8 @@ def sniff(src: Source) -> str:
         return "pickle"
     if head.startswith(ZIP_MAGICS):
         return "zip"
+    if _is_executable(head):
+        return "executable"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
     if head.startswith(HDF5_MAGIC) or _hdf5_userblock(src):
@@ -55,6 +58,18 @@ def sniff(src: Source) -> str:
     return "data"
 
 
+EXECUTABLE_MAGICS = (b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
+
+
+def _is_executable(head: bytes) -> bool:
+    """ELF, Mach-O, PE/APE (`MZ`), or a `#!` script followed by binary bytes (llamafile-style wrappers)."""
+    if head.startswith(EXECUTABLE_MAGICS):
+        return True
+    if head.startswith(b"MZ"):
+        return head.startswith(b"MZqFpD") or not _is_text(head)
+    return head.startswith(b"#!") and b"\x00" in head
+
+
 def _hdf5_userblock(src: Source) -> bool:
     off = 512
     while off < min(src.size, 1 << 20):
@@ -64,11 +79,23 @@ def _hdf5_userblock(src: Source) -> bool:
     return False
 
 
+_ST_KEY = re.compile(rb'\{\s*"[\x20-\x7e]{1,128}?"\s*:')
+
+
 def _is_safetensors(head: bytes, size: int) -> bool:
+    """u64 length + JSON. Headers whose length lies (too big, too small) still go to the analyzer when the
+    bytes after it clearly start a JSON object, so the lie is reported rather than waved through."""
     if len(head) < 9:
         return False
     (n,) = struct.unpack("<Q", head[:8])
-    return 2 <= n <= size - 8 and head[8:9] == b"{"
+    body = head[8:]
+    if 2 <= n <= size - 8:
+        return body.lstrip(b" \t\r\n")[:1] in (b"{", b"[")
+    if n < 2:
+        return body[:1] == b"{"
+    # a lying length: only when the 8 bytes are binary (JSON lines or other text must not land here)
+    binary = any(b < 0x09 or 0x0d < b < 0x20 or b >= 0x80 for b in head[:8])
+    return binary and _ST_KEY.match(body) is not None
 
 
 def _looks_like_text_pickle(head: bytes, size: int) -> bool:

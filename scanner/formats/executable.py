@@ -1,0 +1,74 @@
+"""Executables in a model folder (U03): report them, and scan the model data they carry.
+
+llamafiles are Actually Portable Executables that are also zip archives holding a GGUF; other wrappers
+simply append a GGUF to a binary or a `#!` script. The search for embedded GGUF headers reads at most
+`max_header_bytes` from the front, in blocks, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from scanner.findings import Finding
+from scanner.source import Source
+
+if TYPE_CHECKING:
+    from scanner.engine import ScanContext
+
+BLOCK = 1 << 20
+EOCD = b"PK\x05\x06"
+
+
+def _kind(head: bytes) -> str:
+    if head.startswith(b"\x7fELF"):
+        return "ELF executable"
+    if head.startswith(b"MZqFpD"):
+        return "Actually Portable Executable (APE, llamafile-style)"
+    if head.startswith(b"MZ"):
+        return "PE/DOS executable"
+    if head.startswith(b"#!"):
+        return "script wrapper followed by binary data"
+    return "Mach-O executable"
+
+
+def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
+    head = src.head(64)
+    yield ctx.finding("EXECUTABLE-FILE", f"{_kind(head)} where a model file is expected", src, offset=0,
+                      evidence=head[:16].hex())
+    hits = embedded_gguf_offsets(src, ctx.limits.max_header_bytes,
+                                 int(ctx.rules.doc("executable").get("search", {}).get("gguf_hits", 4)))
+    for off in hits:
+        yield ctx.finding("EXECUTABLE-EMBEDDED-MODEL", f"GGUF header embedded at offset {off}", src, offset=off,
+                          evidence=src.read_at(off, 16).hex())
+        yield from ctx.scan_child(src.child_slice(f"gguf@{off}", off, src.size - off), "gguf")
+    if _has_zip_directory(src):
+        yield ctx.finding("EXECUTABLE-EMBEDDED-MODEL", "executable is also a zip archive (APE/llamafile layout)",
+                          src, evidence="end-of-central-directory record in the tail")
+        yield from ctx.scan_child(src.child_slice("zip", 0, src.size), "zip")
+
+
+def embedded_gguf_offsets(src: Source, window: int, max_hits: int) -> list[int]:
+    """Offsets (> 0) of plausible GGUF headers (magic + version 1..3) in the first `window` bytes."""
+    hits: list[int] = []
+    end = min(src.size, window)
+    pos = 1
+    while pos < end and len(hits) < max_hits:
+        block = src.read_at(pos, min(BLOCK + 8, end - pos + 8))
+        if len(block) < 8:
+            break
+        i = block.find(b"GGUF")
+        while i != -1 and i < BLOCK and len(hits) < max_hits:
+            if i + 8 <= len(block):
+                (ver,) = struct.unpack_from("<I", block, i + 4)
+                if 1 <= ver <= 3:
+                    hits.append(pos + i)
+            i = block.find(b"GGUF", i + 1)
+        pos += BLOCK
+    return hits
+
+
+def _has_zip_directory(src: Source) -> bool:
+    tail_len = min(src.size, 65536 + 22)
+    return EOCD in src.read_at(src.size - tail_len, tail_len)
