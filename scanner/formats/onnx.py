@@ -1,0 +1,283 @@
+"""ONNX models: parse the ModelProto from bytes (no external data is ever loaded) and walk the main graph,
+every nested subgraph, the training graphs and the local functions.
+
+Checked: external-data locations (escape, symlink, missing, range), operator domains, Python-backed
+operators, metadata and doc strings naming native libraries, unknown protobuf fields.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import TYPE_CHECKING, Any
+
+from scanner.findings import Finding
+from scanner.source import Source
+
+if TYPE_CHECKING:
+    from scanner.engine import ScanContext
+
+_EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
+
+
+@dataclass(frozen=True)
+class _Rules:
+    standard: frozenset[str]
+    runtime: frozenset[str]
+    python_ops: tuple[tuple[str, str | None, str | None, str], ...]  # domain, op_type, op_prefix, reason
+    shared_lib: tuple[tuple[re.Pattern[str], str], ...]
+
+
+def _rules(ctx: ScanContext) -> _Rules:
+    def build() -> _Rules:
+        doc = ctx.rules.doc("onnx")
+        return _Rules(
+            frozenset(e["domain"] for e in doc.get("standard_domain", [])),
+            frozenset(e["domain"] for e in doc.get("runtime_domain", [])),
+            tuple((e["domain"], e.get("op_type"), e.get("op_prefix"), e["reason"]) for e in doc.get("python_op", [])),
+            tuple((re.compile(e["pattern"], re.IGNORECASE), e["reason"])
+                  for e in doc.get("shared_library_pattern", [])),
+        )
+    return ctx.rules.cached("onnx", build)  # type: ignore[no-any-return]
+
+
+def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
+    from google.protobuf.message import DecodeError
+    from onnx import ModelProto
+
+    if src.size > ctx.limits.max_read_bytes:
+        yield ctx.finding("LIMIT-EXCEEDED", f"ONNX model of {src.size} bytes exceeds max_read_bytes; not parsed",
+                          src, evidence="max_read_bytes")
+        return
+    data = src.read_all(ctx.limits.max_read_bytes)
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        yield ctx.finding("ONNX-MALFORMED", "not a parseable ONNX ModelProto", src, evidence=f"{type(e).__name__}: {e}"[:300])
+        return
+    except RecursionError:
+        yield ctx.finding("ONNX-MALFORMED", "protobuf nested too deeply to parse", src, evidence="RecursionError")
+        return
+    w = _Walker(src, ctx)
+    w.model(model)
+    yield from w.findings
+
+
+class _Walker:
+    def __init__(self, src: Source, ctx: ScanContext) -> None:
+        self.src = src
+        self.ctx = ctx
+        self.rules = _rules(ctx)
+        self.findings: list[Finding] = []
+        self.nodes = 0
+        self.stopped = False
+        self.local_functions: set[tuple[str, str]] = set()
+        self.custom_ops: dict[str, dict[str, str]] = {}  # domain -> op -> first place seen
+        self.python_ops: list[str] = []
+        self.seen_docs = 0
+        base = src.path.parent if src.path is not None else None
+        self.base = base
+
+    def add(self, rule_id: str, message: str, evidence: str | None = None) -> None:
+        self.findings.append(self.ctx.finding(rule_id, message, self.src, evidence=evidence))
+
+    # -- model level -------------------------------------------------------------------------------------
+    def model(self, m: Any) -> None:
+        self.unknown_fields(m, "model")
+        for f in m.functions:
+            self.local_functions.add((f.domain, f.name))
+        opset_domains = {o.domain for o in m.opset_import}
+        for kv in m.metadata_props:
+            self.text(kv.key, "metadata key")
+            self.text(kv.value, f"metadata {kv.key!r}")
+        self.text(m.doc_string, "model doc_string")
+        self.text(m.producer_name, "producer_name")
+        self.graph(m.graph, "graph")
+        for i, ti in enumerate(m.training_info):
+            self.graph(ti.initialization, f"training_info[{i}].initialization")
+            self.graph(ti.algorithm, f"training_info[{i}].algorithm")
+        for f in m.functions:
+            self.function(f)
+        self.report_domains(opset_domains)
+
+    def unknown_fields(self, msg: Any, where: str) -> None:
+        try:
+            from google.protobuf.unknown_fields import UnknownFieldSet
+
+            n = len(UnknownFieldSet(msg))
+        except (ImportError, TypeError, ValueError):
+            return
+        if n:
+            self.add("ONNX-UNKNOWN-FIELDS", f"{where} carries {n} protobuf field(s) unknown to ONNX", where)
+
+    def report_domains(self, opset_domains: set[str]) -> None:
+        known = self.rules.standard | self.rules.runtime
+        local_domains = {d for d, _ in self.local_functions}
+        for domain, ops in sorted(self.custom_ops.items()):
+            names = sorted(ops)[:20]
+            self.add("ONNX-CUSTOM-DOMAIN", f"operators from non-standard domain {domain!r}: {', '.join(names)}",
+                     "; ".join(f"{domain}:{op} at {ops[op]}" for op in names))
+        for domain in sorted(opset_domains - known - set(self.custom_ops) - local_domains):
+            self.add("ONNX-CUSTOM-OPSET", f"opset import of non-standard domain {domain!r}", domain)
+        for where in self.python_ops[:50]:
+            self.add("ONNX-PYTHON-OP", f"Python-backed operator {where}", where)
+
+    # -- graphs ------------------------------------------------------------------------------------------
+    def graph(self, root: Any, where: str, depth: int = 0) -> None:
+        stack: list[tuple[Any, str, int]] = [(root, where, depth)]
+        while stack and not self.stopped:
+            g, path, depth = stack.pop()
+            if depth > self.ctx.limits.max_graph_depth:
+                self.add("LIMIT-EXCEEDED", f"subgraphs nested deeper than {self.ctx.limits.max_graph_depth} at {path}",
+                         "max_graph_depth")
+                continue
+            if depth:
+                self.unknown_fields(g, path)
+            self.text(g.doc_string, f"{path} doc_string")
+            for t in g.initializer:
+                self.tensor(t, f"{path} initializer {t.name!r}")
+            for st in g.sparse_initializer:
+                self.tensor(st.values, f"{path} sparse initializer {st.values.name!r}")
+                self.tensor(st.indices, f"{path} sparse initializer indices {st.indices.name!r}")
+            for i, node in enumerate(g.node):
+                for sub, sub_path in self.node(node, f"{path}.node[{i}]"):
+                    stack.append((sub, sub_path, depth + 1))
+                if self.stopped:
+                    return
+
+    def function(self, f: Any) -> None:
+        path = f"function {f.domain}:{f.name}"
+        self.text(f.doc_string, f"{path} doc_string")
+        for i, node in enumerate(f.node):
+            for sub, sub_path in self.node(node, f"{path}.node[{i}]"):
+                self.graph(sub, sub_path, 1)
+            if self.stopped:
+                return
+
+    def node(self, node: Any, path: str) -> list[tuple[Any, str]]:
+        self.nodes += 1
+        if self.nodes > self.ctx.limits.max_graph_nodes:
+            if not self.stopped:
+                self.add("LIMIT-EXCEEDED", f"more than {self.ctx.limits.max_graph_nodes} nodes; rest not analyzed",
+                         "max_graph_nodes")
+            self.stopped = True
+            return []
+        domain, op = node.domain, node.op_type
+        label = f"{domain or 'ai.onnx'}:{op} at {path}" + (f" ({node.name})" if node.name else "")
+        if self.is_python_op(domain, op):
+            self.python_ops.append(label)
+        if (domain not in self.rules.standard and domain not in self.rules.runtime
+                and (domain, op) not in self.local_functions):
+            self.custom_ops.setdefault(domain, {}).setdefault(op, path)
+        if self.seen_docs < 10_000 and node.doc_string:
+            self.seen_docs += 1
+            self.text(node.doc_string, f"{path} doc_string")
+        subs: list[tuple[Any, str]] = []
+        for attr in node.attribute:
+            apath = f"{path}.{attr.name}"
+            # fields are checked whatever the declared type says: runtimes differ in which they trust
+            if attr.HasField("g"):
+                subs.append((attr.g, apath))
+            subs.extend((g, f"{apath}[{j}]") for j, g in enumerate(attr.graphs))
+            if attr.HasField("t"):
+                self.tensor(attr.t, f"{apath} tensor")
+            for j, t in enumerate(attr.tensors):
+                self.tensor(t, f"{apath}[{j}] tensor")
+            if attr.HasField("sparse_tensor"):
+                self.tensor(attr.sparse_tensor.values, f"{apath} sparse values")
+                self.tensor(attr.sparse_tensor.indices, f"{apath} sparse indices")
+            for j, st in enumerate(attr.sparse_tensors):
+                self.tensor(st.values, f"{apath}[{j}] sparse values")
+        return subs
+
+    def is_python_op(self, domain: str, op: str) -> bool:
+        for d, op_type, prefix, _reason in self.rules.python_ops:
+            if d not in ("*", domain):
+                continue
+            if op_type is not None and op == op_type or prefix is not None and op.startswith(prefix):
+                return True
+        return False
+
+    # -- tensors and external data -----------------------------------------------------------------------
+    def tensor(self, t: Any, where: str) -> None:
+        if t.data_location != _EXTERNAL and not len(t.external_data):
+            return
+        info = {kv.key: kv.value for kv in t.external_data}
+        location = info.get("location", "")
+        if t.data_location != _EXTERNAL:
+            self.add("ONNX-MALFORMED", f"{where} has external_data entries but data_location is not EXTERNAL",
+                     repr(location)[:200])
+        if not location or "\x00" in location:
+            self.add("ONNX-MALFORMED", f"{where} has external data without a usable location", repr(location)[:200])
+            return
+        self.external(location, info, where)
+
+    def external(self, location: str, info: dict[str, str], where: str) -> None:
+        ev = f"location={location!r}"
+        if _escapes(location):
+            self.add("ONNX-EXTERNAL-DATA-PATH", f"{where} reads external data from {location!r} (outside the model "
+                     "folder; loading reads it, re-saving overwrites it)", ev)
+            return
+        if self.base is None:
+            self.add("ONNX-EXTERNAL-DATA-UNVERIFIABLE", f"{where} keeps its data in {location!r}; the model is inside "
+                     "a container, so the file cannot be checked", ev)
+            return
+        base = self.base
+        real_base = Path(os.path.realpath(base))
+        real = Path(os.path.realpath(base / location))
+        link = _through_symlink(base, location)
+        if link:
+            self.add("ONNX-EXTERNAL-DATA-SYMLINK", f"{where}: {location!r} is reached through a symlink", ev)
+        if real != real_base and real_base not in real.parents:
+            self.add("ONNX-EXTERNAL-DATA-PATH", f"{where}: {location!r} resolves outside the model folder to {real}",
+                     ev)
+            return
+        if link:
+            return
+        if not real.is_file():
+            self.add("ONNX-EXTERNAL-DATA-MISSING", f"{where}: external data file {location!r} does not exist", ev)
+            return
+        size = real.stat().st_size
+        try:
+            offset = int(info.get("offset", "0") or "0")
+            length = int(info["length"]) if info.get("length") else size - offset
+        except ValueError:
+            self.add("ONNX-EXTERNAL-DATA-RANGE", f"{where}: offset/length are not integers", repr(info)[:200])
+            return
+        if offset < 0 or length < 0 or offset + length > size:
+            self.add("ONNX-EXTERNAL-DATA-RANGE", f"{where}: bytes {offset}+{length} run past {location!r} "
+                     f"({size} bytes)", f"{ev} offset={offset} length={length} size={size}")
+            return
+        self.add("ONNX-EXTERNAL-DATA", f"{where}: data in {location!r} bytes {offset}+{length}", ev)
+
+    # -- text --------------------------------------------------------------------------------------------
+    def text(self, s: str, where: str) -> None:
+        if not s:
+            return
+        for pattern, reason in self.rules.shared_lib:
+            m = pattern.search(s[: self.ctx.limits.max_string_bytes])
+            if m:
+                lo = max(0, m.start() - 60)
+                self.add("ONNX-SHARED-LIBRARY", f"{where} mentions {m.group(0)!r} ({reason})", s[lo:m.end() + 60])
+                return
+
+
+def _escapes(location: str) -> bool:
+    """Absolute (POSIX, Windows drive or UNC) or climbing with `..` in either separator style."""
+    if location.startswith(("/", "\\")) or PureWindowsPath(location).drive or PurePosixPath(location).is_absolute():
+        return True
+    parts = re.split(r"[\\/]", location)
+    return ".." in parts or location.startswith("~")
+
+
+def _through_symlink(base: Path, location: str) -> bool:
+    cur = base
+    for part in PurePosixPath(location).parts:
+        cur = cur / part
+        if cur.is_symlink():
+            return True
+    return False
