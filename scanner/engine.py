@@ -30,6 +30,7 @@ ANALYZERS: dict[str, str] = {
     "zlib": "scanner.formats.archive",
     "7z": "scanner.formats.archive",
     "npy": "scanner.formats.numpy",
+    "torch-legacy": "scanner.formats.torch_legacy",
     "hdf5": "scanner.formats.hdf5",
     "onnx": "scanner.formats.onnx",
     "safetensors": "scanner.formats.safetensors",
@@ -108,6 +109,8 @@ def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[
         if fmt is None:
             fmt = sniff(src)
             findings.extend(_extension_check(src, fmt, ctx))
+            fmt = _refine(src, fmt)
+        findings.extend(_appended_zip(src, fmt, ctx))
         analyze = analyzer_for(fmt)
         if analyze is None:
             if fmt in NOT_A_MODEL and ctx.depth == 0:
@@ -128,6 +131,25 @@ def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[
         findings.append(ctx.finding("SCAN-INTERNAL-ERROR", f"{fmt or 'unknown'} analyzer failed: {type(e).__name__}",
                                     src, evidence=str(e)[:300]))
     return fmt or "unknown", findings
+
+
+def _refine(src: Source, fmt: str) -> str:
+    """Sub-formats the sniffer leaves to their analyzers: legacy torch files are stacked pickles."""
+    if fmt == "pickle":
+        from scanner.formats.torch_legacy import is_legacy_torch
+
+        if is_legacy_torch(src.head(64)):
+            return "torch-legacy"
+    return fmt
+
+
+def _appended_zip(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
+    """A zip glued after other content (T12 polyglot): zip readers find it from the end."""
+    if fmt == "zip":
+        return []
+    from scanner.formats.zipfile import appended_zip
+
+    return appended_zip(src, fmt, ctx)
 
 
 def _sev(ctx: ScanContext, rule_id: str) -> Severity:

@@ -26,6 +26,7 @@ class Limits:
     max_member_bytes: int = 4 * GiB         # decompressed size of one member that is read
     max_total_bytes: int = 16 * GiB         # decompressed bytes read in one top-level file
     max_ratio: int = 200                    # decompression ratio beyond which a member is a bomb
+    min_bomb_bytes: int = 16 * MiB          # output below this size is never called a bomb by ratio alone
     # headers and configs
     max_header_bytes: int = 100 * MiB       # safetensors header, GGUF metadata, ONNX/Keras configs
     max_json_depth: int = 200

@@ -73,6 +73,27 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     return st.out
 
 
+APPENDED_HOSTS = frozenset({"pickle", "torch-legacy", "npy", "data", "text", "safetensors", "gguf", "hdf5"})
+
+
+def appended_zip(src: Source, fmt: str, ctx: Any) -> list[Finding]:
+    """Engine hook: content sniffed as `fmt` whose last bytes are a zip end record (exactly at the end of the
+    file, as writers put it) also opens as a zip. Only hosts where that is a trick are looked at."""
+    if fmt not in APPENDED_HOSTS or src.size < zs.EOCD_LEN:
+        return []
+    offsets, _tail, _ = zs.find_end_records(src)
+    exact = False
+    for off in offsets:
+        rec = src.read_at(off, zs.EOCD_LEN)
+        clen = int.from_bytes(rec[20:22], "little")
+        if off + zs.EOCD_LEN + clen == src.size:
+            exact = True
+            break
+    if not exact:
+        return []
+    return analyze_appended(src, ctx)
+
+
 def analyze_appended(src: Source, ctx: Any) -> list[Finding]:
     """A file sniffed as something else whose tail holds a zip end record (pickle + zip polyglot): scan the
     zip part, leaving the head to the analyzer that already read it."""

@@ -1,0 +1,202 @@
+"""Archives and compressed streams (formats tar, gzip, bz2, xz, lzma, zlib, 7z): bounded streaming
+decompression (joblib's compressed pickles included), tar members with traversal / link / device checks,
+nesting through `ctx.scan_child` (depth-limited by the engine)."""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from collections.abc import Iterator
+from typing import Any
+
+from scanner.findings import Finding
+from scanner.formats.inflate import Inflated, inflate, make_decompressor
+from scanner.source import Source
+
+DRIVE = re.compile(r"^[A-Za-z]:")
+ZF_HEADER = 21  # joblib < 0.10: b"ZF" + hex(length) padded to 19 characters, then a zlib stream
+STREAM_MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
+BOMB_HEAD = 1 << 20
+
+
+def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
+    from scanner.sniff import sniff
+
+    fmt = sniff(src)
+    if fmt == "tar":
+        return _tar(src, ctx)
+    if fmt == "7z":
+        return [ctx.finding("ARCHIVE-UNSCANNED", "7z archive: no safe 7z reader is bundled, members not scanned",
+                            src, offset=0, evidence="7z")]
+    if fmt in ("gzip", "bz2", "xz", "lzma", "zlib"):
+        return _stream(src, ctx, fmt)
+    return [ctx.finding("ARCHIVE-MALFORMED", f"archive analyzer got content sniffed as {fmt}", src)]
+
+
+def _lim(ctx: Any) -> tuple[int, int]:
+    cap = min(ctx.limits.max_member_bytes, ctx.limits.max_read_bytes)
+    return cap, int(getattr(ctx.limits, "min_bomb_bytes", 16 * 1024 * 1024))
+
+
+def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
+    out: list[Finding] = []
+    cap, floor = _lim(ctx)
+    start = 0
+    kind = {"gzip": "gzip", "bz2": "bz2", "xz": "xz", "lzma": "lzma-alone", "zlib": "zlib"}[fmt]
+    if fmt == "zlib" and src.head(4) == b"ZF0x":
+        start = ZF_HEADER
+        declared = _zf_length(src.head(ZF_HEADER))
+        if declared is None:
+            out.append(ctx.finding("ARCHIVE-MALFORMED", "joblib ZF header with an unreadable length", src, offset=0))
+    pieces: list[bytes] = []
+    total = 0
+    pos = start
+    streams = 0
+    while pos < src.size:
+        streams += 1
+        if streams > ctx.limits.max_pickle_streams:
+            out.append(ctx.finding("LIMIT-EXCEEDED", "too many concatenated compressed streams", src, offset=pos,
+                                   evidence="max_pickle_streams"))
+            break
+        try:
+            decomp = make_decompressor(kind)
+        except (ValueError, Exception) as e:  # noqa: BLE001 - lzma may reject settings
+            out.append(ctx.finding("ARCHIVE-MALFORMED", f"cannot start {fmt} decompression: {e}", src, offset=pos))
+            break
+        res: Inflated = inflate(src, pos, src.size - pos, decomp, cap=cap - total, max_ratio=ctx.limits.max_ratio,
+                                ratio_floor=floor, charge=lambda n: ctx.charge(n, src))
+        pieces.append(res.data)
+        total += len(res.data)
+        if res.error:
+            out.append(ctx.finding("ARCHIVE-MALFORMED", f"{fmt} stream is corrupt: {res.error}; scanned what "
+                                   "decompressed", src, offset=pos))
+            break
+        if res.bomb:
+            out.append(ctx.finding("ARCHIVE-BOMB", f"{fmt} stream inflates beyond ratio {ctx.limits.max_ratio}; "
+                                   f"stopped at {total} bytes", src, offset=pos,
+                                   evidence=f"out={total} in={res.consumed}"))
+            break
+        if res.over_cap:
+            out.append(ctx.finding("ARCHIVE-BOMB", f"{fmt} stream inflates beyond {cap} bytes; stopped", src,
+                                   offset=pos, evidence=f"cap={cap}"))
+            break
+        if not res.eof:
+            out.append(ctx.finding("ARCHIVE-MALFORMED", f"{fmt} stream is truncated; scanned what decompressed",
+                                   src, offset=pos))
+            break
+        end = pos + res.consumed - len(res.unused)
+        pos = end
+        rest = src.read_at(pos, 8)
+        if not rest:
+            break
+        magic = STREAM_MAGIC.get(fmt)
+        if magic and rest.startswith(magic):
+            continue  # multi-member stream: readers concatenate
+        if fmt == "gzip" and rest.strip(b"\x00") == b"" and src.read_at(pos, src.size - pos).strip(b"\x00") == b"":
+            break  # zero padding, which gzip readers skip
+        out.append(ctx.finding("ARCHIVE-TRAILING-DATA", f"{src.size - pos} bytes after the end of the {fmt} stream",
+                               src, offset=pos, evidence=repr(rest)))
+        out.extend(ctx.scan_child(src.child_slice(f"<after {fmt} stream>", pos, src.size - pos)))
+        break
+    data = b"".join(pieces)
+    pieces.clear()
+    name = _inner_name(src, fmt)
+    out.extend(ctx.scan_child(src.child_bytes(name, data)))
+    return out
+
+
+def _zf_length(head: bytes) -> int | None:
+    try:
+        return int(head[2:ZF_HEADER].decode("ascii").strip(), 16)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def _inner_name(src: Source, fmt: str) -> str:
+    base = src.name
+    for ext in (".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".tgz"):
+        if base.lower().endswith(ext):
+            base = base[: -len(ext)] + (".tar" if ext == ".tgz" else "")
+            break
+    return f"<{fmt}>{base}" if base else f"<{fmt} content>"
+
+
+# -- tar ------------------------------------------------------------------------------------------------------
+
+def _tar(src: Source, ctx: Any) -> list[Finding]:
+    out: list[Finding] = []
+    members: list[tarfile.TarInfo] = []
+    fh = src.open()
+    try:
+        tf = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed below
+        try:
+            while True:
+                if len(members) >= ctx.limits.max_members:
+                    out.append(ctx.finding("LIMIT-EXCEEDED", f"more than {ctx.limits.max_members} tar members", src,
+                                           evidence="max_members"))
+                    break
+                try:
+                    info = tf.next()
+                except (tarfile.TarError, EOFError, ValueError) as e:
+                    out.append(ctx.finding("ARCHIVE-MALFORMED", f"tar header error after {len(members)} members: {e}",
+                                           src))
+                    break
+                if info is None:
+                    break
+                members.append(info)
+        finally:
+            tf.members = []
+            tf.close()
+    except (tarfile.TarError, EOFError, ValueError) as e:
+        out.append(ctx.finding("ARCHIVE-MALFORMED", f"not a readable tar archive: {e}", src, offset=0))
+        return out
+    finally:
+        fh.close()
+    seen: dict[str, int] = {}
+    regular: dict[str, Source] = {}
+    for m in members:
+        seen[m.name] = seen.get(m.name, 0) + 1
+        out.extend(_tar_member_checks(src, ctx, m))
+        if m.isreg():
+            if m.offset_data + m.size > src.size:
+                out.append(ctx.finding("ARCHIVE-MALFORMED", f"tar member {m.name!r} runs past the end of the file",
+                                       src, offset=m.offset))
+            regular[m.name] = src.child_slice(m.name, m.offset_data, m.size)
+    for name, n in seen.items():
+        if n > 1:
+            out.append(ctx.finding("ARCHIVE-MALFORMED", f"{n} tar members named {name!r}: extraction keeps the last, "
+                                   "readers by name may take either; all scanned", src, evidence=name))
+    legacy = set(regular) >= {"pickle", "storages", "tensors"}
+    if legacy:
+        from scanner.formats.torch_legacy import analyze_legacy_tar
+
+        try:
+            out.extend(analyze_legacy_tar(regular, ctx))
+        except ImportError:
+            out.append(ctx.finding("TORCH-MALFORMED", "pickle engine unavailable; legacy torch tar not scanned", src))
+    for m in members:
+        if not m.isreg():
+            continue
+        if legacy and m.name in ("storages", "tensors"):
+            continue
+        out.extend(ctx.scan_child(src.child_slice(m.name, m.offset_data, m.size)))
+    return out
+
+
+def _tar_member_checks(src: Source, ctx: Any, m: tarfile.TarInfo) -> list[Finding]:
+    out: list[Finding] = []
+    name = m.name
+    unified = name.replace("\\", "/")
+    parts = unified.split("/")
+    if unified.startswith("/") or DRIVE.match(unified) or ".." in parts:
+        out.append(ctx.finding("ARCHIVE-PATH-TRAVERSAL", f"tar member {name!r} escapes the extraction folder", src,
+                               offset=m.offset, evidence=name))
+    if m.issym() or m.islnk():
+        target = m.linkname
+        kind = "symbolic" if m.issym() else "hard"
+        out.append(ctx.finding("ARCHIVE-LINK-MEMBER", f"tar member {name!r} is a {kind} link to {target!r}", src,
+                               offset=m.offset, evidence=f"{name} -> {target}"))
+    elif m.ischr() or m.isblk() or m.isfifo() or m.issparse() or not (m.isreg() or m.isdir()):
+        out.append(ctx.finding("ARCHIVE-SPECIAL-MEMBER", f"tar member {name!r} is of type {m.type!r}", src,
+                               offset=m.offset, evidence=f"type={m.type!r}"))
+    return out
