@@ -195,9 +195,9 @@ class ResultCache:
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)  # readers see the old entry or the whole new one
+                # readers see the old entry or the whole new one; no fsync: an entry lost or torn by a
+                # power cut fails validation and is rescanned
+                os.replace(tmp, target)
             except BaseException:
                 os.unlink(tmp)
                 raise
