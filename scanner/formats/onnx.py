@@ -135,8 +135,7 @@ class _Walker:
                 self.add("LIMIT-EXCEEDED", f"subgraphs nested deeper than {self.ctx.limits.max_graph_depth} at {path}",
                          "max_graph_depth")
                 continue
-            if depth:
-                self.unknown_fields(g, path)
+            self.unknown_fields(g, path)
             self.text(g.doc_string, f"{path} doc_string")
             for t in g.initializer:
                 self.tensor(t, f"{path} initializer {t.name!r}")
