@@ -100,6 +100,7 @@ class _Walker:
         self.tr = tr
         self.ast = ast
         self.assigned: dict[str, str] = {}
+        self.assigned_seq: dict[str, list[str]] = {}
 
     def walk(self) -> Iterator[Hit]:
         n = self.n
@@ -109,6 +110,10 @@ class _Walker:
                 value = self.fold(node.node)
                 if value is not None:
                     self.assigned[node.target.name] = value
+                elif isinstance(node.node, (n.List, n.Tuple)):
+                    seq = self._seq(node.node)
+                    if seq is not None:
+                        self.assigned_seq[node.target.name] = seq
         for node in self.ast.find_all(n.Node):
             yield from self.visit(node)
 
@@ -230,6 +235,8 @@ class _Walker:
         if isinstance(node, (n.List, n.Tuple)):
             items = [self.fold(x) for x in node.items]
             return None if any(i is None for i in items) else items  # type: ignore[return-value]
+        if isinstance(node, n.Name) and node.name in self.assigned_seq:
+            return self.assigned_seq[node.name]
         text = self.fold(node)
         return list(text) if text is not None else None
 
