@@ -7,6 +7,7 @@ stream carries no version, so every known layout is tried and the one that consu
 
 from __future__ import annotations
 
+import dis  # imported up front: a lazy import would unmarshal a .pyc in the middle of a hostile scan
 import struct
 from dataclasses import dataclass, field
 
@@ -232,8 +233,6 @@ def disassemble(parsed: ParsedCode, max_instructions: int = 200) -> list[str]:
 
     Only names and constants are looked up; argument encodings differ between versions, so an index that
     does not fit is shown raw. This is evidence for a human, never something the verdict depends on."""
-    import dis
-
     if parsed.layout == "2.x":
         return []
     info = parsed.code
