@@ -486,3 +486,13 @@ def test_live_keyless_round_trip(tmp_path):  # pragma: no cover - opt-in, needs 
             os.environ["MODELSEAL_LIVE_ISSUER"], "--allow-verdict", "clean,suspicious",
             *(["--staging"] if staging else []))
     assert r.exit_code == 0, r.output
+
+
+def test_clean_model_verifies_with_default_requirements(tmp_path, keys):
+    """Text and JSON files are not model formats (info only): the scan is clean and verify's defaults hold."""
+    priv, pub = keys["p256"]
+    m = make_model(tmp_path / "m")
+    _, att = signed(m, priv)
+    assert att.report.verdict.value == "clean"
+    (v,) = verify_model(m, [], Trust(public_keys=(pub,)), Requirements())
+    assert v.verdict == "clean"

@@ -235,3 +235,10 @@ def test_gate_reports_the_attestation_bundle(tmp_path, key):
     r = gate.Gate(gate.Trust(public_keys=[key[1]]), requirements=LENIENT).check(p, bundle=moved)
     assert r.source == "attestation" and r.attestation.bundle == moved
     assert json.loads(moved.read_text())["verificationMaterial"]["publicKey"]["hint"]
+
+
+def test_benign_folder_passes_a_default_scan(tmp_path):
+    m = model_folder(tmp_path)
+    r = gate.check(m)
+    assert r.source == "scan" and r.verdict == "clean"
+    assert r.report is not None and {Path(f.path).name for f in r.report.files} == {"config.json", "weights.txt"}
