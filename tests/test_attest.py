@@ -496,3 +496,13 @@ def test_clean_model_verifies_with_default_requirements(tmp_path, keys):
     assert att.report.verdict.value == "clean"
     (v,) = verify_model(m, [], Trust(public_keys=(pub,)), Requirements())
     assert v.verdict == "clean"
+
+
+def test_signed_but_malformed_predicate_fails_closed(tmp_path, keys):
+    priv, pub = keys["p256"]
+    m = make_model(tmp_path / "m")
+    st = json.loads(attest(m, Policy(), None).payload)
+    st["predicate"]["policy"] = "not an object"
+    raw = json.dumps(KeySigner.from_pem(priv).sign(PAYLOAD_TYPE, canonical_json(st))).encode()
+    with pytest.raises(VerificationFailure, match="malformed"):
+        verify_bundle(m, raw, Trust(public_keys=(pub,)), lenient())

@@ -227,6 +227,14 @@ class Expected:
 
 
 def expected_files(statement: dict[str, Any], accept_types: Sequence[str] | None = None) -> Expected:
+    """What the statement says the model is; VerificationFailure when it is malformed."""
+    try:
+        return _expected_files(statement, accept_types)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:  # signed but malformed: fail closed
+        raise VerificationFailure(f"statement predicate is malformed: {type(e).__name__}") from None
+
+
+def _expected_files(statement: dict[str, Any], accept_types: Sequence[str] | None) -> Expected:
     ptype = statement["predicateType"]
     if accept_types is not None and ptype not in accept_types:
         raise VerificationFailure(f"predicate type {ptype!r} is not accepted here")
@@ -417,7 +425,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 def check_scan(statement: dict[str, Any], req: Requirements) -> tuple[str, str]:
-    predicate = statement["predicate"]
+    predicate = statement["predicate"]  # a dict: expected_files checked it
     verdict = predicate.get("verdict")
     if not isinstance(verdict, str):
         raise VerificationFailure("attestation records no verdict")
