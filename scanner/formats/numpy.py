@@ -65,7 +65,15 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
         extra_at = hdr.data_offset + need
         out.append(ctx.finding("NPY-TRAILING-DATA", f"{payload - need} bytes after the array data", src,
                                offset=extra_at, evidence=repr(src.read_at(extra_at, 32))))
-        out.extend(ctx.scan_child(src.child_slice("<after array data>", extra_at, payload - need)))
+        child = src.child_slice("<after array data>", extra_at, payload - need)
+        from scanner.engine import NOT_A_MODEL
+        from scanner.sniff import sniff
+
+        fmt = sniff(child)
+        if fmt not in NOT_A_MODEL:
+            out.append(ctx.finding("POLYGLOT", f"{fmt} content after the array data: np.load reads the array, "
+                                   f"other loaders the {fmt}", src, offset=extra_at, evidence=f"sniffed={fmt}"))
+        out.extend(ctx.scan_child(child))
     return out
 
 

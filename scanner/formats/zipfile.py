@@ -73,7 +73,8 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     return st.out
 
 
-APPENDED_HOSTS = frozenset({"pickle", "torch-legacy", "npy", "data", "text", "safetensors", "gguf", "hdf5"})
+# npy scans its own trailing bytes; the others stop at their own end
+APPENDED_HOSTS = frozenset({"pickle", "torch-legacy", "data", "text", "safetensors", "gguf", "hdf5"})
 
 
 def appended_zip(src: Source, fmt: str, ctx: Any) -> list[Finding]:
@@ -119,6 +120,9 @@ def _structure(st: _State, layout: zs.ZipLayout, prefix_scanned: bool = False) -
     src, end = st.src, layout.end
     for p in layout.problems:
         st.add("ZIP-MALFORMED", p)
+    inside = [(e.local.data_offset, e.local.data_offset + e.csize) for e in layout.entries if e.local]
+    eocds = [o for o in layout.all_eocds if o == end.offset or not any(a <= o < b for a, b in inside)]
+    layout.all_eocds[:] = eocds  # end records inside a member's data belong to a nested archive
     if len(layout.all_eocds) > 1:
         st.add("ZIP-MULTIPLE-EOCD", f"{len(layout.all_eocds)} end-of-central-directory records; readers searching "
                "differently see different archives", evidence=", ".join(map(str, layout.all_eocds)))
@@ -130,6 +134,7 @@ def _structure(st: _State, layout: zs.ZipLayout, prefix_scanned: bool = False) -
                offset=end.offset)
     elif tail < src.size:
         st.add("ZIP-TRAILING-DATA", f"{src.size - tail} bytes after the end record", offset=tail)
+        _polyglot_check(st, tail, src.size - tail, "after the zip end record")
         _scan_region(st, tail, src.size - tail, "<after end record>")
     comment = src.read_at(end.offset + zs.EOCD_LEN, min(end.comment_len, src.size))
     if zs.LFH_SIG in comment or zs.CDH_SIG in comment:
@@ -478,6 +483,16 @@ def _member_source(st: _State, e: zs.Entry, label: str) -> tuple[Source | None, 
 
 def _ratio_floor(lim: Any) -> int:
     return int(getattr(lim, "min_bomb_bytes", 16 * 1024 * 1024))
+
+
+def _polyglot_check(st: _State, start: int, length: int, where: str) -> None:
+    from scanner.engine import NOT_A_MODEL
+    from scanner.sniff import sniff
+
+    fmt = sniff(st.src.child_slice("<probe>", start, length))
+    if fmt not in NOT_A_MODEL:
+        st.add("POLYGLOT", f"{where}: {length} bytes of {fmt} content that other loaders read", offset=start,
+               evidence=f"sniffed={fmt}")
 
 
 def _scan_region(st: _State, start: int, length: int, label: str) -> None:

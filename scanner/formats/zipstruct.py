@@ -127,11 +127,13 @@ def _parse_eocd(src: Source, off: int) -> EndRecord | None:
         loc = src.read_at(off - 20, 20)
         if loc[:4] == Z64_LOC_SIG:
             (_s, _d, z64_off, _n) = struct.unpack("<4sIQI", loc)
-            z = src.read_at(z64_off, 56)
-            if len(z) == 56 and z[:4] == Z64_EOCD_SIG:
-                (_s, _sz, _vm, _vn, _d1, _d2, _n1, n_total64, cd_size64, cd_off64) = struct.unpack(
-                    "<4sQHHIIQQQQ", z)
-                return EndRecord(off, n_total64, cd_size64, cd_off64, clen, z64_off)
+            # Python's zipfile looks right before the locator; miniz follows the recorded offset
+            for at in dict.fromkeys((off - 20 - 56, z64_off)):
+                z = src.read_at(at, 56) if at >= 0 else b""
+                if len(z) == 56 and z[:4] == Z64_EOCD_SIG:
+                    (_s, _sz, _vm, _vn, _d1, _d2, _n1, n_total64, cd_size64, cd_off64) = struct.unpack(
+                        "<4sQHHIIQQQQ", z)
+                    return EndRecord(off, n_total64, cd_size64, cd_off64, clen, at)
     return EndRecord(off, n_total, cd_size, cd_off, clen, z64)
 
 
