@@ -258,14 +258,16 @@ class _Walker:
 
     def _method(self, node: Any) -> str | None:
         attr = node.node.attr
-        args = [self._const(a) for a in node.args]
-        if any(a is None for a in args) or node.kwargs:
+        if node.kwargs:
             return None
         if attr == "join" and len(node.args) == 1:
             sep = self.fold(node.node.node)
             seq = self._seq(node.args[0])
             ok = sep is not None and seq is not None and _joinable(seq, sep)
             return sep.join(seq) if ok else None  # type: ignore[union-attr,arg-type]
+        args = [self._const(a) for a in node.args]
+        if any(a is None for a in args):
+            return None
         if attr == "format":
             return None  # str.format fields ({0.__class__}) are caught by the dunder scan of the constant
         base = self.fold(node.node.node)
