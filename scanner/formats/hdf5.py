@@ -103,8 +103,13 @@ class _Walker:
         if ub > 0:
             self.add("HDF5-USERBLOCK", f"{ub} bytes before the HDF5 superblock", f"userblock_size={ub}")
             self.findings.extend(self.ctx.scan_child(self.src.child_slice("userblock", 0, ub)))
-        root = self.f["/"]
-        self.remember(root, "/")
+        try:
+            root = self.f["/"]
+            self.remember(root, "/")
+        except Exception as e:  # noqa: BLE001 - corrupt root object header
+            self.add("HDF5-MALFORMED", "cannot open the root group", f"{type(e).__name__}: {e}"[:300])
+            yield from self.findings
+            return
         stack: list[tuple[Any, str, int]] = [(root, "/", 0)]
         self.attributes(root, "/")
         while stack and not self.stopped:
@@ -117,7 +122,13 @@ class _Walker:
                 kind = type(child).__name__
                 if name in self.rules.config_attrs:
                     self.add("HDF5-ODD-CONFIG", f"{kind} named {name!r} at {child_path}", child_path)
-                if not self.remember(child, child_path):
+                try:
+                    first_time = self.remember(child, child_path)
+                except Exception as e:  # noqa: BLE001 - corrupt object header
+                    self.add("HDF5-MALFORMED", f"cannot read object header of {child_path}",
+                             f"{type(e).__name__}: {e}"[:300])
+                    continue
+                if not first_time:
                     continue
                 self.attributes(child, child_path)
                 if isinstance(child, self.h5py.Group):

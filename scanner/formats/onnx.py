@@ -63,7 +63,11 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
         yield ctx.finding("ONNX-MALFORMED", "protobuf nested too deeply to parse", src, evidence="RecursionError")
         return
     w = _Walker(src, ctx)
-    w.model(model)
+    try:
+        w.model(model)
+    except (TypeError, ValueError, UnicodeError) as e:
+        # proto2 strings that are not UTF-8 surface as bytes or errors: the loader would see something else
+        w.add("ONNX-MALFORMED", "inconsistent field contents", f"{type(e).__name__}: {e}"[:300])
     yield from w.findings
 
 
@@ -89,8 +93,8 @@ class _Walker:
     def model(self, m: Any) -> None:
         self.unknown_fields(m, "model")
         for f in m.functions:
-            self.local_functions.add((f.domain, f.name))
-        opset_domains = {o.domain for o in m.opset_import}
+            self.local_functions.add((_str(f.domain), _str(f.name)))
+        opset_domains = {_str(o.domain) for o in m.opset_import}
         for kv in m.metadata_props:
             self.text(kv.key, "metadata key")
             self.text(kv.value, f"metadata {kv.key!r}")
@@ -165,7 +169,7 @@ class _Walker:
                          "max_graph_nodes")
             self.stopped = True
             return []
-        domain, op = node.domain, node.op_type
+        domain, op = _str(node.domain), _str(node.op_type)
         label = f"{domain or 'ai.onnx'}:{op} at {path}" + (f" ({node.name})" if node.name else "")
         if self.is_python_op(domain, op):
             self.python_ops.append(label)
@@ -205,7 +209,7 @@ class _Walker:
     def tensor(self, t: Any, where: str) -> None:
         if t.data_location != _EXTERNAL and not len(t.external_data):
             return
-        info = {kv.key: kv.value for kv in t.external_data}
+        info = {_str(kv.key): _str(kv.value) for kv in t.external_data}
         location = info.get("location", "")
         if t.data_location != _EXTERNAL:
             self.add("ONNX-MALFORMED", f"{where} has external_data entries but data_location is not EXTERNAL",
@@ -254,15 +258,20 @@ class _Walker:
         self.add("ONNX-EXTERNAL-DATA", f"{where}: data in {location!r} bytes {offset}+{length}", ev)
 
     # -- text --------------------------------------------------------------------------------------------
-    def text(self, s: str, where: str) -> None:
+    def text(self, s: str | bytes, where: str) -> None:
         if not s:
             return
+        s = _str(s)
         for pattern, reason in self.rules.shared_lib:
             m = pattern.search(s[: self.ctx.limits.max_string_bytes])
             if m:
                 lo = max(0, m.start() - 60)
                 self.add("ONNX-SHARED-LIBRARY", f"{where} mentions {m.group(0)!r} ({reason})", s[lo:m.end() + 60])
                 return
+
+
+def _str(value: str | bytes) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _escapes(location: str) -> bool:
