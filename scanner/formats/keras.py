@@ -135,10 +135,11 @@ class _Walk:
 
     def run(self, root: object) -> None:
         limits = self.ctx.limits
-        stack: list[tuple[object, str, int]] = [(root, "$", 0)]
+        # (node, JSON path, depth, name of the innermost enclosing layer)
+        stack: list[tuple[object, str, int, str | None]] = [(root, "$", 0, None)]
         visited = 0
         while stack:
-            node, path, depth = stack.pop()
+            node, path, depth, layer = stack.pop()
             visited += 1
             if visited > limits.max_array_items:
                 self.add("LIMIT-EXCEEDED", f"more than {limits.max_array_items} config nodes; rest not analyzed",
@@ -149,15 +150,17 @@ class _Walk:
                          "max_json_depth")
                 continue
             if isinstance(node, dict):
+                if isinstance(node.get("class_name"), str):
+                    layer = _layer_name(node) or layer
                 self.visit_dict(node, path)
-                children = [(v, f"{path}.{k}", depth + 1) for k, v in node.items()]
+                children = [(v, f"{path}.{k}", depth + 1, layer) for k, v in node.items()]
                 for k in node:
-                    self.visit_string(k, f"{path}<key>", key=True)
+                    self.visit_string(k, f"{path}<key>", layer, key=True)
             elif isinstance(node, list):
-                children = [(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(node)]
+                children = [(v, f"{path}[{i}]", depth + 1, layer) for i, v in enumerate(node)]
             else:
                 if isinstance(node, str):
-                    self.visit_string(node, path)
+                    self.visit_string(node, path, layer)
                 continue
             stack.extend(reversed(children))
 
@@ -230,11 +233,12 @@ class _Walk:
         self.findings.extend(self.ctx.scan_child(child))
 
     # strings: bytecode, dangerous names, code-looking text, URLs
-    def visit_string(self, s: str, path: str, key: bool = False) -> None:
+    def visit_string(self, s: str, path: str, layer: str | None, key: bool = False) -> None:
         if not key and len(s) >= 24:
             parsed = _decode_code(s, self.ctx)
             if parsed is not None:
-                self.add("KERAS-LAMBDA", f"marshalled Python bytecode at {path}", _code_evidence(parsed))
+                where = f" in layer {layer!r}" if layer else ""
+                self.add("KERAS-LAMBDA", f"marshalled Python bytecode{where} at {path}", _code_evidence(parsed))
                 return
         if len(s) <= 200 and _DOTTED.match(s.replace(">", ".")):
             last = re.split(r"[.>]", s)[-1]
