@@ -1,0 +1,214 @@
+"""The pickle engine: scan pickle streams symbolically (never unpickling them) and report what a loader
+would import and call. Public API: scan_pickle, analyze, looks_like_pickle, PickleResult, Global, Call,
+Unknown. The opcode reader is pickle_ops, the machine pickle_machine, the rule lookup pickle_policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from scanner.findings import Finding, Severity
+from scanner.formats import pickle_joblib, pickle_nested
+from scanner.formats.pickle_machine import Counters, Machine
+from scanner.formats.pickle_ops import OPNAMES
+from scanner.formats.pickle_policy import Classifier, tables
+from scanner.formats.pickle_values import NOCONST, Call, Global, PersistentRef, Unknown, const, render
+
+if TYPE_CHECKING:
+    from scanner.engine import ScanContext
+    from scanner.source import Source
+
+__all__ = ["Call", "Global", "PickleResult", "Unknown", "analyze", "looks_like_pickle", "scan_pickle"]
+
+PAYLOAD_TAG = "<payload@"
+
+
+@dataclass
+class PickleResult:
+    start: int
+    end: int
+    complete: bool
+    findings: list[Finding]
+    value: object
+    persistent_ids: list[object]
+    globals: list[tuple[str, str]]
+
+
+# -- hooks the machine calls back into ---------------------------------------------------------------
+
+class _Hooks:
+    """Folding of decoder / resolver calls, nested payload scanning, joblib arrays, persistent ids."""
+
+    def __init__(self, src: Source, ctx: ScanContext) -> None:
+        self.src = src
+        self.ctx = ctx
+        self.t = tables(ctx.rules)
+        self.depth = (src.member or "").count(PAYLOAD_TAG)
+
+    def after_call(self, m: Machine, func: object, call: Call) -> object:
+        if not isinstance(func, Global):
+            return None
+        d = m.decide(func)
+        name = d.name
+        codec = self.t.decoders.get(name)
+        if codec is not None:
+            call.const = pickle_nested.fold(codec, call.args, self.ctx.limits.max_string_bytes)
+            return None
+        args = call.args if isinstance(call.args, tuple) else ()
+        if name in self.t.getattr_like and len(args) >= 2:
+            obj, attr = args[0], const(args[1])
+            if isinstance(obj, Global) and isinstance(attr, str):
+                dotted = f"{obj.name}.{attr}" if obj.name else attr
+                return Global(obj.module, dotted, via=render(call, 300))
+        if name in self.t.import_like and args:
+            mod = const(args[0])
+            if isinstance(mod, str) and mod:
+                return Global(mod, "", via=render(call, 300))
+        nested = self.t.nested.get(name)
+        if nested is not None:
+            self._nested(m, nested, call)
+        return None
+
+    def nested_severity(self, m: Machine, func: Global, call: Call, severity: Severity) -> Severity:
+        nested = self.t.nested.get(m.decide(func).name)
+        if nested is None or nested.payload not in ("pickle", "auto"):
+            return severity
+        if pickle_nested.payload_bytes(call.args) is None or self.depth >= self.ctx.limits.max_nested_payload_depth:
+            return severity
+        return nested.severity
+
+    def _nested(self, m: Machine, nested: object, call: Call) -> None:
+        from scanner.formats.pickle_policy import Nested
+
+        assert isinstance(nested, Nested)
+        data = pickle_nested.payload_bytes(call.args)
+        if data is None:
+            return
+        op = m.op
+        offset = op.offset if op else 0
+        if nested.payload == "marshal":
+            m.emit("PICKLE-NESTED-PAYLOAD", f"marshal bytes handed to {nested.name} (code objects; shown, never"
+                   " loaded)", evidence=pickle_nested.preview(data), severity=Severity.CRITICAL, key=nested.name)
+            return
+        if nested.payload not in ("pickle", "auto"):
+            return
+        if self.depth >= self.ctx.limits.max_nested_payload_depth:
+            m.emit("LIMIT-EXCEEDED", f"nested payload deeper than {self.ctx.limits.max_nested_payload_depth}"
+                   " levels not scanned", evidence="max_nested_payload_depth", key="nested-depth")
+            return
+        self.ctx.charge(len(data), self.src)
+        child = self.src.child_bytes(f"{PAYLOAD_TAG}{offset}>", data)
+        if nested.payload == "pickle":
+            inner = [f for r in scan_pickle(child, self.ctx, data) for f in r.findings]
+        else:
+            inner = self.ctx.scan_child(child)
+        worst = max((f.severity for f in inner), key=lambda s: s.rank, default=Severity.INFO)
+        if nested.severity > Severity.INFO or worst > Severity.INFO:
+            m.emit("PICKLE-NESTED-PAYLOAD", f"{len(data)} bytes handed to {nested.name} were scanned as a nested"
+                   f" payload ({len(inner)} findings inside)", evidence=pickle_nested.preview(data),
+                   severity=nested.severity, key=nested.name)
+        m.findings.extend(inner)
+
+    def after_build(self, m: Machine, inst: Call) -> None:
+        pickle_joblib.after_build(m, inst)
+
+    def persistent(self, m: Machine, pid: object) -> object:
+        if isinstance(pid, tuple) and pid and pid[0] == "module" and len(pid) >= 2 and isinstance(pid[1], Global):
+            return pid[1]  # legacy torch.save of whole modules: the id stands for the class itself
+        if not _torch_storage_pid(pid):
+            m.emit("PICKLE-PERSISTENT-ID", "persistent id that is not a torch storage reference: the loader's"
+                   " persistent_load decides what it becomes", evidence=render(pid, 200), key="persid")
+        return PersistentRef(pid)
+
+
+def _torch_storage_pid(pid: object) -> bool:
+    return (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], Global)
+            and isinstance(const(pid[2]), str) and isinstance(const(pid[3]), str))
+
+
+# -- public API ----------------------------------------------------------------------------------------
+
+def scan_pickle(src: Source, ctx: ScanContext, data: bytes, offset: int = 0, *,
+                multi: bool = True) -> list[PickleResult]:
+    """Scan the pickle starting at `offset`; with `multi`, also the pickles concatenated after it, and
+    report bytes after the last STOP."""
+    return _scan(src, ctx, data, offset, multi, Counters())
+
+
+def _scan(src: Source, ctx: ScanContext, data: bytes, offset: int, multi: bool,
+          counters: Counters) -> list[PickleResult]:
+    classifier = Classifier(ctx.rules, ctx.policy)
+    hooks = _Hooks(src, ctx)
+    results: list[PickleResult] = []
+    pos = offset
+    while True:
+        m = Machine(data, src, ctx, classifier, counters, hooks=hooks)
+        r = m.run(pos)
+        counters.streams += 1
+        results.append(PickleResult(r.start, r.end, r.complete, r.findings, r.value, r.persistent_ids, r.globals))
+        if not multi or not r.complete or r.end >= len(data):
+            break
+        if not _trailing(src, ctx, data, r.end, results[-1], counters):
+            break
+        pos = r.end
+    return results
+
+
+def _trailing(src: Source, ctx: ScanContext, data: bytes, pos: int, last: PickleResult, counters: Counters) -> bool:
+    """Report bytes after STOP; True when they start another pickle to scan."""
+    rest = len(data) - pos
+    another = starts_pickle(data, pos)
+    what = "another pickle" if another else "data that is not a pickle"
+    last.findings.append(ctx.finding("PICKLE-TRAILING-DATA", f"{rest} bytes after STOP at offset {pos} ({what})",
+                                     src, offset=pos, evidence=pickle_nested.preview(data[pos:pos + 64])))
+    if another and counters.streams >= ctx.limits.max_pickle_streams:
+        last.findings.append(ctx.finding("LIMIT-EXCEEDED", f"more than {ctx.limits.max_pickle_streams} pickles in"
+                                         " one stream; the rest is not scanned", src, offset=pos,
+                                         evidence="max_pickle_streams"))
+        return False
+    return another
+
+
+def starts_pickle(data: bytes, pos: int) -> bool:
+    if pos + 1 < len(data) and data[pos] == 0x80 and data[pos + 1] <= 5:
+        return True
+    return looks_like_pickle(data[pos:pos + 4096], len(data) - pos)
+
+
+def analyze(src: Source, ctx: ScanContext) -> Iterable[Finding]:
+    """A whole raw pickle file (or member): every pickle in it, legacy torch files included."""
+    data = src.read_all(ctx.limits.max_read_bytes)
+    counters = Counters()
+    first = _scan(src, ctx, data, 0, False, counters)
+    yield from first[0].findings
+    r = first[0]
+    if r.complete and r.end < len(data):
+        holder = PickleResult(r.start, r.end, True, [], None, [], [])
+        more = _trailing(src, ctx, data, r.end, holder, counters)
+        yield from holder.findings
+        if more:
+            for res in _scan(src, ctx, data, r.end, True, counters):
+                yield from res.findings
+
+
+def looks_like_pickle(head: bytes, size: int) -> bool:
+    """Whether headless bytes are a protocol 0/1 pickle: the tokenizer and stack machine must reach STOP,
+    or run a meaningful stretch of valid opcodes until the window ends. Text fails within a few bytes."""
+    if not head or head[0] not in OPNAMES:
+        return False
+    m = Machine(head, None, None, None, Counters())
+    r = m.run(0)
+    if r.complete:
+        return m.ops_run >= 1 and _plausible_stop(head, r.end, size)
+    truncated_at_window = len(head) < size and m.error is not None and m.error.truncated
+    return truncated_at_window and m.ops_run >= 16
+
+
+def _plausible_stop(head: bytes, end: int, size: int) -> bool:
+    # a lone "N." or "0." prefix of prose is not a pickle: require the STOP to end the data or more structure
+    return end == size or end >= 8
+
+
+
+

@@ -1,0 +1,140 @@
+"""Decide what an imported pickle global is: allowed, denied (with severity) or unknown.
+
+Tables come from rules/pickle-globals.toml (compiled once per RuleSet) and the user's policy."""
+
+from __future__ import annotations
+
+import _compat_pickle
+from dataclasses import dataclass
+from typing import Any
+
+from scanner.findings import Severity
+from scanner.rules import Policy, RuleSet
+
+
+@dataclass(frozen=True)
+class DenyRule:
+    name: str
+    severity: Severity
+    reason: str
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class Nested:
+    name: str
+    payload: str          # pickle | auto | marshal | python | text
+    severity: Severity    # severity of the call when its payload was constant and scanned
+
+
+@dataclass(frozen=True)
+class Tables:
+    allow: frozenset[str]
+    deny: dict[str, DenyRule]
+    nested: dict[str, Nested]
+    decoders: dict[str, str]
+    call_through: dict[str, tuple[int, ...]]
+    getattr_like: frozenset[str]
+    import_like: frozenset[str]
+    aliases: dict[str, str]
+    walk_dunders: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: str                 # allow | deny | unknown
+    name: str                   # the dotted name that was looked up (after Python-2 mapping)
+    severity: Severity = Severity.HIGH
+    reason: str = ""
+    reference: str | None = None
+
+
+def tables(rules: RuleSet) -> Tables:
+    return rules.cached("pickle-globals", lambda: _build(rules.doc("pickle-globals")))
+
+
+def _build(doc: dict[str, Any]) -> Tables:
+    allow: set[str] = set()
+    for group in doc.get("allow", []):
+        allow.update(group["names"])
+    deny: dict[str, DenyRule] = {}
+    for group in doc.get("deny", []):
+        sev = Severity.parse(group["severity"])
+        for name in group["names"]:
+            deny[name] = DenyRule(name, sev, group["reason"], group.get("reference"))
+    nested = {e["name"]: Nested(e["name"], e["payload"], Severity.parse(e["severity"]))
+              for e in doc.get("nested", [])}
+    decoders = {e["name"]: e["codec"] for e in doc.get("decoder", [])}
+    through = {e["name"]: tuple(e["callees"]) for e in doc.get("call_through", [])}
+    res = doc.get("resolvers", {})
+    return Tables(frozenset(allow), deny, nested, decoders, through, frozenset(res.get("getattr", [])),
+                  frozenset(res.get("import", [])), dict(doc.get("aliases", {})),
+                  frozenset(doc.get("walk", {}).get("dunders", [])))
+
+
+def map_py2(module: str, name: str, proto: int) -> tuple[str, str]:
+    """The renaming `pickle.Unpickler.find_class` applies for protocol < 3 (fix_imports=True)."""
+    if proto < 3:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            return _compat_pickle.NAME_MAPPING[(module, name)]
+        if module in _compat_pickle.IMPORT_MAPPING:
+            return _compat_pickle.IMPORT_MAPPING[module], name
+    return module, name
+
+
+class Classifier:
+    """Looks names up against the rule tables plus the user's allow / deny additions."""
+
+    def __init__(self, rules: RuleSet, policy: Policy) -> None:
+        self.t = tables(rules)
+        self.user_allow_exact = frozenset(p for p in policy.allow_globals if not p.endswith(".*"))
+        self.user_allow_prefix = tuple(p[:-1] for p in policy.allow_globals if p.endswith(".*"))
+        self.user_deny = {d.name: DenyRule(d.name, d.severity, d.reason, d.reference) for d in policy.deny_globals}
+        self._memo: dict[str, Decision] = {}
+
+    def classify(self, full: str) -> Decision:
+        hit = self._memo.get(full)
+        if hit is None:
+            hit = self._memo[full] = self._classify(full)
+        return hit
+
+    def _classify(self, full: str) -> Decision:
+        deny = self._deny(full, self.user_deny)
+        if deny is not None:
+            return Decision("deny", full, deny.severity, deny.reason, deny.reference)
+        if full in self.user_allow_exact or full.startswith(self.user_allow_prefix) and self.user_allow_prefix:
+            return Decision("allow", full, Severity.INFO, "allowed by user configuration")
+        if full in self.t.allow:
+            return Decision("allow", full, Severity.INFO, "on the allow list")
+        deny = self._deny(full, self.t.deny)
+        if deny is not None:
+            return Decision("deny", full, deny.severity, deny.reason, deny.reference)
+        parts = full.split(".")
+        walk = [p for p in parts[1:] if p in self.t.walk_dunders]
+        if walk:
+            return Decision("unknown", full, Severity.HIGH,
+                            f"attribute walk through {', '.join(walk)}: reaches objects the module never exported")
+        return Decision("unknown", full, Severity.HIGH, "not on the allow list")
+
+    def _deny(self, full: str, table: dict[str, DenyRule]) -> DenyRule | None:
+        """Longest deny entry matching the name or any dotted tail of it (`torch.serialization.os.system`
+        reaches `os.system`); `__builtins__` / `__builtin__` components count as `builtins`."""
+        if not table:
+            return None
+        parts = [self.t.aliases.get(p, p) if i == 0 or p.startswith("__") else p
+                 for i, p in enumerate(full.split("."))]
+        best: DenyRule | None = None
+        for start in range(len(parts)):
+            for stop in range(len(parts), start, -1):
+                rule = table.get(".".join(parts[start:stop]))
+                if rule is not None:
+                    if best is None or _better(rule, best, start == 0):
+                        best = rule
+                    break
+        return best
+
+
+def _better(new: DenyRule, old: DenyRule, anchored: bool) -> bool:
+    if new.severity.rank != old.severity.rank:
+        return new.severity.rank > old.severity.rank
+    return anchored and len(new.name) > len(old.name)
