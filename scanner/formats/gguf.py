@@ -96,6 +96,13 @@ class _Cursor:
         self.pos += n
         return self.buf[rel:rel + n]
 
+    def window(self, need: int) -> tuple[bytes, int]:
+        """The buffer and the position in it, holding at least `need` bytes (refilled when not)."""
+        rel = self.pos - self.buf_off
+        if not (0 <= rel and rel + need <= len(self.buf)):
+            self.buf, self.buf_off, rel = self.src.read_at(self.pos, max(BLOCK, need)), self.pos, 0
+        return self.buf, rel
+
     def skip(self, n: int, what: str) -> None:
         if n > self.left:
             raise _Stop("GGUF-MALFORMED", f"truncated: {what} needs {n} bytes, {self.left} left", self.pos)
@@ -260,24 +267,39 @@ def _value(st: _State, t: int, key: str, depth: int) -> Any:
         if et in SCALAR_SIZES:
             cur.skip(count * SCALAR_SIZES[et], f"{key[:80]} array")
         else:
-            for _ in range(count):
-                if et == T_ARRAY:
+            if et == T_ARRAY:
+                for _ in range(count):
                     _value(st, et, key, depth + 1)
-                else:
-                    _skip_string(st, key)
+            else:
+                _skip_strings(st, key, count)
         return None
     raise _Stop("GGUF-VALUE-TYPE", f"{key[:80]!r} has unknown value type {t}; the rest cannot be sized", cur.pos - 4,
                 f"type={t}")
 
 
-def _skip_string(st: _State, key: str) -> None:
-    off = st.cur.pos
-    n = st.length("string length")
-    if n > st.cur.left:
-        raise _Stop("GGUF-STRING-OVERFLOW", f"string in {key[:80]!r} of length {n} exceeds the {st.cur.left} "
-                    "bytes left", off, f"length={n}")
-    _limit(st, "max_string_bytes", n, "string length")
-    st.cur.skip(n, "string")
+def _skip_strings(st: _State, key: str, count: int) -> None:
+    """Skip `count` length-prefixed strings (vocabularies hold 100k+): a tight loop over the read window."""
+    cur, ls = st.cur, st.len_size
+    unpack = struct.Struct(cur.e + ("I" if ls == 4 else "Q")).unpack_from
+    size, max_s = st.src.size, st.ctx.limits.max_string_bytes
+    while count:
+        if cur.left < ls:
+            raise _Stop("GGUF-MALFORMED", f"truncated inside the string array {key[:80]!r}", cur.pos)
+        buf, rel = cur.window(ls)
+        base, end = cur.buf_off, len(buf)
+        while count and rel + ls <= end:
+            (n,) = unpack(buf, rel)
+            left = size - (base + rel + ls)
+            if n > left:
+                cur.pos = base + rel
+                raise _Stop("GGUF-STRING-OVERFLOW", f"string in {key[:80]!r} of length {n} exceeds the {left} "
+                            "bytes left", cur.pos, f"length={n}")
+            if n > max_s:
+                cur.pos = base + rel
+                _limit(st, "max_string_bytes", n, "string length")
+            rel += ls + n
+            count -= 1
+        cur.pos = base + rel
 
 
 def _alignment(st: _State, values: dict[str, tuple[int, Any]]) -> int:
