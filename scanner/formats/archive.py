@@ -177,7 +177,7 @@ def _tar(src: Source, ctx: Any) -> list[Finding]:
     for m in members:
         if not m.isreg():
             continue
-        if legacy and m.name in ("storages", "tensors"):
+        if legacy and m.name in ("storages", "tensors", "pickle"):
             continue
         out.extend(ctx.scan_child(src.child_slice(m.name, m.offset_data, m.size)))
     return out

@@ -183,19 +183,44 @@ def _element_sizes(ctx: Any) -> dict[str, int]:
 # -- legacy tar (torch <= 0.1.x) ------------------------------------------------------------------------------
 
 def analyze_legacy_tar(members: dict[str, Source], ctx: Any) -> list[Finding]:
-    """`storages` and `tensors` interleave pickles with raw bytes: walk them the way torch's legacy_load does.
-    `pickle` and `sys_info` are plain pickles (the archive analyzer scans them)."""
-    out: list[Finding] = []
-    from scanner.formats.pickle import scan_pickle  # noqa: F401 - fail here if the engine is missing
+    """`storages` and `tensors` interleave pickles with raw bytes: walk them the way torch's legacy_load does,
+    then scan `pickle`, whose persistent ids are the string keys those records declared."""
+    from dataclasses import replace
 
+    from scanner.formats.pickle import scan_pickle
+
+    out: list[Finding] = []
+    keys: set[str] = set()
     if "storages" in members:
-        out.extend(_walk_tar_member(members["storages"], ctx, _storages_record))
+        out.extend(_walk_tar_member(members["storages"], ctx, _storages_record, keys))
     if "tensors" in members:
-        out.extend(_walk_tar_member(members["tensors"], ctx, _tensors_record))
+        extra = tuple(ctx.rules.doc("containers").get("torch", {}).get("legacy_tensor_types", []))
+        tctx = _with_policy(ctx, replace(ctx.policy, allow_globals=tuple(ctx.policy.allow_globals) + extra))
+        out.extend(_walk_tar_member(members["tensors"], tctx, _tensors_record, keys))
+    main = members.get("pickle")
+    if main is not None:
+        data = main.read_all(ctx.limits.max_read_bytes)
+        results = scan_pickle(main, _with_policy(ctx, ctx.policy), data, 0, multi=True)
+        pids = [p for r in results for p in r.persistent_ids]
+        known = all(isinstance(p, str) and p in keys or _container_pid(p) for p in pids)
+        for r in results:
+            out.extend(f for f in r.findings if not (known and f.rule_id == "PICKLE-PERSISTENT-ID"))
     return out
 
 
-def _walk_tar_member(src: Source, ctx: Any, record: Any) -> list[Finding]:
+def _container_pid(pid: object) -> bool:
+    """('module', <class>, source file, source): torch 0.1 saved module sources next to the class."""
+    return (isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module"
+            and all(isinstance(x, str) for x in pid[2:]))
+
+
+def _with_policy(ctx: Any, policy: Any) -> Any:
+    from scanner.formats.torchzip import child_context
+
+    return child_context(ctx, policy)
+
+
+def _walk_tar_member(src: Source, ctx: Any, record: Any, keys: set[str]) -> list[Finding]:
     st = _Stack(src, ctx)
     count = st.pickle("count")
     if count is None:
@@ -206,7 +231,7 @@ def _walk_tar_member(src: Source, ctx: Any, record: Any) -> list[Finding]:
                                   evidence=_short(n)))
         return st.out
     for _ in range(n):
-        if not record(st):
+        if not record(st, keys):
             return st.out
     if src.name == "storages":
         st.pickle("storage views")
@@ -215,11 +240,13 @@ def _walk_tar_member(src: Source, ctx: Any, record: Any) -> list[Finding]:
     return st.out
 
 
-def _storages_record(st: _Stack) -> bool:
+def _storages_record(st: _Stack, keys: set[str]) -> bool:
     args = st.pickle("storage record")
     if args is None:
         return False
     v = args.value
+    if isinstance(v, (tuple, list)) and v and isinstance(v[0], str):
+        keys.add(v[0])
     type_name = getattr(v[2], "name", None) if isinstance(v, (tuple, list)) and len(v) == 3 else None
     elem = _element_sizes(st.ctx).get(type_name or "")
     raw = st.src.read_at(st.pos, 8)
@@ -237,9 +264,12 @@ def _storages_record(st: _Stack) -> bool:
     return True
 
 
-def _tensors_record(st: _Stack) -> bool:
-    if st.pickle("tensor record") is None:
+def _tensors_record(st: _Stack, keys: set[str]) -> bool:
+    rec = st.pickle("tensor record")
+    if rec is None:
         return False
+    if isinstance(rec.value, (tuple, list)) and rec.value and isinstance(rec.value[0], str):
+        keys.add(rec.value[0])
     raw = st.src.read_at(st.pos, 8)
     if len(raw) < 8:
         return False

@@ -8,7 +8,7 @@ from typing import Any
 
 from scanner.findings import Finding
 from scanner.formats import zipstruct as zs
-from scanner.source import LimitExceeded, Source
+from scanner.source import LimitExceeded
 
 
 @dataclass
@@ -184,6 +184,8 @@ def _resolve_storages(st: Any, out: Plan, refs: list[tuple[zs.Entry, StorageRef]
         seen[entry.index] = ref
         out.storages[entry.index] = expected
         out.handled.add(entry.index)
+        if entry.usize == 0 and expected and rec.name.rsplit("/", 1)[-1] in _empty_ok(ctx):
+            continue  # torch.jit.save writes these empty itself
         if entry.usize != expected:
             out.findings.append(ctx.finding(
                 "TORCH-STORAGE-SIZE-MISMATCH", f"storage record {entry.name} holds {entry.usize} bytes but "
@@ -191,12 +193,10 @@ def _resolve_storages(st: Any, out: Plan, refs: list[tuple[zs.Entry, StorageRef]
                 offset=entry.header_offset, evidence=f"record={entry.usize} declared={expected}"))
 
 
+def _empty_ok(ctx: Any) -> frozenset[str]:
+    return frozenset(ctx.rules.doc("containers").get("torch", {}).get("empty_storage_records", []))
+
+
 def _short(v: object, n: int = 200) -> str:
     s = repr(v)
     return s if len(s) <= n else s[:n] + "…"
-
-
-def storage_source(src: Source, e: zs.Entry) -> Source | None:
-    if e.local is None:
-        return None
-    return src.child_slice(e.name, e.local.data_offset, e.csize)
