@@ -128,20 +128,28 @@ def _is_text(head: bytes) -> bool:
 
 def _looks_like_onnx(src: Source) -> bool:
     """Walk top-level protobuf fields of a ModelProto: known field numbers with the right wire types,
-    ending exactly at the end of the file, with a graph (field 7). Only headers are read."""
+    ending exactly at the end of the file, with a graph (field 7). Only headers are read.
+
+    Unknown field numbers are accepted when ir_version (1) and graph (7) are both there: runtimes skip
+    unknown fields, so one extra field must not turn a model into "data". So is a walk that runs into the
+    field-count bound after a plausible start (padding with thousands of metadata entries)."""
     from scanner.protowire import ONNX_MODEL_FIELDS, walk_fields
 
-    seen_graph = False
+    seen: set[int] = set()
+    unknown = False
     try:
         for num, wtype, _start, _length in walk_fields(src, 0, src.size, max_fields=10_000):
-            if ONNX_MODEL_FIELDS.get(num) != wtype:
+            expected = ONNX_MODEL_FIELDS.get(num)
+            if expected is None:
+                unknown = True
+            elif expected != wtype:
                 return False
-            seen_graph |= num == 7
-    except ValueError:
-        return False
-    return seen_graph
-
-
+            seen.add(num)
+    except ValueError as e:
+        if str(e) != "too many fields":
+            return False
+        return {1, 7} <= seen
+    return 7 in seen and (not unknown or 1 in seen)
 
 
 def json_loads_strict(data: bytes) -> object:

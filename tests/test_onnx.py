@@ -159,3 +159,20 @@ def test_oversize_model_is_a_limit_finding() -> None:
     data = make([helper.make_node("Relu", ["x"], ["y"])])
     _, findings = scan_data(data, "m.onnx", policy=Policy(limits=Limits(max_read_bytes=10)))
     assert "LIMIT-EXCEEDED" in rule_ids(findings)
+
+
+def test_unknown_top_level_field_does_not_hide_a_model() -> None:
+    data = make([helper.make_node("Add", ["x", "w"], ["y"])], inits=[ext_tensor("/etc/passwd")])
+    fmt, findings = scan_data(data + b"\xf8\x07\x01", "weights.bin")  # field 127 at the top level
+    assert fmt == "onnx"
+    assert {"ONNX-EXTERNAL-DATA-PATH", "ONNX-UNKNOWN-FIELDS"} <= rule_ids(findings)
+
+
+def test_thousands_of_metadata_entries_do_not_hide_a_model() -> None:
+    m = onnx.ModelProto()
+    m.ParseFromString(make([helper.make_node("Relu", ["x"], ["y"])]))
+    for i in range(10_050):
+        m.metadata_props.add(key=f"k{i}", value="v")
+    m.metadata_props.add(key="hint", value="libevil.so")
+    fmt, findings = scan_data(m.SerializeToString(), "weights.bin")
+    assert fmt == "onnx" and "ONNX-SHARED-LIBRARY" in rule_ids(findings)
