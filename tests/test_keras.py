@@ -290,3 +290,34 @@ def test_filter_plugins_are_disabled() -> None:
 
     h5py = _h5py()
     assert h5py.h5pl.size() == 0
+
+
+def _w_obj(tag: bytes, payload: bytes) -> bytes:
+    return tag + payload
+
+
+def _w_str(s: str, tag: bytes = b"z") -> bytes:
+    raw = s.encode()
+    return tag + bytes([len(raw)]) + raw
+
+
+def _w_tuple(items: list[bytes]) -> bytes:
+    return b")" + bytes([len(items)]) + b"".join(items)
+
+
+def test_marshal_reader_reads_the_python_3_8_layout() -> None:
+    """A 3.8-3.10 code object (6 leading ints, varnames/freevars/cellvars, lnotab), written by hand."""
+    import struct
+
+    ints = struct.pack("<6i", 1, 0, 0, 1, 2, 67)
+    body = b"".join([
+        _w_obj(b"s", struct.pack("<i", 4) + b"t\x00d\x01"),          # code
+        _w_tuple([b"N", _w_str("echo pwned")]),                       # consts
+        _w_tuple([_w_str("os"), _w_str("system")]),                   # names
+        _w_tuple([_w_str("x")]), _w_tuple([]), _w_tuple([]),          # varnames freevars cellvars
+        _w_str("<stdin>"), _w_str("<lambda>"), struct.pack("<i", 1),  # filename name firstlineno
+        _w_obj(b"s", struct.pack("<i", 0)),                           # lnotab
+    ])
+    parsed = marshal_code.parse_code(b"c" + ints + body)
+    assert parsed.layout == "3.8-3.10"
+    assert parsed.code.names == ["os", "system"] and "echo pwned" in parsed.code.consts

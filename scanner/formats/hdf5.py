@@ -6,6 +6,7 @@ Never read: dataset values, external link targets, soft link targets, filter plu
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from collections.abc import Iterator
@@ -184,8 +185,10 @@ class _Walker:
                 self.add("HDF5-MALFORMED", f"cannot open {child_path}", f"{type(e).__name__}: {e}"[:300])
 
     def _names(self, group: Any) -> Iterator[str]:
-        # iterating a group lists link names (H5Literate) without resolving any of them
-        yield from group
+        # iterating a group lists link names (H5Literate) without resolving any of them; take no more
+        # names than the object budget can still pay for
+        budget = self.ctx.limits.max_hdf5_objects - self.visited + 1
+        yield from itertools.islice(group, max(budget, 0))
 
     def open(self, group: Any, name: str, path: str) -> Any:
         h5py = self.h5py
