@@ -9,9 +9,9 @@
 
 Cache trust model: the cache must never make a file look cleaner than a fresh scan. So an entry is
 written only for a complete result of unchanged content (hashed before and after the scan, no analyzer
-crash, no format whose verdict depends on files next to it), is written atomically, and is authenticated
-with an HMAC whose key never lives in the cache directory (`MODELSEAL_CACHE_KEY`, or a random per-user
-key file under $XDG_STATE_HOME/modelseal). An entry that fails any check — MAC, key fields, schema,
+crash, no format whose verdict depends on files next to it), is written atomically (one SQLite
+transaction), and is authenticated with an HMAC whose key never lives in the cache directory
+(`MODELSEAL_CACHE_KEY`, or a random per-user key file under $XDG_STATE_HOME/modelseal). An entry that fails any check — MAC, key fields, schema,
 file size — is ignored and the file rescanned. A poisoned cache (restored from an untrusted CI artifact,
 edited by another user) therefore costs a rescan, never a pass. The directory is created private (0700).
 """
@@ -24,8 +24,8 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -39,6 +39,7 @@ from scanner.rules import Policy, RuleSet, load_ruleset
 from scanner.walk import WalkEntry, walk_paths
 
 CACHE_SCHEMA = "modelseal-cache/v1"
+CACHE_DB = "results-v1.sqlite"
 MAX_CACHE_ENTRY_BYTES = 64 * 1024 * 1024
 # Verdicts of these formats depend on files beside the model (ONNX external data), so a content-keyed
 # result could go stale without the file changing: never cached.
@@ -134,17 +135,33 @@ def open_cache(directory: Path, rules: RuleSet, policy: Policy, secret: bytes | 
 
 
 class ResultCache:
+    """Entries live in one SQLite file in the cache directory (one file per entry costs a file creation
+    each, which dominates small scans); each value is the JSON `{"mac", "body"}` checked on every read."""
+
     def __init__(self, spec: CacheSpec) -> None:
         self.spec = spec
-        self.root = spec.directory / "v1"
+        self.db_path = spec.directory / CACHE_DB
+        self._db: sqlite3.Connection | None = None
+
+    def _conn(self) -> sqlite3.Connection:
+        # opened lazily, so a connection is never shared across a fork
+        if self._db is None:
+            db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")  # workers read and write concurrently
+            db.execute("PRAGMA synchronous=NORMAL")  # a lost entry only costs a rescan
+            db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def key(self, sha256: str) -> str:
         s = self.spec
         return hashlib.sha256("\0".join((CACHE_SCHEMA, sha256, s.scanner, s.rules_digest, s.policy))
                               .encode()).hexdigest()
-
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
 
     def _mac(self, body_text: str) -> str:
         return hmac.new(self.spec.secret, body_text.encode(), hashlib.sha256).hexdigest()
@@ -153,14 +170,13 @@ class ResultCache:
         """(format, findings) of a trusted entry for this content, or None (then scan afresh)."""
         key = self.key(sha256)
         try:
-            with open(self._path(key), "rb") as fh:
-                raw = fh.read(MAX_CACHE_ENTRY_BYTES + 1)
-        except OSError:
-            return None
-        if len(raw) > MAX_CACHE_ENTRY_BYTES:
+            row = self._conn().execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error:
+            return None  # a damaged cache costs rescans, nothing else
+        if row is None or not isinstance(row[0], (bytes, str)) or len(row[0]) > MAX_CACHE_ENTRY_BYTES:
             return None
         try:
-            outer = json.loads(raw)
+            outer = json.loads(row[0])
             body_text = outer["body"]
             if not isinstance(body_text, str) or not isinstance(outer.get("mac"), str):
                 return None
@@ -188,20 +204,9 @@ class ResultCache:
                 "findings": [f.to_dict() for f in findings]}
         body_text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         data = json.dumps({"mac": self._mac(body_text), "body": body_text}).encode()
-        target = self._path(key)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                # readers see the old entry or the whole new one; no fsync: an entry lost or torn by a
-                # power cut fails validation and is rescanned
-                os.replace(tmp, target)
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError:
+        try:  # one statement, one transaction: readers see the old entry or the whole new one
+            self._conn().execute("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", (key, data))
+        except sqlite3.Error:
             pass  # a cache that cannot be written only costs speed
 
 

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -16,6 +17,8 @@ import pytest
 import scanner.engine as engine
 from conftest import FIXTURES
 from scanner.batch import (
+    CACHE_DB,
+    CONTEXT_DEPENDENT_FORMATS,
     JsonlWriter,
     Progress,
     ResultCache,
@@ -145,13 +148,16 @@ def test_cache_hit_returns_same_findings_and_changed_file_is_rescanned(tmp_path:
     calls = _count_scans(monkeypatch)
     second = scan_batch([root], jobs=1, cache=_spec(tmp_path))
     assert _dicts(second) == _dicts(first)
-    cached = {fr.path for fr in first.files if not any(f.rule_id == "SCAN-INTERNAL-ERROR" for f in fr.findings)}
+    cached = {fr.path for fr in first.files if fr.format not in CONTEXT_DEPENDENT_FORMATS
+              and not any(f.rule_id == "SCAN-INTERNAL-ERROR" for f in fr.findings)}
     assert str(root / "models" / "a" / "evil.pkl") in cached
     assert not cached & set(calls), "cached files were scanned again"
+    # ONNX verdicts depend on files beside the model: always rescanned
+    assert {fr.path for fr in first.files if fr.format == "onnx"} <= set(calls)
     # change one file: it alone is rescanned, and its new findings are reported
     calls.clear()
     victim = root / "models" / "a" / "ok.pkl"
-    victim.write_bytes(EVIL_P2)
+    victim.write_bytes(EVIL_P0.replace(b"echo pwned", b"echo other"))  # content not seen before
     third = scan_batch([root], jobs=1, cache=_spec(tmp_path))
     assert str(victim) in calls
     assert not (cached - {str(victim)}) & set(calls)
@@ -161,14 +167,29 @@ def test_cache_hit_returns_same_findings_and_changed_file_is_rescanned(tmp_path:
 def test_cache_works_across_pool_workers(tmp_path: Path) -> None:
     root = _tree(tmp_path / "store")
     first = scan_batch([root], jobs=2, cache=_spec(tmp_path))
-    assert list((tmp_path / "cache").rglob("*.json")), "workers wrote no cache entries"
+    assert _entries(tmp_path / "cache"), "workers wrote no cache entries"
     assert _dicts(scan_batch([root], jobs=2, cache=_spec(tmp_path))) == _dicts(first)
 
 
-def _only_entry(cache_dir: Path) -> Path:
-    entries = list(cache_dir.rglob("*.json"))
+def _entries(cache_dir: Path) -> list[tuple[str, bytes]]:
+    db = sqlite3.connect(cache_dir / CACHE_DB)
+    try:
+        return db.execute("SELECT key, value FROM results").fetchall()
+    finally:
+        db.close()
+
+
+def _only_entry(cache_dir: Path) -> tuple[str, bytes]:
+    entries = _entries(cache_dir)
     assert len(entries) == 1
     return entries[0]
+
+
+def _replace_entry(cache_dir: Path, key: str, value: bytes) -> None:
+    db = sqlite3.connect(cache_dir / CACHE_DB)
+    with db:
+        db.execute("UPDATE results SET value = ? WHERE key = ?", (value, key))
+    db.close()
 
 
 def _hostile_store(tmp_path: Path) -> Path:
@@ -182,12 +203,12 @@ def test_tampered_entry_that_looks_clean_is_not_trusted(tmp_path: Path, monkeypa
     root = _hostile_store(tmp_path)
     fresh = scan_batch([root], jobs=1, cache=_spec(tmp_path))
     assert fresh.files[0].worst() is Severity.CRITICAL
-    entry = _only_entry(tmp_path / "cache")
-    outer = json.loads(entry.read_bytes())
+    key, value = _only_entry(tmp_path / "cache")
+    outer = json.loads(value)
     body = json.loads(outer["body"])
     body["findings"] = []
     outer["body"] = json.dumps(body, sort_keys=True, separators=(",", ":"))
-    entry.write_text(json.dumps(outer))  # same MAC, cleaner body
+    _replace_entry(tmp_path / "cache", key, json.dumps(outer).encode())  # same MAC, cleaner body
     calls = _count_scans(monkeypatch)
     again = scan_batch([root], jobs=1, cache=_spec(tmp_path))
     assert calls, "a tampered entry was used instead of a fresh scan"
@@ -209,8 +230,17 @@ def test_entry_forged_with_another_key_is_not_trusted(tmp_path: Path, monkeypatc
 def test_garbage_entry_is_a_miss(tmp_path: Path, garbage: bytes) -> None:
     root = _hostile_store(tmp_path)
     scan_batch([root], jobs=1, cache=_spec(tmp_path))
-    _only_entry(tmp_path / "cache").write_bytes(garbage)
+    key, _ = _only_entry(tmp_path / "cache")
+    _replace_entry(tmp_path / "cache", key, garbage)
     assert scan_batch([root], jobs=1, cache=_spec(tmp_path)).files[0].worst() is Severity.CRITICAL
+
+
+def test_damaged_database_is_a_miss(tmp_path: Path) -> None:
+    root = _hostile_store(tmp_path)
+    scan_batch([root], jobs=1, cache=_spec(tmp_path))
+    for name in os.listdir(tmp_path / "cache"):
+        (tmp_path / "cache" / name).write_bytes(b"not a database" * 100)
+    assert scan_batch([root], jobs=2, cache=_spec(tmp_path)).files[0].worst() is Severity.CRITICAL
 
 
 def test_cache_key_covers_policy_and_rules(tmp_path: Path) -> None:
@@ -232,7 +262,7 @@ def test_file_changing_during_scan_is_not_cached(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(engine, "scan_file", racing)
     scan_batch([root], jobs=1, cache=_spec(tmp_path))
-    assert not list((tmp_path / "cache").rglob("*.json"))
+    assert not _entries(tmp_path / "cache")
 
 
 def test_internal_errors_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,7 +274,7 @@ def test_internal_errors_are_not_cached(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(engine, "scan_file", crashing)
     scan_batch([root], jobs=1, cache=_spec(tmp_path))
-    assert not list((tmp_path / "cache").rglob("*.json"))
+    assert not _entries(tmp_path / "cache")
 
 
 def test_cache_dir_is_private_and_cli_uses_it(tmp_path: Path) -> None:
@@ -256,7 +286,7 @@ def test_cache_dir_is_private_and_cli_uses_it(tmp_path: Path) -> None:
     assert first.returncode == second.returncode == 1
     assert json.loads(first.stdout)["files"] == json.loads(second.stdout)["files"]
     assert (tmp_path / "cli-cache").stat().st_mode & 0o077 == 0
-    assert list((tmp_path / "cli-cache").rglob("*.json"))
+    assert _entries(tmp_path / "cli-cache")
 
 
 def test_cache_key_file_lives_outside_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
