@@ -372,12 +372,17 @@ def _members(st: _State, layout: zs.ZipLayout) -> None:
     for note in plan.findings:
         st.out.append(note)
     json_members: dict[str, Source] = {}
+    seen_data: set[tuple[int, int, int]] = set()
     for e in entries:
-        if e.local is None or e.local.offset in st.scanned_offsets and e.index < 0:
+        if e.local is None:
             continue
         st.scanned_offsets.add(e.local.offset)
         if e.index in plan.handled:
             continue
+        key = (e.local.data_offset, e.csize, e.method)
+        if key in seen_data:
+            continue  # entries sharing one body (overlap bombs): scanned once, reported as overlapping
+        seen_data.add(key)
         if e.name in ("config.json", "metadata.json") and e.method in st.cfg.methods:
             child, _ = _member_source(st, e, e.name)
             if child is not None:
