@@ -13,7 +13,7 @@ from scanner.formats import pickle_joblib, pickle_nested
 from scanner.formats.pickle_machine import Counters, Machine
 from scanner.formats.pickle_ops import OPNAMES
 from scanner.formats.pickle_policy import Classifier, tables
-from scanner.formats.pickle_values import NOCONST, Call, Global, PersistentRef, Unknown, const, render
+from scanner.formats.pickle_values import Call, Global, PersistentRef, Unknown, const, render
 
 if TYPE_CHECKING:
     from scanner.engine import ScanContext
