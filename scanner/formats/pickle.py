@@ -173,7 +173,9 @@ def _trailing(src: Source, ctx: ScanContext, data: bytes, pos: int, last: Pickle
 def starts_pickle(data: bytes, pos: int) -> bool:
     if pos + 1 < len(data) and data[pos] == 0x80 and data[pos + 1] <= 5:
         return True
-    return looks_like_pickle(data[pos:pos + 4096], len(data) - pos)
+    window = data[pos:pos + 4096]
+    m = Machine(window, None, None, None, Counters())
+    return m.run(0).complete or looks_like_pickle(window, len(data) - pos)
 
 
 def analyze(src: Source, ctx: ScanContext) -> Iterable[Finding]:
