@@ -5,7 +5,8 @@ when torch is installed, a few configs and sources) into a temporary folder, the
 
     python benchmarks/bench_jobs.py --files 1000 --jobs 2
 
-Each timing is the best of --repeat runs (wall clock, includes interpreter start).
+Each timing is the best of --repeat runs: wall clock (interpreter start included) and the CPU time of
+the command with its worker processes (a pool that adds little CPU scales on an idle machine).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import pickle
 import random
+import resource
 import shutil
 import struct
 import subprocess
@@ -40,8 +42,8 @@ def _npy(rng: random.Random) -> bytes:
 
 
 def _pickle(rng: random.Random) -> bytes:
-    data = OrderedDict((f"layer{i}.weight", [rng.random() for _ in range(rng.randint(5, 50))])
-                       for i in range(rng.randint(3, 30)))
+    data = OrderedDict((f"layer{i}.weight", [rng.random() for _ in range(rng.randint(10, 100))])
+                       for i in range(rng.randint(20, 200)))
     return pickle.dumps({"state": data, "epoch": rng.randint(0, 99), "name": f"m{rng.random()}"},
                         protocol=rng.choice([2, 3, 4, 5]))
 
@@ -77,13 +79,21 @@ def generate(folder: Path, count: int, seed: int = 1) -> dict[str, int]:
     return kinds
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, int]:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and its workers)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr[-2000:]}")
-    return elapsed, out.returncode
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
+
+
+def best(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return min(runs)
 
 
 def main() -> None:
@@ -100,26 +110,31 @@ def main() -> None:
         kinds = generate(store, args.files)
         exe = [sys.executable, "-m", "scanner.cli", "scan", str(store), "--format", "json"]
         env = {**os.environ, "MODELSEAL_CACHE_KEY": "bench"}
-        rows = []
-        serial = min(timed([*exe, "--jobs", "1"], env)[0] for _ in range(args.repeat))
+        load_before = os.getloadavg()
+        rows: list[tuple[str, tuple[float, float]]] = []
+        serial = best([timed([*exe, "--jobs", "1"], env) for _ in range(args.repeat)])
         rows.append(("--jobs 1", serial))
-        parallel = min(timed([*exe, "--jobs", str(args.jobs)], env)[0] for _ in range(args.repeat))
+        parallel = best([timed([*exe, "--jobs", str(args.jobs)], env) for _ in range(args.repeat)])
         rows.append((f"--jobs {args.jobs}", parallel))
         cold, warm = [], []
         for r in range(args.repeat):
             cache = tmp / f"cache{r}"
-            cold.append(timed([*exe, "--jobs", str(args.jobs), "--cache", str(cache)], env)[0])
-            warm.append(timed([*exe, "--jobs", str(args.jobs), "--cache", str(cache)], env)[0])
-        rows.append((f"--jobs {args.jobs} --cache (empty)", min(cold)))
-        rows.append((f"--jobs {args.jobs} --cache (second run)", min(warm)))
-        print(f"files: {args.files} ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}); "
-              f"cores: {os.cpu_count()}; python {sys.version.split()[0]}; best of {args.repeat}")
-        print("| command | seconds |")
-        print("| --- | --- |")
-        for name, secs in rows:
-            print(f"| `modelseal scan DIR --format json {name}` | {secs:.2f} |")
-        print(f"speed-up --jobs {args.jobs} vs --jobs 1: {serial / parallel:.2f}x; "
-              f"cached second run / first run: {min(warm) / min(cold):.0%}")
+            cold.append(timed([*exe, "--jobs", str(args.jobs), "--cache", str(cache)], env))
+            warm.append(timed([*exe, "--jobs", str(args.jobs), "--cache", str(cache)], env))
+        rows.append((f"--jobs {args.jobs} --cache DIR (empty cache)", best(cold)))
+        rows.append((f"--jobs {args.jobs} --cache DIR (second run)", best(warm)))
+        load_after = os.getloadavg()
+        size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+        print(f"files: {args.files}, {size / 1e6:.1f} MB ({', '.join(f'{v} {k}' for k, v in sorted(kinds.items()))}); "
+              f"cores: {os.cpu_count()}; python {sys.version.split()[0]}; best of {args.repeat}; "
+              f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
+        print("| command | wall s | CPU s |")
+        print("| --- | --- | --- |")
+        for name, (wall, cpu) in rows:
+            print(f"| `modelseal scan DIR --format json {name}` | {wall:.2f} | {cpu:.2f} |")
+        print(f"speed-up --jobs {args.jobs} vs --jobs 1: {serial[0] / parallel[0]:.2f}x; "
+              f"second cached run / first cached run: {best(warm)[0] / best(cold)[0]:.0%}, "
+              f"/ uncached --jobs {args.jobs} run: {best(warm)[0] / parallel[0]:.0%}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
