@@ -1,0 +1,204 @@
+"""The benchmark corpus: the project's labelled fixtures plus large generated benign models.
+
+Everything is written under `benchmarks/corpus/` (git-ignored) on demand. Large files are sparse where the
+format allows (safetensors, ONNX external data); the torch checkpoint is written by real torch (in the
+interpreter given by --torch-python) from untouched tensors, so it costs disk writes but little memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+GiB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Labelled:
+    path: Path          # absolute path inside the corpus
+    kind: str           # "hostile" | "benign"
+    threat: str = ""    # threat id for hostile files
+    rule: str = ""      # rule modelseal must report
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    root: Path                      # what every tool is pointed at
+    labelled: tuple[Labelled, ...]  # files whose outcome is scored
+    note: str = ""
+
+
+def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None = None) -> Group:
+    """Copy fixtures/{hostile,benign} (symlinks kept as links) and label what the manifests list."""
+    dest = corpus / "fixtures"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for kind in ("hostile", "benign"):
+        if (fixtures / kind).is_dir():
+            shutil.copytree(fixtures / kind, dest / kind, symlinks=True)
+    labelled: list[Labelled] = []
+    for manifest in sorted(fixtures.glob("manifest-*.toml")):
+        doc = tomllib.loads(manifest.read_text(encoding="utf-8"))
+        for kind in ("hostile", "benign"):
+            for entry in doc.get(kind, []):
+                target = dest / entry["path"]
+                if target.exists() or target.is_symlink():
+                    labelled.append(Labelled(target, kind, entry.get("threat", ""), entry.get("rule", "")))
+    if limit is not None:
+        hostile = [x for x in labelled if x.kind == "hostile"][:limit]
+        benign = [x for x in labelled if x.kind == "benign"][:limit]
+        labelled = hostile + benign
+    return Group("fixtures", dest, tuple(labelled), "fixtures/manifest-*.toml")
+
+
+# -- large benign models ----------------------------------------------------------------------------------
+
+def safetensors_group(corpus: Path, size: int = 2 * GiB) -> Group:
+    """One tensor spanning `size` bytes; the data region is a hole (sparse), only the header is written."""
+    d = corpus / "safetensors-2g"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "model.safetensors"
+    n = size // 4
+    header = json.dumps({"__metadata__": {"format": "pt"},
+                         "weight": {"dtype": "F32", "shape": [n], "data_offsets": [0, n * 4]}},
+                        separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    if not path.exists() or path.stat().st_size != 8 + len(header) + n * 4:
+        with open(path, "wb") as fh:
+            fh.write(struct.pack("<Q", len(header)) + header)
+            fh.truncate(8 + len(header) + n * 4)
+    return Group("safetensors-2g", d, (Labelled(path, "benign"),), f"{size >> 20} MiB, sparse")
+
+
+_TORCH_WRITER = r"""
+import sys, torch
+path, size, parts = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# torch.empty maps fresh pages: nothing is resident until torch.save reads them (as zeros)
+sd = {f"layers.{i}.weight": torch.empty(size // parts // 4, dtype=torch.float32) for i in range(parts)}
+torch.save(sd, path)
+"""
+
+
+def torch_group(corpus: Path, torch_python: str, size: int = 2 * GiB) -> Group:
+    d = corpus / "torch-2g"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "model.pt"
+    if not path.exists() or path.stat().st_size < size:
+        tmp = path.with_suffix(".tmp")
+        subprocess.run([torch_python, "-c", _TORCH_WRITER, str(tmp), str(size), "8"], check=True)
+        tmp.replace(path)
+    return Group("torch-2g", d, (Labelled(path, "benign"),), f"{path.stat().st_size >> 20} MiB torch.save zip")
+
+
+_ONNX_WRITER = r"""
+import sys
+from onnx import TensorProto, helper, save_model
+path, size = sys.argv[1], int(sys.argv[2])
+n = size // 4
+w = helper.make_tensor("w", TensorProto.FLOAT, [n], [])
+w.ClearField("float_data")
+w.data_location = TensorProto.EXTERNAL
+for k, v in (("location", "weights.bin"), ("offset", "0"), ("length", str(n * 4))):
+    e = w.external_data.add(); e.key, e.value = k, v
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])
+g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "big", [x], [y], [w])
+save_model(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+"""
+
+
+def onnx_group(corpus: Path, python: str, size: int = 2 * GiB) -> Group:
+    """A small ModelProto whose one initializer lives in a sparse 2 GB `weights.bin` next to it."""
+    d = corpus / "onnx-2g"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / "model.onnx"
+    weights = d / "weights.bin"
+    if not path.exists():
+        subprocess.run([python, "-c", _ONNX_WRITER, str(path), str(size)], check=True)
+    if not weights.exists() or weights.stat().st_size != size // 4 * 4:
+        with open(weights, "wb") as fh:
+            fh.truncate(size // 4 * 4)
+    return Group("onnx-2g", d, (Labelled(path, "benign"),), f"{size >> 20} MiB external data, sparse")
+
+
+def small_files_group(corpus: Path, count: int = 1000) -> Group:
+    """`count` small benign files, four kinds in turn: pickle (plain containers), safetensors, npy, JSON."""
+    d = corpus / f"small-{count}"
+    marker = d / ".complete"
+    if not marker.exists():
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        for i in range(count):
+            kind = i % 4
+            sub = d / f"model_{i // 4:04d}"
+            sub.mkdir(exist_ok=True)
+            if kind == 0:
+                state = OrderedDict((f"layer{j}.bias", [float(j + k) for k in range(16)]) for j in range(8))
+                (sub / "state.pkl").write_bytes(pickle.dumps({"step": i, "state": state}, protocol=2 + i % 3))
+            elif kind == 1:
+                _write_small_safetensors(sub / "model.safetensors", i)
+            elif kind == 2:
+                _write_small_npy(sub / "array.npy", i)
+            else:
+                (sub / "config.json").write_text(json.dumps({"hidden_size": 64 + i, "model_type": "bench"}))
+        marker.write_text("ok")
+    files = sorted(p for p in d.rglob("*") if p.is_file() and p.name != ".complete")
+    return Group(f"small-{count}", d, tuple(Labelled(p, "benign") for p in files),
+                 f"{count} files: pickle, safetensors, npy, json")
+
+
+def _write_small_safetensors(path: Path, seed: int) -> None:
+    n = 32 + seed % 32
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, 4 * n]}},
+                        separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    path.write_bytes(struct.pack("<Q", len(header)) + header + struct.pack(f"<{n}f", *range(n)))
+
+
+def _write_small_npy(path: Path, seed: int) -> None:
+    n = 16 + seed % 16
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({n},), }}".encode()
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+                     + struct.pack(f"<{n}f", *range(n)))
+
+
+def many_objects_pickle(path: Path, size: int = 50 << 20) -> Path:
+    """A benign pickle of ~`size` bytes made of many small objects (the engine's throughput case)."""
+    if path.exists() and path.stat().st_size >= size * 0.9:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = {"id": 0, "name": "token", "score": 0.5, "tags": ["a", "b"], "span": (1, 2)}
+    one = len(pickle.dumps(row, protocol=4))
+    rows = [{**row, "id": i, "name": f"token{i}", "score": i / 7} for i in range(size // one)]
+    path.write_bytes(pickle.dumps(rows, protocol=4))
+    return path
+
+
+def remove(corpus: Path) -> None:
+    if corpus.exists():
+        shutil.rmtree(corpus)
+
+
+def disk_free(path: Path) -> int:
+    path.mkdir(parents=True, exist_ok=True)
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

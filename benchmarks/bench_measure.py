@@ -1,0 +1,60 @@
+"""Run one command and measure it: wall time, peak resident memory (of the process and the children it
+waited for, from wait4), exit code, captured output. Standard library only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Measured:
+    cmd: tuple[str, ...]
+    returncode: int
+    wall_s: float
+    peak_rss_mb: float
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+
+
+def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 timeout: float = 3600.0, workdir: Path | None = None) -> Measured:
+    """Spawn `cmd` in its own process group; outputs go to files (no pipe deadlocks on big outputs)."""
+    workdir = workdir or Path(os.environ.get("TMPDIR", "/tmp"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    out_path = workdir / f"measure-{os.getpid()}-{time.monotonic_ns()}.out"
+    err_path = out_path.with_suffix(".err")
+    timed_out = threading.Event()
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+                                start_new_session=True)
+
+        def kill() -> None:
+            timed_out.set()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the child is reaped
+    stdout = out_path.read_text(encoding="utf-8", errors="replace")
+    stderr = err_path.read_text(encoding="utf-8", errors="replace")
+    out_path.unlink(missing_ok=True)
+    err_path.unlink(missing_ok=True)
+    # Linux reports ru_maxrss in KiB
+    return Measured(tuple(cmd), proc.returncode, wall, usage.ru_maxrss / 1024.0, stdout, stderr,
+                    timed_out.is_set())

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""Scan one corpus with modelseal and its peers (picklescan, modelscan, ModelAudit) and compare:
+hostile files detected / missed, benign files flagged, wall time, peak memory, ratios against modelseal.
+
+    python benchmarks/run.py                      # fixtures + 1,000 small files + 2 GB safetensors
+    python benchmarks/run.py --full --install-peers --update-results
+
+Results: benchmarks/out/results.{json,md,png}; --update-results copies the headline into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import bench_corpus as corpus_mod  # noqa: E402
+import bench_tools as tools_mod  # noqa: E402
+from bench_measure import run_measured  # noqa: E402
+
+ALL_GROUPS = ("fixtures", "small", "safetensors", "torch", "onnx")
+DEFAULT_GROUPS = ("fixtures", "small", "safetensors")
+BEGIN, END = "<!-- benchmarks/run.py:begin -->", "<!-- benchmarks/run.py:end -->"
+
+
+@dataclass
+class RunResult:
+    tool: str
+    group: str
+    returncode: int
+    wall_s: float
+    peak_rss_mb: float
+    timed_out: bool
+    statuses: dict[str, str] = field(default_factory=dict)  # labelled path -> detected | clean | error
+    parse_error: str = ""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tools", default="modelseal,picklescan,modelscan,modelaudit",
+                    help="comma-separated tools (peers not installed are skipped)")
+    ap.add_argument("--groups", default=",".join(DEFAULT_GROUPS),
+                    help=f"corpus groups to build and scan, from: {', '.join(ALL_GROUPS)}")
+    ap.add_argument("--full", action="store_true", help="every group (the torch one needs --torch-python)")
+    ap.add_argument("--install-peers", action="store_true",
+                    help="create benchmarks/.peers-venv and pip-install the peers there")
+    ap.add_argument("--corpus", type=Path, default=HERE / "corpus", help="where the corpus is generated")
+    ap.add_argument("--out", type=Path, default=HERE / "out", help="where results are written")
+    ap.add_argument("--fixtures", type=Path, default=corpus_mod.FIXTURES, help="the fixtures folder to copy")
+    ap.add_argument("--fixtures-limit", type=int, default=None, help="label only the first N hostile/benign")
+    ap.add_argument("--small-count", type=int, default=1000, help="files in the small-files group")
+    ap.add_argument("--size-gb", type=float, default=2.0, help="size of each large model")
+    ap.add_argument("--torch-python", default=_default_torch_python(),
+                    help="interpreter with torch for the torch group (and onnx for the onnx group)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="per tool and group, seconds")
+    ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
+    ap.add_argument("--update-results", action="store_true",
+                    help="copy the headline table into benchmarks/RESULTS.md (this suite's section)")
+    return ap.parse_args(argv)
+
+
+def _default_torch_python() -> str:
+    for cand in (os.environ.get("MODELSEAL_TORCH_PYTHON"), "/work/venv/bin/python", sys.executable):
+        if cand and Path(cand).exists():
+            return cand
+    return sys.executable
+
+
+def build_groups(args: argparse.Namespace, log) -> list[corpus_mod.Group]:
+    names = ALL_GROUPS if args.full else tuple(g.strip() for g in args.groups.split(",") if g.strip())
+    unknown = set(names) - set(ALL_GROUPS)
+    if unknown:
+        raise SystemExit(f"unknown group(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_GROUPS)}")
+    size = int(args.size_gb * corpus_mod.GiB)
+    groups: list[corpus_mod.Group] = []
+    for name in names:
+        t0 = time.perf_counter()
+        if name == "fixtures":
+            g = corpus_mod.fixtures_group(args.corpus, args.fixtures, limit=args.fixtures_limit)
+        elif name == "small":
+            g = corpus_mod.small_files_group(args.corpus, args.small_count)
+        elif name == "safetensors":
+            g = corpus_mod.safetensors_group(args.corpus, size)
+        elif name == "torch":
+            if not _has_module(args.torch_python, "torch"):
+                log(f"skipping the torch group: no torch in {args.torch_python}")
+                continue
+            if corpus_mod.disk_free(args.corpus) < size * 1.2:
+                log("skipping the torch group: not enough free disk")
+                continue
+            g = corpus_mod.torch_group(args.corpus, args.torch_python, size)
+        else:
+            if not _has_module(args.torch_python, "onnx"):
+                log(f"skipping the onnx group: no onnx in {args.torch_python}")
+                continue
+            g = corpus_mod.onnx_group(args.corpus, args.torch_python, size)
+        log(f"corpus group {g.name}: {len(g.labelled)} labelled file(s) ({time.perf_counter() - t0:.1f}s)")
+        groups.append(g)
+    return groups
+
+
+def _has_module(python: str, module: str) -> bool:
+    r = subprocess.run([python, "-c", f"import {module}"], capture_output=True, check=False)
+    return r.returncode == 0
+
+
+def run_all(tools: list[tools_mod.Tool], groups: list[corpus_mod.Group], args: argparse.Namespace,
+            log) -> list[RunResult]:
+    env = tools_mod.tool_env(args.out / "peers-home")
+    results: list[RunResult] = []
+    for g in groups:
+        files = [x.path for x in g.labelled]
+        for t in tools:
+            out_file = args.out / "raw" / f"{t.name}-{g.name}.json"
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            out_file.unlink(missing_ok=True)
+            m = run_measured(t.command(g.root, out_file), env=env, timeout=args.timeout,
+                             workdir=args.out / "raw")
+            (args.out / "raw" / f"{t.name}-{g.name}.stdout").write_text(m.stdout, encoding="utf-8")
+            (args.out / "raw" / f"{t.name}-{g.name}.stderr").write_text(m.stderr[-200_000:], encoding="utf-8")
+            r = RunResult(t.name, g.name, m.returncode, m.wall_s, m.peak_rss_mb, m.timed_out)
+            try:
+                statuses = t.parse(m.stdout, out_file, g.root, files)
+                r.statuses = {str(p): statuses.get(p, tools_mod.CLEAN) for p in files}
+            except Exception as e:  # noqa: BLE001 - a peer's odd output is a result, not a crash
+                r.parse_error = f"{type(e).__name__}: {e}"[:300]
+                r.statuses = {str(p): tools_mod.ERROR for p in files}
+            log(f"  {t.name:<11} {g.name:<15} rc={m.returncode:<3} {m.wall_s:8.2f}s {m.peak_rss_mb:8.1f} MB"
+                + (" TIMEOUT" if m.timed_out else "") + (f" parse error: {r.parse_error}" if r.parse_error else ""))
+            results.append(r)
+    return results
+
+
+# -- summaries ------------------------------------------------------------------------------------------------
+
+def summarize(results: list[RunResult], groups: list[corpus_mod.Group],
+              tools: list[tools_mod.Tool]) -> dict[str, dict[str, object]]:
+    labels = {str(x.path): x for g in groups for x in g.labelled}
+    out: dict[str, dict[str, object]] = {}
+    for t in tools:
+        mine = [r for r in results if r.tool == t.name]
+        hostile = [(p, s) for r in mine for p, s in r.statuses.items() if labels[p].kind == "hostile"]
+        benign = [(p, s) for r in mine for p, s in r.statuses.items() if labels[p].kind == "benign"]
+        out[t.name] = {
+            "version": t.version,
+            "hostile_total": len(hostile),
+            "hostile_detected": sum(s == tools_mod.DETECTED for _, s in hostile),
+            "hostile_missed": sorted(p for p, s in hostile if s != tools_mod.DETECTED),
+            "benign_total": len(benign),
+            "benign_flagged": sorted(p for p, s in benign if s == tools_mod.DETECTED),
+            "errors": sorted(p for p, s in hostile + benign if s == tools_mod.ERROR),
+            "wall_s": sum(r.wall_s for r in mine),
+            "peak_rss_mb": max((r.peak_rss_mb for r in mine), default=0.0),
+            "per_group": {r.group: {"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "rc": r.returncode,
+                                    "timed_out": r.timed_out, "parse_error": r.parse_error} for r in mine},
+        }
+    return out
+
+
+def _rel(p: str, root: Path) -> str:
+    try:
+        return str(Path(p).relative_to(root))
+    except ValueError:
+        return p
+
+
+def render_markdown(summary: dict[str, dict[str, object]], groups: list[corpus_mod.Group],
+                    results: list[RunResult], meta: dict[str, str], corpus_root: Path) -> tuple[str, str]:
+    """The full results page, and the headline table alone (for RESULTS.md)."""
+    base = summary.get("modelseal")
+    head = ["| tool | version | hostile detected | hostile missed | benign flagged | errors | wall time (s) "
+            "| peak RSS (MB) | time × modelseal | memory × modelseal |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summary.items():
+        ratio_t = ratio_m = "–"
+        if base and name != "modelseal" and base["wall_s"]:
+            ratio_t = f"{s['wall_s'] / base['wall_s']:.1f}×"
+            ratio_m = f"{s['peak_rss_mb'] / max(base['peak_rss_mb'], 1e-9):.1f}×"
+        elif name == "modelseal":
+            ratio_t = ratio_m = "1.0×"
+        head.append(f"| {name} | {s['version']} | {s['hostile_detected']}/{s['hostile_total']} "
+                    f"| {len(s['hostile_missed'])} | {len(s['benign_flagged'])}/{s['benign_total']} "
+                    f"| {len(s['errors'])} | {s['wall_s']:.2f} | {s['peak_rss_mb']:.0f} | {ratio_t} | {ratio_m} |")
+    headline = "\n".join(head)
+    lines = [f"# modelseal benchmark — {meta['date']}", "",
+             f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
+             f"Corpus: {', '.join(f'{g.name} ({len(g.labelled)} labelled; {g.note})' for g in groups)}", "",
+             "A file counts as *detected* when the tool flags it (modelseal: verdict malicious or suspicious; "
+             "ModelAudit: an issue of severity warning or critical; modelscan: any issue; picklescan: a "
+             "dangerous import). Files a tool does not scan count as not detected.", "",
+             "## Summary", "", headline, "", "## Wall time and peak memory per group", ""]
+    tools = list(summary)
+    lines.append("| group | files | " + " | ".join(tools) + " |")
+    lines.append("|---|---|" + "---|" * len(tools))
+    for g in groups:
+        cells = []
+        for t in tools:
+            pg = summary[t]["per_group"].get(g.name)  # type: ignore[union-attr]
+            if pg is None:
+                cells.append("–")
+            else:
+                flag = " (timeout)" if pg["timed_out"] else ""
+                cells.append(f"{pg['wall_s']:.2f} s / {pg['peak_rss_mb']:.0f} MB{flag}")
+        lines.append(f"| {g.name} | {len(g.labelled)} | " + " | ".join(cells) + " |")
+    by_threat = _threat_matrix(results, groups, tools)
+    if by_threat:
+        lines += ["", "## Hostile fixtures detected, by threat class", "",
+                  "| threat | files | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]
+        for threat, (n, counts) in sorted(by_threat.items()):
+            lines.append(f"| {threat} | {n} | " + " | ".join(f"{counts.get(t, 0)}/{n}" for t in tools) + " |")
+    for t, s in summary.items():
+        missed = s["hostile_missed"]
+        flagged = s["benign_flagged"]
+        if missed or flagged:
+            lines += ["", f"## {t}: missed and false positives", ""]
+            lines += [f"- missed: `{_rel(p, corpus_root)}`" for p in missed[:200]]  # type: ignore[index]
+            lines += [f"- flagged benign: `{_rel(p, corpus_root)}`" for p in flagged[:200]]  # type: ignore[index]
+    return "\n".join(lines) + "\n", headline
+
+
+def _threat_matrix(results: list[RunResult], groups: list[corpus_mod.Group],
+                   tools: list[str]) -> dict[str, tuple[int, dict[str, int]]]:
+    labels = {str(x.path): x for g in groups for x in g.labelled if x.kind == "hostile"}
+    matrix: dict[str, tuple[int, dict[str, int]]] = {}
+    totals: dict[str, int] = {}
+    for lab in labels.values():
+        totals[lab.threat or "?"] = totals.get(lab.threat or "?", 0) + 1
+    for threat, n in totals.items():
+        counts: dict[str, int] = {}
+        for r in results:
+            for p, s in r.statuses.items():
+                lab = labels.get(p)
+                if lab is not None and (lab.threat or "?") == threat and s == tools_mod.DETECTED:
+                    counts[r.tool] = counts.get(r.tool, 0) + 1
+        matrix[threat] = (n, counts)
+    return matrix
+
+
+def draw_chart(results_json: Path, png: Path, log) -> bool:
+    """matplotlib lives in the peers venv (or wherever it is installed); drawing runs there."""
+    candidates = [tools_mod.peers_bin("python"), Path(sys.executable)]
+    for py in candidates:
+        if py.exists() and _has_module(str(py), "matplotlib"):
+            r = subprocess.run([str(py), str(HERE / "chart.py"), str(results_json), str(png)],
+                               capture_output=True, text=True, check=False,
+                               env={**os.environ, "MPLBACKEND": "Agg", "MPLCONFIGDIR": str(png.parent / ".mpl")})
+            if r.returncode == 0:
+                return True
+            log(f"chart failed: {r.stderr[-500:]}")
+            return False
+    log("no matplotlib found: chart skipped (run with --install-peers)")
+    return False
+
+
+def update_results_md(path: Path, headline: str, meta: dict[str, str]) -> None:
+    section = "\n".join([BEGIN, "## Comparison with picklescan, modelscan and ModelAudit (`benchmarks/run.py`)", "",
+                         f"Run {meta['date']} on {meta['machine']}:  ", f"`{meta['command']}`", "",
+                         headline, "", "Full tables, per-threat matrix and chart: `benchmarks/out/results.md`, "
+                         "`benchmarks/out/results.png` (regenerated by the command above).", END])
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    if BEGIN in text and END in text:
+        pre, rest = text.split(BEGIN, 1)
+        _, post = rest.split(END, 1)
+        text = pre + section + post
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    if args.install_peers:
+        tools_mod.install_peers(log)
+    tools = tools_mod.available_tools([t.strip() for t in args.tools.split(",") if t.strip()], log)
+    groups = build_groups(args, log)
+    results = run_all(tools, groups, args, log)
+    summary = summarize(results, groups, tools)
+    meta = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
+                       f"{platform.system()} {platform.release()}"}
+    (args.out / "results.json").write_text(json.dumps(
+        {"meta": meta, "summary": summary, "groups": [{"name": g.name, "files": len(g.labelled), "note": g.note}
+                                                      for g in groups],
+         "runs": [asdict(r) for r in results]}, indent=1), encoding="utf-8")
+    md, headline = render_markdown(summary, groups, results, meta, args.corpus)
+    (args.out / "results.md").write_text(md, encoding="utf-8")
+    if not args.no_chart:
+        draw_chart(args.out / "results.json", args.out / "results.png", log)
+    if args.update_results:
+        update_results_md(HERE / "RESULTS.md", headline, meta)
+    log("")
+    log(headline)
+    log(f"\nwritten: {args.out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
