@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 import re
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # name, opcode byte, argument kind
 _TABLE = [
@@ -57,8 +57,7 @@ class OpError(Exception):
         self.truncated = truncated
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(NamedTuple):
     name: str
     offset: int
     end: int
