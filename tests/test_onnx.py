@@ -176,3 +176,10 @@ def test_thousands_of_metadata_entries_do_not_hide_a_model() -> None:
     m.metadata_props.add(key="hint", value="libevil.so")
     fmt, findings = scan_data(m.SerializeToString(), "weights.bin")
     assert fmt == "onnx" and "ONNX-SHARED-LIBRARY" in rule_ids(findings)
+
+
+def test_unknown_op_in_the_standard_domain_is_low() -> None:
+    _, findings = scan_data(make([helper.make_node("Exec", ["x"], ["y"]),
+                                  helper.make_node("Relu", ["x"], ["z"], domain="ai.onnx")]), "m.onnx")
+    assert [(f.rule_id, f.severity) for f in findings] == [("ONNX-UNKNOWN-OP", Severity.LOW)]
+    assert "Exec" in findings[0].message

@@ -82,6 +82,7 @@ class _Walker:
         self.local_functions: set[tuple[str, str]] = set()
         self.custom_ops: dict[str, dict[str, str]] = {}  # domain -> op -> first place seen
         self.python_ops: list[str] = []
+        self.unknown_ops: dict[str, str] = {}
         self.seen_docs = 0
         base = src.path.parent if src.path is not None else None
         self.base = base
@@ -127,6 +128,9 @@ class _Walker:
                      "; ".join(f"{domain}:{op} at {ops[op]}" for op in names))
         for domain in sorted(opset_domains - known - set(self.custom_ops) - local_domains):
             self.add("ONNX-CUSTOM-OPSET", f"opset import of non-standard domain {domain!r}", domain)
+        for op, where in sorted(self.unknown_ops.items())[:50]:
+            self.add("ONNX-UNKNOWN-OP", f"operator {op!r} is not in the standard opsets (first at {where})",
+                     f"{op} at {where}")
         for where in self.python_ops[:50]:
             self.add("ONNX-PYTHON-OP", f"Python-backed operator {where}", where)
 
@@ -173,8 +177,12 @@ class _Walker:
         label = f"{domain or 'ai.onnx'}:{op} at {path}" + (f" ({node.name})" if node.name else "")
         if self.is_python_op(domain, op):
             self.python_ops.append(label)
-        if (domain not in self.rules.standard and domain not in self.rules.runtime
-                and (domain, op) not in self.local_functions):
+        if (domain, op) in self.local_functions:
+            pass
+        elif domain in self.rules.standard:
+            if not _standard_op_exists(op, domain):
+                self.unknown_ops.setdefault(op, path)
+        elif domain not in self.rules.runtime:
             self.custom_ops.setdefault(domain, {}).setdefault(op, path)
         if self.seen_docs < 10_000 and node.doc_string:
             self.seen_docs += 1
@@ -268,6 +276,12 @@ class _Walker:
                 lo = max(0, m.start() - 60)
                 self.add("ONNX-SHARED-LIBRARY", f"{where} mentions {m.group(0)!r} ({reason})", s[lo:m.end() + 60])
                 return
+
+
+def _standard_op_exists(op: str, domain: str) -> bool:
+    from onnx import defs
+
+    return bool(defs.has(op, "" if domain == "ai.onnx" else domain))
 
 
 def _str(value: str | bytes) -> str:
