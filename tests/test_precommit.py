@@ -53,6 +53,7 @@ def _env(tmp: Path) -> dict[str, str]:
     env.update(PRE_COMMIT_HOME=str(tmp / "pre-commit-home"), GIT_CONFIG_GLOBAL=str(gitconfig),
                GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.invalid",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.invalid")
+    env["PIP_NO_COMPILE"] = "1"  # the hook environment is thrown away: skip byte-compiling it
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
