@@ -69,7 +69,10 @@ def _parse(source: str) -> Any:
             return nodes.Scope(body, lineno=lineno)
 
     env = jinja2.Environment(extensions=["jinja2.ext.loopcontrols", "jinja2.ext.do", Generation])
-    return env.parse(source)
+    # Parser directly: Environment.parse rewrites syntax-error tracebacks by compiling and exec'ing a stub
+    from jinja2.parser import Parser
+
+    return Parser(env, source).parse()
 
 
 def analyze_template(source: str, tr: TemplateRules) -> list[Hit]:
