@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -408,3 +409,28 @@ def test_progress_only_when_enabled() -> None:
     p.finish()
     text = loud.getvalue()
     assert "2/2" in text and "\x1b" not in text and text.endswith("\r")
+
+
+def test_interrupted_jsonl_keeps_every_line_written(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) mid-scan: exit 130, and every
+    line already written is a complete JSON object."""
+    import pickle as stdlib_pickle  # writing a test file only
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(400):
+        data = {f"layer{j}": [float(i * j + k) for k in range(60)] for j in range(80)}
+        (root / f"m{i:03d}.pkl").write_bytes(stdlib_pickle.dumps(data, protocol=4))
+    proc = subprocess.Popen([*CLI, "scan", str(root), "--format", "jsonl", "--jobs", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the scan is under way once a result has streamed out
+    os.killpg(proc.pid, signal.SIGINT)
+    rest, err = proc.communicate(timeout=120)
+    lines = [first, *rest.splitlines()]
+    objs = [json.loads(line) for line in lines if line.strip()]
+    assert objs and objs[0]["type"] == "file"
+    if proc.returncode == 130:
+        assert all(o["type"] == "file" for o in objs) and len(objs) < 400
+    else:  # the scan won the race and finished
+        assert proc.returncode == 0 and objs[-1]["type"] == "summary", err
