@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -351,29 +352,93 @@ def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = 
     return Report(files, __version__, rules.digest, policy.fail_on, started, _now())
 
 
-def _run_pool(entries: list[tuple[int, WalkEntry]], jobs: int, rules: RuleSet, policy: Policy,
-              cache: CacheSpec | None, digest: bool, land: Callable[[list[tuple[int, FileReport]]], None]) -> None:
+Chunk = list[tuple[int, WalkEntry]]
+Landed = list[tuple[int, FileReport]]
+
+
+def _run_pool(entries: Chunk, jobs: int, rules: RuleSet, policy: Policy, cache: CacheSpec | None, digest: bool,
+              land: Callable[[Landed], None]) -> None:
+    initargs = (rules.docs, rules.digest, policy, cache, digest)
+    todo = entries
+    while todo:
+        landed, crashed = _pool_round(todo, jobs, initargs, land)
+        # the pool is gone: the files of the chunks that were in flight are rescanned one by one, so the one
+        # that kills its worker is found and reported (fail closed); the rest of the store goes on in a new pool
+        _isolate(crashed, initargs, rules, policy, land)
+        finished = landed | {i for i, _ in crashed}
+        todo = [item for item in todo if item[0] not in finished]
+
+
+def _pool_round(entries: Chunk, jobs: int, initargs: tuple[Any, ...],
+                land: Callable[[Landed], None]) -> tuple[set[int], Chunk]:
+    """Scan until done or until a worker dies; returns the indices landed and the chunks lost in the crash."""
     # small chunks: IPC per file stays low and results still arrive in a steady stream
     size = max(1, min(16, len(entries) // (jobs * 8)))
-    chunks = _chunks(entries, size)
-    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_process,
-                               initargs=(rules.docs, rules.digest, policy, cache, digest))
-    pending: set[Future[list[tuple[int, FileReport]]]] = set()
+    landed: set[int] = set()
+    crashed: Chunk = []  # files of chunks whose worker died (a native parser crash, the OOM killer)
+    pending: dict[Future[Landed], Chunk] = {}
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_process, initargs=initargs)
+
+    def collect() -> None:
+        done, _ = wait(set(pending), return_when=FIRST_COMPLETED)
+        for fut in done:
+            chunk = pending.pop(fut)
+            try:
+                results = fut.result()
+            except BrokenProcessPool:
+                crashed.extend(chunk)
+                continue
+            land(results)
+            landed.update(i for i, _ in results)
+
     try:
-        for chunk in chunks:
-            pending.add(pool.submit(_run_chunk, chunk))
+        for chunk in _chunks(entries, size):
+            if crashed:
+                break
+            try:
+                pending[pool.submit(_run_chunk, chunk)] = chunk
+            except BrokenProcessPool:  # died before collect() saw it; this chunk waits for the next round
+                break
             if len(pending) >= jobs * 4:  # bounded look-ahead: memory does not grow with the store
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    land(fut.result())
+                collect()
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                land(fut.result())
+            collect()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+    return landed, crashed
+
+
+def _isolate(todo: Chunk, initargs: tuple[Any, ...], rules: RuleSet, policy: Policy,
+             land: Callable[[Landed], None]) -> None:
+    """One file at a time in a one-worker pool; a file whose worker dies gets a SCAN-INTERNAL-ERROR."""
+    pool: ProcessPoolExecutor | None = None
+    try:
+        for item in todo:
+            if pool is None:
+                pool = ProcessPoolExecutor(max_workers=1, initializer=_init_process, initargs=initargs)
+            try:
+                land(pool.submit(_run_chunk, [item]).result())
+            except BrokenProcessPool:
+                pool.shutdown(wait=False)
+                pool = None
+                land([(item[0], _crash_report(item[1], rules, policy))])
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _crash_report(entry: WalkEntry, rules: RuleSet, policy: Policy) -> FileReport:
+    meta = rules.meta("SCAN-INTERNAL-ERROR")
+    sev = policy.severity_overrides.get("SCAN-INTERNAL-ERROR", meta.severity if meta else Severity.HIGH)
+    f = Finding("SCAN-INTERNAL-ERROR", sev, "the scanner process died while analyzing this file", Location(),
+                "worker process terminated abruptly", meta.reference if meta else None)
+    try:
+        size: int | None = entry.path.stat().st_size
+    except OSError:
+        size = None
+    return FileReport(entry.display, size, None, "unknown", (*entry.findings, f))
 
 
 # -- streaming output and progress --------------------------------------------------------------------

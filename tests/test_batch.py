@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -434,3 +435,29 @@ def test_interrupted_jsonl_keeps_every_line_written(tmp_path: Path) -> None:
         assert all(o["type"] == "file" for o in objs) and len(objs) < 400
     else:  # the scan won the race and finished
         assert proc.returncode == 0 and objs[-1]["type"] == "summary", err
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the crash is injected through fork")
+def test_worker_crash_is_reported_and_the_rest_scanned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that kills its worker (a native parser crash) is a finding; every other file is still scanned."""
+    root = tmp_path / "store"
+    root.mkdir()
+    for i in range(40):
+        (root / f"m{i:02d}.pkl").write_bytes(BENIGN_P2 if i != 17 else EVIL_P0)
+    (root / "m23.pkl").write_bytes(b"crash me")
+    real = engine.scan_file
+
+    def dying(entry, rules, policy, **kw):  # type: ignore[no-untyped-def]
+        if entry.path.name == "m23.pkl":
+            os._exit(13)  # inherited by the forked workers
+        return real(entry, rules, policy, **kw)
+
+    monkeypatch.setattr(engine, "scan_file", dying)
+    report = scan_batch([root], jobs=2)
+    assert [Path(fr.path).name for fr in report.files] == sorted(f"m{i:02d}.pkl" for i in range(40))
+    by_name = {Path(fr.path).name: fr for fr in report.files}
+    assert [f.rule_id for f in by_name["m23.pkl"].findings] == ["SCAN-INTERNAL-ERROR"]
+    assert by_name["m17.pkl"].worst() is Severity.CRITICAL
+    others = [fr for name, fr in by_name.items() if name not in {"m17.pkl", "m23.pkl"}]
+    assert all(fr.format == "pickle" and fr.worst() is None for fr in others)
+    assert report.exit_code() == 1
