@@ -112,8 +112,9 @@ import sys
 from onnx import TensorProto, helper, save_model
 path, size = sys.argv[1], int(sys.argv[2])
 n = size // 4
-w = helper.make_tensor("w", TensorProto.FLOAT, [n], [])
-w.ClearField("float_data")
+w = TensorProto()
+w.name, w.data_type = "w", TensorProto.FLOAT
+w.dims.append(n)
 w.data_location = TensorProto.EXTERNAL
 for k, v in (("location", "weights.bin"), ("offset", "0"), ("length", str(n * 4))):
     e = w.external_data.add(); e.key, e.value = k, v
@@ -186,10 +187,12 @@ def many_objects_pickle(path: Path, size: int = 50 << 20) -> Path:
     if path.exists() and path.stat().st_size >= size * 0.9:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    row = {"id": 0, "name": "token", "score": 0.5, "tags": ["a", "b"], "span": (1, 2)}
-    one = len(pickle.dumps(row, protocol=4))
-    rows = [{**row, "id": i, "name": f"token{i}", "score": i / 7} for i in range(size // one)]
-    path.write_bytes(pickle.dumps(rows, protocol=4))
+    def rows(n: int) -> list[dict[str, object]]:
+        return [{"id": i, "name": f"token{i}", "score": i / 7, "tags": ["a", "b"], "span": (i, i + 1)}
+                for i in range(n)]
+
+    per_row = len(pickle.dumps(rows(10_000), protocol=4)) / 10_000
+    path.write_bytes(pickle.dumps(rows(int(size / per_row)), protocol=4))
     return path
 
 
