@@ -26,8 +26,9 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     if fmt == "tar":
         return _tar(src, ctx)
     if fmt == "7z":
-        return [ctx.finding("ARCHIVE-UNSCANNED", "7z archive: no safe 7z reader is bundled, members not scanned",
-                            src, offset=0, evidence="7z")]
+        from scanner.formats.sevenzip import analyze_7z
+
+        return analyze_7z(src, ctx)
     if fmt in ("gzip", "bz2", "xz", "lzma", "zlib"):
         return _stream(src, ctx, fmt)
     return [ctx.finding("ARCHIVE-MALFORMED", f"archive analyzer got content sniffed as {fmt}", src)]
@@ -183,14 +184,18 @@ def _tar(src: Source, ctx: Any) -> list[Finding]:
     return out
 
 
-def _tar_member_checks(src: Source, ctx: Any, m: tarfile.TarInfo) -> list[Finding]:
-    out: list[Finding] = []
-    name = m.name
+def member_name_checks(src: Source, ctx: Any, name: str, offset: int | None = None) -> list[Finding]:
     unified = name.replace("\\", "/")
     parts = unified.split("/")
     if unified.startswith("/") or DRIVE.match(unified) or ".." in parts:
-        out.append(ctx.finding("ARCHIVE-PATH-TRAVERSAL", f"tar member {name!r} escapes the extraction folder", src,
-                               offset=m.offset, evidence=name))
+        return [ctx.finding("ARCHIVE-PATH-TRAVERSAL", f"member {name!r} escapes the extraction folder", src,
+                            offset=offset, evidence=name)]
+    return []
+
+
+def _tar_member_checks(src: Source, ctx: Any, m: tarfile.TarInfo) -> list[Finding]:
+    name = m.name
+    out = member_name_checks(src, ctx, name, m.offset)
     if m.issym() or m.islnk():
         target = m.linkname
         kind = "symbolic" if m.issym() else "hard"
