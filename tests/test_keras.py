@@ -321,3 +321,10 @@ def test_marshal_reader_reads_the_python_3_8_layout() -> None:
     parsed = marshal_code.parse_code(b"c" + ints + body)
     assert parsed.layout == "3.8-3.10"
     assert parsed.code.names == ["os", "system"] and "echo pwned" in parsed.code.consts
+
+
+def test_bytecode_with_junk_characters_is_still_decoded() -> None:
+    code = lambda_code(lambda x: __import__("os").system("echo pwned"))  # never called
+    junk = "!".join(code[i:i + 10] for i in range(0, len(code), 10))  # a2b_base64 skips the '!'s
+    findings = walk({"class_name": "Dense", "config": {"activation": {"class_name": "X", "config": {"code": junk}}}})
+    assert worst(findings, "KERAS-LAMBDA") == Severity.CRITICAL

@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 FUNCTION_CLASSES = ("function", "__function__")
 MODULE_KEYS = ("module", "function_module", "output_shape_module")
-_B64 = re.compile(rb"^[A-Za-z0-9+/=\s]+$")
 _DOTTED = re.compile(r"^[A-Za-z_][\w.]*$")
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _MAX_PER_RULE = 100
@@ -288,9 +287,10 @@ def _is_lambda_dict(fn: object) -> bool:
 
 
 def _decode_code(s: str, ctx: ScanContext) -> marshal_code.ParsedCode | None:
-    """Keras writes bytecode with base64.encodebytes; loaders decode leniently, so do we."""
+    """Keras writes bytecode with base64.encodebytes; loaders decode leniently (characters outside the
+    alphabet are skipped), so do we."""
     raw = s.encode("ascii", "ignore")
-    if len(raw) != len(s) or not _B64.match(raw):
+    if len(raw) != len(s):
         return None
     try:
         data = binascii.a2b_base64(raw)
