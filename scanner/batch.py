@@ -49,6 +49,9 @@ CONTEXT_DEPENDENT_FORMATS = frozenset({"onnx"})
 UNCACHEABLE_RULES = frozenset({"SCAN-INTERNAL-ERROR"})
 
 OnFile = Callable[[FileReport], None]
+Chunk = list[tuple[int, WalkEntry]]  # (position in the walk, entry)
+Landed = list[tuple[int, FileReport]]
+CacheEntry = tuple[str, int, str, tuple[Finding, ...]]  # sha256, size, format, findings of a fresh scan
 
 
 def default_jobs() -> int:
@@ -197,16 +200,32 @@ class ResultCache:
             return None
         return fmt, findings
 
-    def put(self, sha256: str, size: int, fmt: str, findings: Sequence[Finding]) -> None:
+    def _row(self, sha256: str, size: int, fmt: str, findings: Sequence[Finding]) -> tuple[str, bytes]:
         key = self.key(sha256)
         s = self.spec
         body = {"schema": CACHE_SCHEMA, "key": key, "sha256": sha256, "size": size, "scanner": s.scanner,
                 "rules_digest": s.rules_digest, "policy": s.policy, "format": fmt,
                 "findings": [f.to_dict() for f in findings]}
         body_text = json.dumps(body, sort_keys=True, separators=(",", ":"))
-        data = json.dumps({"mac": self._mac(body_text), "body": body_text}).encode()
-        try:  # one statement, one transaction: readers see the old entry or the whole new one
-            self._conn().execute("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", (key, data))
+        return key, json.dumps({"mac": self._mac(body_text), "body": body_text}).encode()
+
+    def put(self, sha256: str, size: int, fmt: str, findings: Sequence[Finding]) -> None:
+        self.put_many([(sha256, size, fmt, tuple(findings))])
+
+    def put_many(self, entries: Sequence[CacheEntry]) -> None:
+        """Store results in one transaction: readers see the old entries or all the new ones."""
+        if not entries:
+            return
+        rows = [self._row(*e) for e in entries]
+        try:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         except sqlite3.Error:
             pass  # a cache that cannot be written only costs speed
 
@@ -253,13 +272,15 @@ def _sha256_file(path: Path) -> str | None:
 
 
 class Worker:
-    """Scans entries with one rule set and policy; one per process, built once."""
+    """Scans entries with one rule set and policy; one per process, built once. It only reads the cache:
+    new entries collect in `outbox` and the parent writes them (one writer, no lock contention)."""
 
     def __init__(self, rules: RuleSet, policy: Policy, cache: CacheSpec | None, digest: bool = True) -> None:
         self.rules = rules
         self.policy = policy
         self.cache = ResultCache(cache) if cache is not None else None
         self.digest = digest
+        self.outbox: list[CacheEntry] = []
 
     def scan(self, entry: WalkEntry) -> FileReport:
         from scanner.engine import scan_file
@@ -279,7 +300,7 @@ class Worker:
         report = scan_file(entry, self.rules, self.policy, digest=True)
         if self._cacheable(report, before, size):
             assert before is not None
-            self.cache.put(before, size, report.format, report.findings[len(entry.findings):])
+            self.outbox.append((before, size, report.format, report.findings[len(entry.findings):]))
         return report
 
     def _cacheable(self, report: FileReport, before: str | None, size: int) -> bool:
@@ -287,8 +308,10 @@ class Worker:
                 and report.error is None and report.format not in CONTEXT_DEPENDENT_FORMATS
                 and not any(f.rule_id in UNCACHEABLE_RULES for f in report.findings))
 
-    def scan_chunk(self, chunk: list[tuple[int, WalkEntry]]) -> list[tuple[int, FileReport]]:
-        return [(i, self.scan(e)) for i, e in chunk]
+    def scan_chunk(self, chunk: Chunk) -> tuple[Landed, list[CacheEntry]]:
+        results = [(i, self.scan(e)) for i, e in chunk]
+        out, self.outbox = self.outbox, []
+        return results, out
 
 
 # One Worker per pool process, set by the initializer: the rule set is built once per process.
@@ -301,7 +324,7 @@ def _init_process(docs: dict[str, Any], digest: str, policy: Policy, cache: Cach
     _PROCESS_WORKER[:] = [Worker(RuleSet(docs, digest), policy, cache, hash_files)]
 
 
-def _run_chunk(chunk: list[tuple[int, WalkEntry]]) -> list[tuple[int, FileReport]]:
+def _run_chunk(chunk: Chunk) -> tuple[Landed, list[CacheEntry]]:
     return _PROCESS_WORKER[0].scan_chunk(chunk)
 
 
@@ -313,7 +336,8 @@ def _chunks(items: list[tuple[int, WalkEntry]], size: int) -> Iterator[list[tupl
 
 
 def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, rules: RuleSet | None = None,
-               *, jobs: int | None = None, cache: CacheSpec | None = None, on_file: OnFile | None = None, progress: Progress | None = None, digest: bool = True) -> Report:
+               *, jobs: int | None = None, cache: CacheSpec | None = None, on_file: OnFile | None = None,
+               progress: Progress | None = None, digest: bool = True) -> Report:
     """Scan like `engine.scan`, on `jobs` processes, calling `on_file` as each result lands; `cache`
     comes from `open_cache`.
 
@@ -327,10 +351,13 @@ def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = 
     entries = list(enumerate(walk_paths([Path(p) for p in paths], policy, rules)))
     jobs = min(jobs or default_jobs(), max(1, len(entries)))
     results: dict[int, FileReport] = {}
+    store = ResultCache(cache) if cache is not None else None  # the only writer of the cache
     if progress is not None:
         progress.start(len(entries))
 
-    def land(batch: list[tuple[int, FileReport]]) -> None:
+    def land(batch: Landed, new_entries: list[CacheEntry]) -> None:
+        if store is not None:
+            store.put_many(new_entries)
         for i, fr in batch:
             results[i] = fr
             if on_file is not None:
@@ -342,22 +369,20 @@ def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = 
         if jobs <= 1:
             worker = Worker(rules, policy, cache, digest)
             for item in entries:
-                land(worker.scan_chunk([item]))
+                land(*worker.scan_chunk([item]))
         else:
             _run_pool(entries, jobs, rules, policy, cache, digest, land)
     finally:
         if progress is not None:
             progress.finish()
+        if store is not None:
+            store.close()
     files = tuple(results[i] for i in sorted(results))
     return Report(files, __version__, rules.digest, policy.fail_on, started, _now())
 
 
-Chunk = list[tuple[int, WalkEntry]]
-Landed = list[tuple[int, FileReport]]
-
-
 def _run_pool(entries: Chunk, jobs: int, rules: RuleSet, policy: Policy, cache: CacheSpec | None, digest: bool,
-              land: Callable[[Landed], None]) -> None:
+              land: Callable[[Landed, list[CacheEntry]], None]) -> None:
     initargs = (rules.docs, rules.digest, policy, cache, digest)
     todo = entries
     while todo:
@@ -370,13 +395,13 @@ def _run_pool(entries: Chunk, jobs: int, rules: RuleSet, policy: Policy, cache: 
 
 
 def _pool_round(entries: Chunk, jobs: int, initargs: tuple[Any, ...],
-                land: Callable[[Landed], None]) -> tuple[set[int], Chunk]:
+                land: Callable[[Landed, list[CacheEntry]], None]) -> tuple[set[int], Chunk]:
     """Scan until done or until a worker dies; returns the indices landed and the chunks lost in the crash."""
     # small chunks: IPC per file stays low and results still arrive in a steady stream
     size = max(1, min(16, len(entries) // (jobs * 8)))
     landed: set[int] = set()
     crashed: Chunk = []  # files of chunks whose worker died (a native parser crash, the OOM killer)
-    pending: dict[Future[Landed], Chunk] = {}
+    pending: dict[Future[tuple[Landed, list[CacheEntry]]], Chunk] = {}
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_process, initargs=initargs)
 
     def collect() -> None:
@@ -388,8 +413,8 @@ def _pool_round(entries: Chunk, jobs: int, initargs: tuple[Any, ...],
             except BrokenProcessPool:
                 crashed.extend(chunk)
                 continue
-            land(results)
-            landed.update(i for i, _ in results)
+            land(*results)
+            landed.update(i for i, _ in results[0])
 
     try:
         for chunk in _chunks(entries, size):
@@ -411,7 +436,7 @@ def _pool_round(entries: Chunk, jobs: int, initargs: tuple[Any, ...],
 
 
 def _isolate(todo: Chunk, initargs: tuple[Any, ...], rules: RuleSet, policy: Policy,
-             land: Callable[[Landed], None]) -> None:
+             land: Callable[[Landed, list[CacheEntry]], None]) -> None:
     """One file at a time in a one-worker pool; a file whose worker dies gets a SCAN-INTERNAL-ERROR."""
     pool: ProcessPoolExecutor | None = None
     try:
@@ -419,11 +444,11 @@ def _isolate(todo: Chunk, initargs: tuple[Any, ...], rules: RuleSet, policy: Pol
             if pool is None:
                 pool = ProcessPoolExecutor(max_workers=1, initializer=_init_process, initargs=initargs)
             try:
-                land(pool.submit(_run_chunk, [item]).result())
+                land(*pool.submit(_run_chunk, [item]).result())
             except BrokenProcessPool:
                 pool.shutdown(wait=False)
                 pool = None
-                land([(item[0], _crash_report(item[1], rules, policy))])
+                land([(item[0], _crash_report(item[1], rules, policy))], [])
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
