@@ -35,6 +35,7 @@ ANALYZERS: dict[str, str] = {
     "onnx": "scanner.formats.onnx",
     "safetensors": "scanner.formats.safetensors",
     "gguf": "scanner.formats.gguf",
+    "text": "scanner.formats.sidecar",
     "executable": "scanner.formats.executable",
 }
 NOT_A_MODEL = ("text", "data", "empty")

@@ -317,7 +317,7 @@ def _alignment(st: _State, values: dict[str, tuple[int, Any]]) -> int:
 
 
 def _template(st: _State, key: str, t: int, value: Any) -> None:
-    from scanner.formats.jinja_template import analyze_template, template_rules
+    from scanner.formats.jinja_template import analyze_template, classify_hits, template_rules
 
     if t != T_STRING:
         st.add("GGUF-TEMPLATE-MALFORMED", f"{key} is {TYPE_NAMES.get(t, t)}, not a string", None, key)
@@ -327,21 +327,8 @@ def _template(st: _State, key: str, t: int, value: Any) -> None:
     except UnicodeDecodeError:
         st.add("GGUF-TEMPLATE-MALFORMED", f"{key} is not valid UTF-8", None, key)
         return
-    hits = analyze_template(source, template_rules(st.ctx.rules))
-    kinds = {h.kind for h in hits}
-    # a dunder walk plus a process/exec sink is an escape chain even without a named terminal
-    chain = "dunder" in kinds and "sink" in kinds
-    seen: set[tuple[str, str]] = set()
-    for h in hits:
-        rule = TEMPLATE_KINDS[h.kind]
-        sev = None
-        if chain and h.kind in ("dunder", "sink"):
-            rule, sev = "GGUF-TEMPLATE-SSTI", None
-        if (rule, h.name) in seen:
-            continue
-        seen.add((rule, h.name))
-        where = f" (line {h.lineno})" if h.lineno else ""
-        st.add(rule, f"{key}: {h.how} {h.name!r}{where}", None, f"key={key} {h.how}", severity=sev)
+    for rule, sev, message in classify_hits(analyze_template(source, template_rules(st.ctx.rules)), TEMPLATE_KINDS):
+        st.add(rule, f"{key}: {message}", None, f"key={key} {message.split(' ', 1)[0]}", severity=sev)
 
 
 @dataclass(frozen=True)

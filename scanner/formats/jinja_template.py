@@ -302,3 +302,22 @@ def _joinable(seq: Any, sep: Any) -> bool:
 
 def _short(parts: list[Any]) -> bool:
     return sum(len(str(p)) for p in parts) <= MAX_FOLD_CHARS
+
+
+def classify_hits(hits: list[Hit], kinds: dict[str, str]) -> list[tuple[str, Any, str]]:
+    """Map hits to (rule id, severity override or None, message) with `kinds` (hit kind -> rule id); a dunder
+    walk together with a process/exec sink is an escape chain even without a named terminal."""
+    found = {h.kind for h in hits}
+    chain = "dunder" in found and "sink" in found
+    out: list[tuple[str, Any, str]] = []
+    seen: set[tuple[str, str]] = set()
+    for h in hits:
+        rule = kinds[h.kind]
+        if chain and h.kind in ("dunder", "sink"):
+            rule = kinds["escape"]
+        if (rule, h.name) in seen:
+            continue
+        seen.add((rule, h.name))
+        where = f" (line {h.lineno})" if h.lineno else ""
+        out.append((rule, None, f"{h.how} {h.name!r}{where}"))
+    return out

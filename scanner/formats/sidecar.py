@@ -1,0 +1,89 @@
+"""Sidecar files next to the weights (format `text`): chat templates in tokenizer configs, shard indexes,
+remote-code hooks in config.json. Chosen by the name a loader opens them by; everything else is plain text."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator
+from typing import Any
+
+from scanner.findings import Finding
+from scanner.sniff import json_loads_strict
+from scanner.source import Source
+
+TEMPLATE_KINDS = {"escape": "CHAT-TEMPLATE-SSTI", "dunder": "CHAT-TEMPLATE-DUNDER",
+                  "escape-string": "CHAT-TEMPLATE-DUNDER", "dynamic": "CHAT-TEMPLATE-DYNAMIC-ATTR",
+                  "sink": "CHAT-TEMPLATE-SUSPICIOUS", "gadget": "CHAT-TEMPLATE-SUSPICIOUS",
+                  "load": "CHAT-TEMPLATE-SUSPICIOUS", "malformed": "CHAT-TEMPLATE-MALFORMED"}
+
+
+def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
+    if ctx.depth == 0:
+        yield ctx.finding("FORMAT-NOT-MODEL", "not a model format (text)", src)
+    conf = ctx.rules.doc("sidecar").get("sidecar", {})
+    name = src.name.rsplit("/", 1)[-1]
+
+    def matches(key: str) -> bool:
+        return any(fnmatch.fnmatch(name, pat) for pat in conf.get(key, []))
+
+    kind = ("template_json" if matches("template_json") else "template_file" if matches("template_files")
+            else "index" if matches("index_files") else "config" if matches("config_files") else None)
+    if kind is None:
+        return
+    if src.size > conf.get("max_bytes", 16 << 20):
+        yield ctx.finding("LIMIT-EXCEEDED", f"sidecar {name} larger than the sidecar read limit; not analyzed", src,
+                          evidence="sidecar max_bytes")
+        return
+    data = src.read_all(ctx.limits.max_read_bytes)
+    if kind == "template_file":
+        yield from _templates(src, ctx, [(name, data.decode("utf-8", "replace"))])
+        return
+    try:
+        doc = json_loads_strict(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        yield ctx.finding("SIDECAR-MALFORMED", f"{name} is not strict JSON: {str(e)[:120]}", src)
+        return
+    if not isinstance(doc, dict):
+        return
+    if kind == "template_json":
+        yield from _templates(src, ctx, list(_template_sources(doc.get("chat_template"))))
+    elif kind == "index":
+        yield from _index(src, ctx, name, doc)
+    else:
+        for key in conf.get("remote_code_keys", []):
+            if doc.get(key):
+                yield ctx.finding("SIDECAR-REMOTE-CODE", f"config.json `{key}` points at repository code", src,
+                                  evidence=f"{key}={str(doc[key])[:200]}")
+
+
+def _template_sources(value: object) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield "chat_template", value
+    elif isinstance(value, list):  # [{"name": "default", "template": "..."}, ...]
+        for item in value:
+            if isinstance(item, dict) and isinstance(item.get("template"), str):
+                yield f"chat_template[{item.get('name', '?')}]", item["template"]
+
+
+def _templates(src: Source, ctx: Any, sources: list[tuple[str, str]]) -> Iterator[Finding]:
+    from scanner.formats.jinja_template import analyze_template, classify_hits, template_rules
+
+    for key, source in sources:
+        for rule, sev, message in classify_hits(analyze_template(source, template_rules(ctx.rules)),
+                                                TEMPLATE_KINDS):
+            yield ctx.finding(rule, f"{key}: {message}", src, evidence=f"key={key}", severity=sev)
+
+
+def _index(src: Source, ctx: Any, name: str, doc: dict[str, Any]) -> Iterator[Finding]:
+    weight_map = doc.get("weight_map")
+    if not isinstance(weight_map, dict):
+        return
+    shards = sorted({v for v in weight_map.values() if isinstance(v, str)})
+    for shard in shards:
+        unified = shard.replace("\\", "/")
+        if unified.startswith("/") or ".." in unified.split("/") or (len(unified) > 1 and unified[1] == ":"):
+            yield ctx.finding("SIDECAR-INDEX-PATH", f"{name} maps tensors to {shard!r}, outside the model folder",
+                              src, evidence=shard)
+        elif name.endswith(".safetensors.index.json") and not unified.endswith(".safetensors"):
+            yield ctx.finding("SIDECAR-INDEX-FORMAT", f"{name} maps tensors to {shard!r}, not a safetensors file",
+                              src, evidence=shard)
