@@ -259,28 +259,19 @@ def _open_child(cur: Source, rest: str, options: ExplainOptions) -> tuple[Source
     """Open the first element of a '!'-joined member chain inside `cur` (names may themselves hold '!')."""
     fmt = sniff(cur)
     if fmt == "zip":
-        import zipfile
-
-        with contextlib.closing(cur.open()) as raw:
-            try:
-                zf = zipfile.ZipFile(raw)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-                return None, "", f"zip directory unreadable: {e}"
-            names = {i.filename: i for i in zf.infolist()}
-            for name, after in _splits(rest):
-                info = names.get(name)
-                if info is None:
-                    continue
-                if info.flag_bits & 0x1:
-                    return None, "", f"member {name!r} is encrypted"
-                try:
-                    with zf.open(info) as fh:
-                        data = fh.read(options.max_member_read + 1)
-                except Exception as e:  # noqa: BLE001 - hostile zips fail in many ways
-                    return None, "", f"member {name!r} unreadable: {type(e).__name__}: {e}"
-                if len(data) > options.max_member_read:
-                    return None, "", f"member {name!r} larger than {options.max_member_read} bytes"
-                return cur.child_bytes(name, data), after, None
+        try:
+            entries = _zip_entries(cur, options)
+        except Exception as e:  # noqa: BLE001 - hostile zips fail in many ways
+            return None, "", f"zip directory unreadable: {type(e).__name__}: {e}"
+        by_name: dict[str, _ZipEntry] = {}
+        for entry in entries:
+            by_name.setdefault(entry.name, entry)
+        for name, after in _splits(rest):
+            entry = by_name.get(name)
+            if entry is None:
+                continue
+            child, err = _zip_member(cur, entry, options)
+            return child, after, err
         return None, "", f"no zip member named like {rest!r}"
     if fmt == "tar":
         import tarfile
@@ -545,54 +536,115 @@ _ZIP_METHODS = {0: "stored", 8: "deflate", 9: "deflate64", 12: "bzip2", 14: "lzm
                 99: "aes"}
 
 
-def _zip_tree(src: Source, options: ExplainOptions, label: str) -> Block:
+@dataclass(frozen=True)
+class _ZipEntry:
+    name: str
+    usize: int
+    csize: int
+    method: int
+    flags: int
+    crc: int
+    header_offset: int
+    data_offset: int | None
+    local_name: str | None
+    problems: tuple[str, ...]
+
+
+def _zip_entries(src: Source, options: ExplainOptions) -> list[_ZipEntry]:
+    """Members as our own zip reader sees them (the scanner's view: prefix shifts, zip64, local headers);
+    Python's zipfile when that reader is not available."""
+    try:
+        from scanner.formats import zipstruct
+    except ImportError:
+        return _zip_entries_stdlib(src, options)
+    layout = zipstruct.parse_layout(src, max_members=options.max_members_listed, max_cd_bytes=options.max_config_bytes)
+    out = []
+    for e in layout.entries:
+        local = e.local
+        local_name = zipstruct.decode_name(local.name, local.flags) if local is not None else None
+        problems = list(e.problems) + ([e.local_error] if e.local_error else [])
+        out.append(_ZipEntry(e.name, e.usize, e.csize, e.method, e.flags, e.crc, e.header_offset,
+                             e.data_offset, local_name, tuple(problems)))
+    return out
+
+
+def _zip_entries_stdlib(src: Source, options: ExplainOptions) -> list[_ZipEntry]:
     import zipfile
 
+    with contextlib.closing(src.open()) as raw, zipfile.ZipFile(raw) as zf:
+        infos = zf.infolist()[: options.max_members_listed]
+    out = []
+    for info in infos:
+        head = src.read_at(info.header_offset, 30)
+        local_name = data_offset = None
+        if len(head) == 30 and head[:4] == b"PK\x03\x04":
+            flags, = struct.unpack("<H", head[6:8])
+            nlen, elen = struct.unpack("<HH", head[26:30])
+            local_name = src.read_at(info.header_offset + 30, nlen).decode("utf-8" if flags & 0x800 else "cp437",
+                                                                            "replace")
+            data_offset = info.header_offset + 30 + nlen + elen
+        out.append(_ZipEntry(info.filename, info.file_size, info.compress_size, info.compress_type, info.flag_bits,
+                             info.CRC, info.header_offset, data_offset, local_name, ()))
+    return out
+
+
+def _zip_member(src: Source, e: _ZipEntry, options: ExplainOptions) -> tuple[Source | None, str | None]:
+    """The member's bytes as stored at its local header (the reader that loads models uses those)."""
+    if e.flags & 0x1:
+        return None, f"member {e.name!r} is encrypted"
+    if e.data_offset is None:
+        return None, f"member {e.name!r} has no readable local header"
+    if e.method == 0:
+        return src.child_slice(e.name, e.data_offset, e.csize), None
+    if e.method != 8:
+        return None, f"member {e.name!r} uses compression method {e.method}: not shown"
+    if e.csize > options.max_member_read:
+        return None, f"member {e.name!r} larger than {options.max_member_read} bytes"
+    d = zlib.decompressobj(-15)
     try:
-        with contextlib.closing(src.open()) as raw, zipfile.ZipFile(raw) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        return Block(f"Zip members{label}", "note", f"central directory unreadable by Python's zipfile: {e}")
+        data = d.decompress(src.read_at(e.data_offset, e.csize), options.max_member_read + 1)
+    except zlib.error as err:
+        return None, f"member {e.name!r} does not inflate: {err}"
+    if len(data) > options.max_member_read:
+        return None, f"member {e.name!r} inflates to more than {options.max_member_read} bytes"
+    return src.child_bytes(e.name, data), None
+
+
+def _zip_tree(src: Source, options: ExplainOptions, label: str) -> Block:
+    try:
+        entries = _zip_entries(src, options)
+    except Exception as e:  # noqa: BLE001 - hostile zips fail in many ways
+        return Block(f"Zip members{label}", "note", f"central directory unreadable: {type(e).__name__}: {e}")
     seen: dict[str, int] = {}
+    folded: dict[str, int] = {}
     rows = []
     marked = []
-    for info in infos[: options.max_members_listed]:
-        notes = []
-        seen[info.filename] = seen.get(info.filename, 0) + 1
-        if seen[info.filename] > 1:
+    for e in entries:
+        notes = list(e.problems)
+        seen[e.name] = seen.get(e.name, 0) + 1
+        folded[e.name.lower()] = folded.get(e.name.lower(), 0) + 1
+        if seen[e.name] > 1:
             notes.append("duplicate name")
-        if info.flag_bits & 0x1:
+        elif folded[e.name.lower()] > 1:
+            notes.append("duplicate name ignoring case")
+        if e.flags & 0x1:
             notes.append("encrypted")
-        local = _local_name(src, info.header_offset)
-        if local is None:
+        if e.local_name is None:
             notes.append("no local header")
-        elif local != info.orig_filename:
-            notes.append(f"local header name {local!r}")
-        name = info.filename
-        if name.startswith("/") or ".." in posixpath.normpath(name).split("/"):
+        elif e.local_name != e.name:
+            notes.append(f"local header name {e.local_name!r}")
+        if e.name.startswith("/") or "\\" in e.name or ".." in posixpath.normpath(e.name).split("/"):
             notes.append("path escapes")
-        if info.compress_size and info.file_size / max(info.compress_size, 1) > 200:
-            notes.append(f"ratio {info.file_size // max(info.compress_size, 1)}")
+        if e.csize and e.usize / max(e.csize, 1) > 200:
+            notes.append(f"ratio {e.usize // max(e.csize, 1)}")
         if notes:
             marked.append(len(rows))
-        rows.append((name, str(info.file_size), str(info.compress_size),
-                     _ZIP_METHODS.get(info.compress_type, str(info.compress_type)), f"0x{info.flag_bits:04x}",
-                     f"{info.CRC:08x}", "; ".join(notes)))
-    title = f"Zip members{label} ({len(infos)})"
-    if len(infos) > options.max_members_listed:
-        title += f", first {options.max_members_listed} shown"
-    return Block(title, "table", columns=("name", "size", "compressed", "method", "flags", "crc32", "notes"),
+        rows.append((e.name, str(e.usize), str(e.csize), _ZIP_METHODS.get(e.method, str(e.method)),
+                     f"0x{e.flags:04x}", f"{e.crc:08x}", str(e.header_offset), "; ".join(notes)))
+    title = f"Zip members{label} ({len(entries)}{'+' if len(entries) >= options.max_members_listed else ''})"
+    return Block(title, "table",
+                 columns=("name", "size", "compressed", "method", "flags", "crc32", "header at", "notes"),
                  rows=tuple(rows), marked=tuple(marked))
-
-
-def _local_name(src: Source, offset: int) -> str | None:
-    head = src.read_at(offset, 30)
-    if len(head) < 30 or head[:4] != b"PK\x03\x04":
-        return None
-    flags = struct.unpack("<H", head[6:8])[0]
-    nlen = struct.unpack("<H", head[26:28])[0]
-    raw = src.read_at(offset + 30, nlen)
-    return raw.decode("utf-8" if flags & 0x800 else "cp437", "replace")
 
 
 def _tar_tree(src: Source, options: ExplainOptions, label: str) -> Block:
@@ -643,18 +695,16 @@ def _stream_note(src: Source, fmt: str, options: ExplainOptions, label: str) -> 
 # -- Keras -------------------------------------------------------------------------------------------------
 
 def _keras_zip_lambdas(src: Source, options: ExplainOptions, label: str) -> list[Block]:
-    import zipfile
-
     try:
-        with contextlib.closing(src.open()) as fh, zipfile.ZipFile(fh) as zf:
-            info = zf.getinfo("config.json")
-            if info.file_size > options.max_config_bytes or info.flag_bits & 0x1:
-                return []
-            with zf.open(info) as member:
-                raw = member.read(options.max_config_bytes)
-    except (KeyError, zipfile.BadZipFile, OSError, ValueError, EOFError):
+        entries = [e for e in _zip_entries(src, options) if e.name == "config.json"]
+    except Exception:  # noqa: BLE001 - the tree block already reports an unreadable directory
         return []
-    return _lambda_blocks(raw, options, label)
+    if not entries or entries[0].usize > options.max_config_bytes:
+        return []
+    member, _ = _zip_member(src, entries[0], options)
+    if member is None or member.size > options.max_config_bytes:
+        return []
+    return _lambda_blocks(member.read_at(0, member.size), options, label)
 
 
 def _hdf5_lambdas(src: Source, options: ExplainOptions, label: str) -> list[Block]:

@@ -104,11 +104,13 @@ def _block(block: Block) -> object:
     title = Text(printable(block.title), style="bold cyan")
     if block.kind == "table":
         table = Table(title=title, title_justify="left", show_lines=False, expand=False)
+        table.add_column("", width=1)
         for col in block.columns:
             table.add_column(col, overflow="fold")
         for i, row in enumerate(block.rows):
-            style = "bold reverse" if i in block.marked else None
-            table.add_row(*(Text(printable(c)) for c in row), style=style)
+            marked = i in block.marked
+            table.add_row(Text("▶" if marked else ""), *(Text(printable(c)) for c in row),
+                          style="bold yellow" if marked else None)
         return table
     if block.kind == "code":
         body = Text()
