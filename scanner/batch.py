@@ -5,7 +5,7 @@
   (initializer); work goes out in small chunks so IPC stays cheap and results still stream.
 - streaming: `on_file` is called in the parent for every file as soon as its chunk is back, so a
   crash or Ctrl-C loses nothing already reported.
-- `--cache DIR`: results keyed by the file's sha256 + scanner code + rules digest + policy.
+- `--cache DIR`: results keyed by the file's sha256 + its name + scanner code + rules digest + policy.
 
 Cache trust model: the cache must never make a file look cleaner than a fresh scan. So an entry is
 written only for a complete result of unchanged content (hashed before and after the scan, no analyzer
@@ -51,7 +51,7 @@ UNCACHEABLE_RULES = frozenset({"SCAN-INTERNAL-ERROR"})
 OnFile = Callable[[FileReport], None]
 Chunk = list[tuple[int, WalkEntry]]  # (position in the walk, entry)
 Landed = list[tuple[int, FileReport]]
-CacheEntry = tuple[str, int, str, tuple[Finding, ...]]  # sha256, size, format, findings of a fresh scan
+CacheEntry = tuple[str, str, int, str, tuple[Finding, ...]]  # sha256, name, size, format, findings
 
 
 def default_jobs() -> int:
@@ -162,17 +162,18 @@ class ResultCache:
             self._db.close()
             self._db = None
 
-    def key(self, sha256: str) -> str:
+    def key(self, sha256: str, name: str) -> str:
+        """The file's name is part of the key: names steer analysis (extension checks, sidecar configs)."""
         s = self.spec
-        return hashlib.sha256("\0".join((CACHE_SCHEMA, sha256, s.scanner, s.rules_digest, s.policy))
-                              .encode()).hexdigest()
+        return hashlib.sha256("\0".join((CACHE_SCHEMA, sha256, name, s.scanner, s.rules_digest, s.policy))
+                              .encode("utf-8", "surrogateescape")).hexdigest()
 
     def _mac(self, body_text: str) -> str:
         return hmac.new(self.spec.secret, body_text.encode(), hashlib.sha256).hexdigest()
 
-    def get(self, sha256: str, size: int, rules: RuleSet) -> tuple[str, tuple[Finding, ...]] | None:
-        """(format, findings) of a trusted entry for this content, or None (then scan afresh)."""
-        key = self.key(sha256)
+    def get(self, sha256: str, name: str, size: int, rules: RuleSet) -> tuple[str, tuple[Finding, ...]] | None:
+        """(format, findings) of a trusted entry for this content under this name, or None (scan afresh)."""
+        key = self.key(sha256, name)
         try:
             row = self._conn().execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
         except sqlite3.Error:
@@ -188,6 +189,7 @@ class ResultCache:
                 return None
             body = json.loads(body_text)
             expected = {"schema": CACHE_SCHEMA, "key": key, "sha256": sha256, "size": size,
+                        "name": name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                         "scanner": self.spec.scanner, "rules_digest": self.spec.rules_digest,
                         "policy": self.spec.policy}
             if any(body.get(k) != v for k, v in expected.items()):
@@ -200,17 +202,18 @@ class ResultCache:
             return None
         return fmt, findings
 
-    def _row(self, sha256: str, size: int, fmt: str, findings: Sequence[Finding]) -> tuple[str, bytes]:
-        key = self.key(sha256)
+    def _row(self, sha256: str, name: str, size: int, fmt: str, findings: Sequence[Finding]) -> tuple[str, bytes]:
+        key = self.key(sha256, name)
         s = self.spec
         body = {"schema": CACHE_SCHEMA, "key": key, "sha256": sha256, "size": size, "scanner": s.scanner,
+                "name": name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                 "rules_digest": s.rules_digest, "policy": s.policy, "format": fmt,
                 "findings": [f.to_dict() for f in findings]}
         body_text = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return key, json.dumps({"mac": self._mac(body_text), "body": body_text}).encode()
 
-    def put(self, sha256: str, size: int, fmt: str, findings: Sequence[Finding]) -> None:
-        self.put_many([(sha256, size, fmt, tuple(findings))])
+    def put(self, sha256: str, name: str, size: int, fmt: str, findings: Sequence[Finding]) -> None:
+        self.put_many([(sha256, name, size, fmt, tuple(findings))])
 
     def put_many(self, entries: Sequence[CacheEntry]) -> None:
         """Store results in one transaction: readers see the old entries or all the new ones."""
@@ -292,15 +295,16 @@ class Worker:
         except OSError:
             return scan_file(entry, self.rules, self.policy, digest=self.digest)
         before = _sha256_file(entry.path) if size <= self.policy.limits.max_file_bytes else None
+        name = os.path.basename(entry.display)  # what the analyzers see as the name (Source.name)
         if before is not None:
-            hit = self.cache.get(before, size, self.rules)
+            hit = self.cache.get(before, name, size, self.rules)
             if hit is not None:
                 fmt, findings = hit
                 return FileReport(entry.display, size, before, fmt, (*entry.findings, *findings))
         report = scan_file(entry, self.rules, self.policy, digest=True)
         if self._cacheable(report, before, size):
             assert before is not None
-            self.outbox.append((before, size, report.format, report.findings[len(entry.findings):]))
+            self.outbox.append((before, name, size, report.format, report.findings[len(entry.findings):]))
         return report
 
     def _cacheable(self, report: FileReport, before: str | None, size: int) -> bool:

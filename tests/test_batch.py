@@ -222,7 +222,7 @@ def test_entry_forged_with_another_key_is_not_trusted(tmp_path: Path, monkeypatc
     fresh = scan_batch([root], jobs=1, cache=_spec(tmp_path))
     # an attacker who can write the cache directory but does not know the key writes a clean entry
     forged_spec = _spec(tmp_path, secret=b"attacker-key-0000000000000000000")
-    ResultCache(forged_spec).put(fresh.files[0].sha256 or "", fresh.files[0].size or 0, "pickle", [])
+    ResultCache(forged_spec).put(fresh.files[0].sha256 or "", "evil.pkl", fresh.files[0].size or 0, "pickle", [])
     calls = _count_scans(monkeypatch)
     again = scan_batch([root], jobs=1, cache=_spec(tmp_path))
     assert calls and again.files[0].worst() is Severity.CRITICAL
@@ -237,6 +237,20 @@ def test_garbage_entry_is_a_miss(tmp_path: Path, garbage: bytes) -> None:
     assert scan_batch([root], jobs=1, cache=_spec(tmp_path)).files[0].worst() is Severity.CRITICAL
 
 
+def test_same_content_under_another_name_is_scanned_afresh(tmp_path: Path) -> None:
+    """Names steer analysis (a pickle named .safetensors is a mismatch): a hit must match the name too."""
+    root = tmp_path / "named"
+    root.mkdir()
+    (root / "ok.pkl").write_bytes(BENIGN_P2)
+    first = scan_batch([root], jobs=1, cache=_spec(tmp_path))
+    assert first.files[0].worst() in (None, Severity.INFO, Severity.LOW)
+    (root / "ok.pkl").rename(root / "weights.safetensors")
+    fresh = engine.scan([root])
+    cached = scan_batch([root], jobs=1, cache=_spec(tmp_path))
+    assert _dicts(cached) == _dicts(fresh)
+    assert "FORMAT-EXTENSION-MISMATCH" in {f.rule_id for f in cached.files[0].findings}
+
+
 def test_damaged_database_is_a_miss(tmp_path: Path) -> None:
     root = _hostile_store(tmp_path)
     scan_batch([root], jobs=1, cache=_spec(tmp_path))
@@ -249,9 +263,10 @@ def test_cache_key_covers_policy_and_rules(tmp_path: Path) -> None:
     rules = load_ruleset()
     base = ResultCache(open_cache(tmp_path / "c", rules, Policy(), SECRET))
     other_policy = ResultCache(open_cache(tmp_path / "c", rules, Policy(allow_globals=("posix.system",)), SECRET))
-    assert base.key("ab" * 32) != other_policy.key("ab" * 32)
+    assert base.key("ab" * 32, "m.pkl") != other_policy.key("ab" * 32, "m.pkl")
     assert policy_fingerprint(Policy()) == policy_fingerprint(Policy(fail_on=Severity.HIGH))
-    assert base.key("ab" * 32) != base.key("cd" * 32)
+    assert base.key("ab" * 32, "m.pkl") != base.key("cd" * 32, "m.pkl")
+    assert base.key("ab" * 32, "m.pkl") != base.key("ab" * 32, "m.safetensors")
 
 
 def test_file_changing_during_scan_is_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
