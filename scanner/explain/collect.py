@@ -138,9 +138,10 @@ class _Gatherer:
         for f in fr.findings:
             self._node(f.location.member)
         views = [self._finding_view(f) for f in sorted(fr.findings, key=lambda f: -f.severity.rank)]
+        shown = {id(b) for v in views for b in v.blocks}
         file_blocks: list[Block] = []
         for node in self.nodes.values():
-            file_blocks.extend(node.blocks)
+            file_blocks.extend(b for b in node.blocks if id(b) not in shown)  # once is enough
             if node.note:
                 file_blocks.append(Block(f"Member {node.member}" if node.member else "File", "note", node.note))
         return FileView(fr, tuple(file_blocks), tuple(views))
@@ -240,6 +241,9 @@ class _Gatherer:
                     blocks.append(excerpt)
         if f.rule_id.startswith("KERAS"):
             blocks.extend(self._lambdas_for(f))
+        if f.rule_id.startswith("ONNX") and node is not None:
+            want = "ONNX external data" if "EXTERNAL" in f.rule_id else "ONNX nodes outside"
+            blocks.extend(b for b in node.blocks if b.title.startswith(want))
         return _bare_view(f, self.rules, tuple(blocks))
 
     def _lambdas_for(self, f: Finding) -> list[Block]:
@@ -738,7 +742,7 @@ def _lambda_blocks(raw: bytes, options: ExplainOptions, label: str) -> list[Bloc
             listing = _disassemble_b64(text)
             if listing is not None:
                 blocks.append(Block(f"Lambda layer '{name}' bytecode{label}", "code", listing, language="pycode"))
-            elif "def " in text or "lambda" in text:
+            elif "def " in text or "lambda " in text or "lambda:" in text:
                 blocks.append(Block(f"Lambda layer '{name}' source{label}", "code", text, language="pycode"))
     return blocks[:50]
 
