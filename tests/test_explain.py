@@ -253,6 +253,12 @@ def test_html_renders_in_headless_chromium_with_content_inert(tmp_path: Path) ->
     assert "PWNED</title>" not in dom
     assert "<script" not in dom.lower() and "<img" not in dom.lower() and "<svg" not in dom.lower()
     assert "&lt;script&gt;document.title=" in dom
+    # and it paints: a screenshot of a real page, not a blank one
+    shot = tmp_path / "shot.png"
+    cmd[-2:] = ["--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
 
 
 def test_explain_runs_nothing_under_an_audit_hook(tmp_path: Path) -> None:

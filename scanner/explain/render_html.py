@@ -32,9 +32,9 @@ dl{display:grid;grid-template-columns:max-content auto;gap:.15rem .8rem;margin:.
 dt{color:#57606a} dd{margin:0;word-break:break-all}
 pre{background:#f6f8fa;padding:.6rem;border-radius:.3rem;overflow-x:auto;font-size:12.5px;white-space:pre-wrap;
 word-break:break-all}
-.mark{background:#fff8c5;font-weight:700;display:block}
+span.mark{background:#fff8c5;font-weight:700;display:block}
 table{border-collapse:collapse;font-size:12.5px;margin:.3rem 0;font-family:ui-monospace,monospace}
-th,td{border:1px solid #d0d7de;padding:.15rem .45rem;text-align:left;vertical-align:top;word-break:break-all}
+th,td{border:1px solid #d0d7de;padding:.15rem .45rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#f6f8fa} tr.mark td{background:#fff8c5;font-weight:700}
 .block-title{font-weight:600;margin-top:.7rem} .note{color:#57606a}
 footer{margin-top:3rem;color:#57606a;font-size:.8rem}
