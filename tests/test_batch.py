@@ -102,13 +102,19 @@ def test_jsonl_lines_parse_and_are_complete(tmp_path: Path) -> None:
     objs = [json.loads(line) for line in out.stdout.splitlines()]
     files, summary = objs[:-1], objs[-1]
     assert all(o["type"] == "file" for o in files)
-    assert summary["type"] == "summary" and summary["exit_code"] == 1
-    full = json.loads(subprocess.run([*CLI, "scan", str(root), "--format", "json", "--jobs", "1"],
-                                     capture_output=True, text=True, timeout=120).stdout)
-    assert summary["summary"] == full["summary"]
-    want = {f["path"]: f for f in full["files"]}
-    got = {o["path"]: {k: v for k, v in o.items() if k != "type"} for o in files}
-    assert got == want
+    assert summary["type"] == "summary" and summary["exit_code"] == 1 and summary["verdict"] == "malicious"
+    # one complete object per file of the tree, each with every field of the json report's files
+    on_disk = sorted(str(p) for p in root.rglob("*") if p.is_file())
+    assert sorted(o["path"] for o in files) == on_disk
+    keys = set(FileReport("x", 1, None, "text", ()).to_dict())
+    assert all(set(o) - {"type"} == keys for o in files)
+    # the summary agrees with the lines
+    counts = summary["summary"]
+    assert counts["files"] == len(files)
+    for sev in Severity:
+        assert counts[f"findings_{sev.value}"] == sum(f["severity"] == sev.value for o in files for f in o["findings"])
+    for verdict in ("clean", "suspicious", "malicious", "error"):
+        assert counts[f"files_{verdict}"] == sum(o["verdict"] == verdict for o in files)
 
 
 def test_jsonl_writer_flushes_each_file() -> None:
