@@ -50,6 +50,9 @@ def scan(
         "--jobs", "-j", min=1, help="Worker processes (default: the number of cores).")] = None,
     cache: Annotated[Path | None, typer.Option(
         "--cache", help="Reuse results for unchanged files from this private directory (see docs).")] = None,
+    digest: Annotated[bool, typer.Option(
+        "--digest", help="Put each file's sha256 in the report. Reads every byte; without it large models are "
+        "scanned from their headers and pickle members only.")] = False,
 ) -> None:
     """Scan model files; exit 0 clean, 1 findings at or above --fail-on, 2 the scan could not be done."""
     from scanner.batch import JsonlWriter, Progress, open_cache, scan_batch
@@ -75,14 +78,14 @@ def scan(
             raise fail(f"cannot write {output}: {e.strerror or e}") from None
         writer = JsonlWriter(out)
         try:
-            report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, on_file=writer.file,
+            report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, on_file=writer.file, digest=digest,
                                 progress=progress)
             writer.summary(report)
         finally:
             if out is not sys.stdout:
                 out.close()
         raise typer.Exit(report.exit_code())
-    report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress)
+    report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress, digest=digest)
     if fmt is OutputFormat.json:
         from scanner.output.json import render as render_json
 

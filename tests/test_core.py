@@ -117,7 +117,7 @@ def test_cli_json_report_and_exit_code(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("just text\n")
     (tmp_path / "evil.pkl").write_bytes(b"cos\nsystem\n(S'echo pwned'\ntR.")
     out = tmp_path / "r.json"
-    proc = run_cli("scan", "--format", "json", "--output", str(out), str(tmp_path))
+    proc = run_cli("scan", "--format", "json", "--digest", "--output", str(out), str(tmp_path))
     doc = json.loads(out.read_text())
     assert doc["schema"].endswith("/report/v1")
     assert doc["exit_code"] == proc.returncode == 1
@@ -126,6 +126,8 @@ def test_cli_json_report_and_exit_code(tmp_path: Path) -> None:
     assert by_name["evil.pkl"]["verdict"] == "malicious"
     assert len(by_name["evil.pkl"]["sha256"]) == 64
     loc = by_name["evil.pkl"]["findings"][0]["location"]
+    plain = json.loads(run_cli("scan", "--format", "json", str(tmp_path)).stdout)
+    assert all(f["sha256"] is None for f in plain["files"])  # only --digest reads every byte
     assert set(loc) == {"member", "offset", "opcode_index"}
 
 
