@@ -4,12 +4,14 @@ calls checked against the rule tables instead of executed."""
 from __future__ import annotations
 
 import _compat_pickle
+import struct
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding, Severity
-from scanner.formats.pickle_ops import Op, OpError, read_op
+from scanner.formats.pickle_ops import BIG_BYTES, OPNAMES, Op, OpError, read_op
 from scanner.formats.pickle_policy import Classifier, Decision, map_py2
 from scanner.formats.pickle_values import NOCONST, Call, Global, PersistentRef, Unknown, const, render
 from scanner.source import LimitExceeded
@@ -19,6 +21,12 @@ if TYPE_CHECKING:
     from scanner.source import Source
 
 MAX_SAME_FINDINGS = 5  # per (rule, name) and stream; the rest are counted in one summary
+
+_U32 = struct.Struct("<I").unpack_from
+_I32 = struct.Struct("<i").unpack_from
+_F64 = struct.Struct(">d").unpack_from
+# opcode bytes Machine._fast handles inline
+_FAST = bytes(1 if c in b"h\x94qrKGM\x8c(u}\x88\x89X])N\x85\x86\x87tleasJjCBR\x81Q\x8f02" else 0 for c in range(256))
 
 
 class Stop(Exception):
@@ -96,6 +104,8 @@ class Machine:
         max_memo = lim.max_pickle_memo if lim else 1 << 62
         try:
             while True:
+                if self.pos < self.end and _FAST[self.data[self.pos]]:
+                    self._fast(max_ops, max_stack, max_memo)
                 try:
                     op = read_op(self.data, self.pos, self.end)
                 except OpError as e:
@@ -129,6 +139,241 @@ class Machine:
         self._report_imports()
         return StreamResult(start, self.pos, complete, self.findings, value, self.persistent_ids, self.globals)
 
+    def _fast(self, max_ops: int, max_stack: int, max_memo: int) -> None:
+        """Run the common opcodes inline (no Op objects, no method calls) until one needs the general path.
+
+        Exactly the semantics of the handlers below: an opcode that would fail, emit a finding, cross the end
+        of a FRAME or come near a limit is left, untouched, to the general path. Stack and memo grow by at
+        most one entry per opcode and every opcode takes at least one byte, so no limit can be exceeded
+        within `budget` bytes of the start."""
+        data, stack, marks, memo = self.data, self.stack, self.marks, self.memo
+        push = stack.append
+        pos = self.pos
+        lim = self.end if self.frame_end is None else self.frame_end
+        budget = min(max_ops - self.counters.opcodes, max_stack - len(stack) - len(marks), max_memo - len(memo))
+        if pos + budget < lim:
+            lim = pos + budget
+        i0 = i = self.index
+        last = pos
+        fence = marks[-1] if marks else 0
+        calling = False  # inside the general code of a call: its exceptions are not this loop's to retry
+        try:
+            while pos < lim:
+                code = data[pos]
+                if code == 0x68:  # BINGET
+                    q = pos + 2
+                    if q > lim:
+                        break
+                    push(memo[data[pos + 1]])
+                elif code == 0x94:  # MEMOIZE
+                    if len(stack) <= fence:
+                        break
+                    q = pos + 1
+                    memo[len(memo)] = stack[-1]
+                elif code == 0x71:  # BINPUT
+                    q = pos + 2
+                    if q > lim or len(stack) <= fence:
+                        break
+                    memo[data[pos + 1]] = stack[-1]
+                elif code == 0x72:  # LONG_BINPUT
+                    q = pos + 5
+                    if q > lim or len(stack) <= fence:
+                        break
+                    memo[_U32(data, pos + 1)[0]] = stack[-1]
+                elif code == 0x4B:  # BININT1
+                    q = pos + 2
+                    if q > lim:
+                        break
+                    push(data[pos + 1])
+                elif code == 0x47:  # BINFLOAT
+                    q = pos + 9
+                    if q > lim:
+                        break
+                    push(_F64(data, pos + 1)[0])
+                elif code == 0x4D:  # BININT2
+                    q = pos + 3
+                    if q > lim:
+                        break
+                    push(data[pos + 1] | data[pos + 2] << 8)
+                elif code == 0x8C:  # SHORT_BINUNICODE
+                    if pos + 2 > lim:
+                        break
+                    q = pos + 2 + data[pos + 1]
+                    if q > lim:
+                        break
+                    push(str(data[pos + 2:q], "utf-8", "surrogatepass"))
+                elif code == 0x28:  # MARK
+                    q = pos + 1
+                    fence = len(stack)
+                    marks.append(fence)
+                elif code == 0x75:  # SETITEMS
+                    if not marks:
+                        break
+                    mark = marks[-1]
+                    if mark == 0 or (len(stack) - mark) & 1:
+                        break
+                    target = stack[mark - 1]
+                    if type(target) is not dict:
+                        break
+                    q = pos + 1
+                    items = stack[mark:]
+                    target.update(zip(items[0::2], items[1::2], strict=True))  # unhashable: general path
+                    del stack[mark:]
+                    marks.pop()
+                    fence = marks[-1] if marks else 0
+                elif code == 0x7D:  # EMPTY_DICT
+                    q = pos + 1
+                    push({})
+                elif code == 0x88:  # NEWTRUE
+                    q = pos + 1
+                    push(True)
+                elif code == 0x89:  # NEWFALSE
+                    q = pos + 1
+                    push(False)
+                elif code == 0x58:  # BINUNICODE
+                    q = pos + 5
+                    if q > lim:
+                        break
+                    q += _U32(data, pos + 1)[0]
+                    if q > lim:
+                        break
+                    push(str(data[pos + 5:q], "utf-8", "surrogatepass"))
+                elif code == 0x5D:  # EMPTY_LIST
+                    q = pos + 1
+                    push([])
+                elif code == 0x29:  # EMPTY_TUPLE
+                    q = pos + 1
+                    push(())
+                elif code == 0x4E:  # NONE
+                    q = pos + 1
+                    push(None)
+                elif code == 0x85 or code == 0x86 or code == 0x87:  # TUPLE1 / TUPLE2 / TUPLE3
+                    n = code - 0x84
+                    if len(stack) - fence < n:
+                        break
+                    q = pos + 1
+                    t = tuple(stack[-n:])
+                    del stack[-n:]
+                    push(t)
+                elif code == 0x74 or code == 0x6C:  # TUPLE / LIST
+                    if not marks:
+                        break
+                    q = pos + 1
+                    mark = marks.pop()
+                    items = stack[mark:]
+                    del stack[mark:]
+                    push(tuple(items) if code == 0x74 else items)
+                    fence = marks[-1] if marks else 0
+                elif code == 0x65:  # APPENDS
+                    if not marks:
+                        break
+                    mark = marks[-1]
+                    if mark == 0 or type(stack[mark - 1]) is not list:
+                        break
+                    q = pos + 1
+                    stack[mark - 1].extend(stack[mark:])
+                    del stack[mark:]
+                    marks.pop()
+                    fence = marks[-1] if marks else 0
+                elif code == 0x61:  # APPEND
+                    if len(stack) <= fence or len(stack) < 2 or type(stack[-2]) is not list:
+                        break
+                    q = pos + 1
+                    stack[-2].append(stack.pop())
+                elif code == 0x73:  # SETITEM
+                    if len(stack) - fence < 2 or len(stack) < 3 or type(stack[-3]) is not dict:
+                        break
+                    q = pos + 1
+                    stack[-3][stack[-2]] = stack[-1]  # TypeError (unhashable): general path
+                    del stack[-2:]
+                elif code == 0x4A:  # BININT
+                    q = pos + 5
+                    if q > lim:
+                        break
+                    push(_I32(data, pos + 1)[0])
+                elif code == 0x6A:  # LONG_BINGET
+                    q = pos + 5
+                    if q > lim:
+                        break
+                    push(memo[_U32(data, pos + 1)[0]])
+                elif code == 0x43 or code == 0x42:  # SHORT_BINBYTES / BINBYTES
+                    if code == 0x43:
+                        if pos + 2 > lim:
+                            break
+                        s = pos + 2
+                        q = s + data[s - 1]
+                    else:
+                        s = pos + 5
+                        if s > lim:
+                            break
+                        q = s + _U32(data, pos + 1)[0]
+                    if q > lim:
+                        break
+                    push(bytes(data[s:q]) if q - s <= BIG_BYTES else memoryview(data)[s:q])
+                elif code == 0x52 or code == 0x81:  # REDUCE / NEWOBJ: the call itself runs in the general code
+                    if len(stack) - fence < 2:
+                        break
+                    q = pos + 1
+                    n = i - i0
+                    i0 = i
+                    self.pos, self.index, self.ops_run = q, i, self.ops_run + n
+                    self.counters.opcodes += n + 1
+                    op = self.op = Op("REDUCE" if code == 0x52 else "NEWOBJ", pos, q)
+                    args = stack.pop()
+                    func = stack.pop()
+                    calling = True
+                    push(self.call(func, args, op.name))
+                    calling = False
+                    self.counters.opcodes -= 1
+                elif code == 0x51:  # BINPERSID
+                    if len(stack) <= fence:
+                        break
+                    q = pos + 1
+                    n = i - i0
+                    i0 = i
+                    self.pos, self.index, self.ops_run = q, i, self.ops_run + n
+                    self.counters.opcodes += n + 1
+                    self.op = Op("BINPERSID", pos, q)
+                    pid = stack.pop()
+                    self.persistent_ids.append(pid)
+                    calling = True
+                    push(self.hooks.persistent(self, pid) if self.hooks is not None else PersistentRef(pid))
+                    calling = False
+                    self.counters.opcodes -= 1
+                elif code == 0x8F:  # EMPTY_SET
+                    q = pos + 1
+                    push(set())
+                elif code == 0x30:  # POP
+                    if marks and marks[-1] == len(stack):
+                        marks.pop()
+                        fence = marks[-1] if marks else 0
+                    elif len(stack) > fence:
+                        stack.pop()
+                    else:
+                        break
+                    q = pos + 1
+                elif code == 0x32:  # DUP
+                    if len(stack) <= fence:
+                        break
+                    q = pos + 1
+                    push(stack[-1])
+                else:
+                    break
+                last = pos
+                pos = q
+                i += 1
+        except (KeyError, TypeError, ValueError):
+            if calling:
+                raise
+            # the general path repeats this opcode and reports it exactly
+        n = i - i0
+        if n:
+            self.pos = pos
+            self.index = i
+            self.ops_run += n
+            self.counters.opcodes += n
+            self.op = Op(OPNAMES[data[last]], last, pos)
+
     def _stop_finding(self, e: Stop) -> None:
         if self.ctx is None:
             return
@@ -147,14 +392,18 @@ class Machine:
     def _add(self, f: Finding) -> None:
         self.findings.append(f)
 
-    def emit(self, rule: str, message: str, *, evidence: str | None = None, severity: Severity | None = None,
-             key: str = "", reference: str | None = None, op: Op | None = None, index: int | None = None) -> None:
+    def emit(self, rule: str, message: str, *, evidence: str | Callable[[], str] | None = None,
+             severity: Severity | None = None, key: str = "", reference: str | None = None, op: Op | None = None,
+             index: int | None = None) -> None:
+        """Add a finding (evidence may be a function: rendered only when the finding is kept)."""
         if self.ctx is None:
             return
         ck = (rule, key)
         n = self.counts[ck] = self.counts.get(ck, 0) + 1
         if n > MAX_SAME_FINDINGS:
             return
+        if callable(evidence):
+            evidence = evidence()
         op = op or self.op
         self._add(self.ctx.finding(rule, message, self.src, offset=op.offset if op else self.pos,
                                    opcode_index=self.index if index is None else index,
@@ -269,7 +518,6 @@ class Machine:
         return result
 
     def check_call(self, func: object, call: Call, via: str | None = None) -> None:
-        evidence = render(call, self.ctx.limits.max_evidence_chars if self.ctx else 400)
         where = f" via {via}" if via else ""
         if isinstance(func, Global):
             d = self.decide(func)
@@ -281,10 +529,10 @@ class Machine:
                 if self.hooks is not None:
                     sev = self.hooks.nested_severity(self, func, call, sev)
                 self.emit("PICKLE-DANGEROUS-CALL", f"calls {d.name}{where} ({call.kind}): {d.reason}",
-                          evidence=evidence, severity=sev, key=d.name, reference=d.reference)
+                          evidence=lambda: self._evidence(call), severity=sev, key=d.name, reference=d.reference)
             elif d.status == "unknown":
                 self.emit("PICKLE-UNKNOWN-GLOBAL", f"calls {d.name}{where} ({call.kind}), which is not on the"
-                          f" allow list ({d.reason})", evidence=evidence, key=d.name)
+                          f" allow list ({d.reason})", evidence=lambda: self._evidence(call), key=d.name)
             through = self.classifier.t.call_through.get(d.name) if self.classifier else None
             if through and isinstance(call.args, tuple):
                 for i in through:
@@ -292,13 +540,17 @@ class Machine:
                         self.call_through(call.args[i], d.name)
         elif isinstance(func, Call):
             self.emit("PICKLE-DYNAMIC-CALL", f"calls the result of another call{where} ({call.kind})",
-                      evidence=evidence, key="dynamic")
+                      evidence=lambda: self._evidence(call), key="dynamic")
         elif isinstance(func, PersistentRef):
             self.emit("PICKLE-DYNAMIC-CALL", f"calls what a persistent id resolves to{where} ({call.kind})",
-                      evidence=evidence, key="persid")
+                      evidence=lambda: self._evidence(call), key="persid")
         elif isinstance(func, Unknown):
             self.emit("PICKLE-DYNAMIC-CALL", f"calls an unknown value ({func.reason}){where} ({call.kind})",
-                      evidence=evidence, key="unknown")
+                      evidence=lambda: self._evidence(call), key="unknown")
+
+    def _evidence(self, call: Call) -> str:
+        # rendered only for a finding: most calls are allowed and never shown
+        return render(call, self.ctx.limits.max_evidence_chars if self.ctx else 400)
 
     def call_through(self, target: object, via: str) -> None:
         if isinstance(target, (Global, Call)) or type(target) is Unknown:

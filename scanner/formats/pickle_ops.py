@@ -68,35 +68,53 @@ class Op(NamedTuple):
     arg2: object = None
 
 
+# per opcode byte: (name, kind, struct of its fixed argument or length prefix, payload kind)
+_NONE, _FIXEDARG, _COUNTEDARG, _TWOLINES, _ONELINE = range(5)
+_SPEC: list[tuple[str, int, struct.Struct | None, str] | None] = [None] * 256
+for _name, _code in _TABLE:
+    if _name in _FIXED:
+        _SPEC[_code[0]] = (_name, _FIXEDARG, struct.Struct(_FIXED[_name]), "")
+    elif _name in _COUNTED:
+        _SPEC[_code[0]] = (_name, _COUNTEDARG, struct.Struct(_COUNTED[_name][0]), _COUNTED[_name][1])
+    elif _name in ("GLOBAL", "INST"):
+        _SPEC[_code[0]] = (_name, _TWOLINES, None, "")
+    elif _name in _LINE_OPS:
+        _SPEC[_code[0]] = (_name, _ONELINE, None, "")
+    else:
+        _SPEC[_code[0]] = (_name, _NONE, None, "")
+
+
 def read_op(data: bytes | memoryview, pos: int, end: int) -> Op:
     """Decode the opcode at `pos` (data[pos:end] is the stream). Raises OpError."""
     if pos >= end:
         raise OpError("stream ends without STOP", truncated=True)
     code = data[pos]
-    name = OPNAMES.get(code)
-    if name is None:
+    spec = _SPEC[code]
+    if spec is None:
         raise OpError(f"invalid opcode byte 0x{code:02x}")
+    name, kind, st, payload = spec
     p = pos + 1
-    if name in _FIXED:
-        fmt = _FIXED[name]
-        n = struct.calcsize(fmt)
+    if kind == _NONE:
+        return Op(name, pos, p)
+    if kind == _FIXEDARG:
+        assert st is not None
+        n = st.size
         if p + n > end:
             raise OpError(f"{name} argument truncated", truncated=True)
-        (val,) = struct.unpack_from(fmt, data, p)
-        return Op(name, pos, p + n, val)
-    if name in _COUNTED:
-        lfmt, kind = _COUNTED[name]
-        ln = struct.calcsize(lfmt)
+        return Op(name, pos, p + n, st.unpack_from(data, p)[0])
+    if kind == _COUNTEDARG:
+        assert st is not None
+        ln = st.size
         if p + ln > end:
             raise OpError(f"{name} length truncated", truncated=True)
-        (size,) = struct.unpack_from(lfmt, data, p)
+        (size,) = st.unpack_from(data, p)
         if size < 0:
             raise OpError(f"{name} declares a negative length")
         start = p + ln
         if size > end - start:
             raise OpError(f"{name} declares {size} bytes but only {end - start} remain", truncated=True)
-        return Op(name, pos, start + size, _counted_value(kind, data, start, size))
-    if name in ("GLOBAL", "INST"):
+        return Op(name, pos, start + size, _counted_value(payload, data, start, size))
+    if kind == _TWOLINES:
         line1, p = _line(data, p, end, name)
         line2, p = _line(data, p, end, name)
         enc = "utf-8" if name == "GLOBAL" else "ascii"
@@ -104,11 +122,9 @@ def read_op(data: bytes | memoryview, pos: int, end: int) -> Op:
             return Op(name, pos, p, bytes(line1).decode(enc), arg2=bytes(line2).decode(enc))
         except UnicodeDecodeError:
             raise OpError(f"{name} names are not {enc}") from None
-    if name in _LINE_OPS:
-        line, p = _line(data, p, end, name)
-        value, diff = _text_value(name, bytes(line))
-        return Op(name, pos, p, value, diff)
-    return Op(name, pos, p)
+    line, p = _line(data, p, end, name)
+    value, diff = _text_value(name, bytes(line))
+    return Op(name, pos, p, value, diff)
 
 
 def _line(data: bytes | memoryview, p: int, end: int, name: str) -> tuple[bytes | memoryview, int]:
@@ -121,6 +137,8 @@ def _line(data: bytes | memoryview, p: int, end: int, name: str) -> tuple[bytes 
 
 
 def _counted_value(kind: str, data: bytes | memoryview, start: int, size: int) -> object:
+    if kind == "bytes" and size > BIG_BYTES:
+        return memoryview(data)[start:start + size]  # no copy of big payloads
     raw = data[start:start + size]
     if kind == "long":
         return int.from_bytes(raw, "little", signed=True)
@@ -133,8 +151,6 @@ def _counted_value(kind: str, data: bytes | memoryview, start: int, size: int) -
         return _py2_str(bytes(raw))
     if kind == "bytearray":
         return bytearray(raw)
-    if size > BIG_BYTES:
-        return memoryview(raw) if not isinstance(raw, memoryview) else raw
     return bytes(raw)
 
 

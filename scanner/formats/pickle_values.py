@@ -6,16 +6,13 @@ from __future__ import annotations
 class Global:
     """An imported object: `module.name` (name may be dotted; empty for a module reference)."""
 
-    __slots__ = ("module", "name", "via")
+    __slots__ = ("module", "name", "via", "full")
 
     def __init__(self, module: str, name: str, via: str | None = None) -> None:
         self.module = module
         self.name = name
         self.via = via  # how it was reached when not by an import opcode (getattr / __import__ calls)
-
-    @property
-    def full(self) -> str:
-        return f"{self.module}.{self.name}" if self.name else self.module
+        self.full = f"{module}.{name}" if name else module
 
     def __repr__(self) -> str:
         return f"Global({self.full!r})"
