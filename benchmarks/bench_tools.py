@@ -81,7 +81,7 @@ def match_path(reported: str, files: Iterable[Path], root: Path) -> Path | None:
     text = reported.strip()
     candidates = [text]
     if not os.path.isabs(text):
-        candidates.append(str(root / text))
+        candidates.append(os.path.normpath(str(root / text)) if text else str(root))
     best: Path | None = None
     for cand in candidates:
         for f in files:

@@ -43,6 +43,7 @@ class RunResult:
     timed_out: bool
     statuses: dict[str, str] = field(default_factory=dict)  # labelled path -> detected | clean | error
     parse_error: str = ""
+    mode: str = "folder"  # "per-file" when the run over the folder gave no usable output
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -134,11 +135,33 @@ def run_all(tools: list[tools_mod.Tool], groups: list[corpus_mod.Group], args: a
                 r.statuses = {str(p): statuses.get(p, tools_mod.CLEAN) for p in files}
             except Exception as e:  # noqa: BLE001 - a peer's odd output is a result, not a crash
                 r.parse_error = f"{type(e).__name__}: {e}"[:300]
-                r.statuses = {str(p): tools_mod.ERROR for p in files}
+                if len(files) > 1 and not m.timed_out:
+                    # one bad file aborted the whole run: score the tool file by file instead
+                    log(f"  {t.name:<11} {g.name:<15} folder run gave no usable output ({r.parse_error[:80]}); "
+                        "running per file")
+                    _per_file(t, files, r, env, args)
+                else:
+                    r.statuses = {str(p): tools_mod.ERROR for p in files}
             log(f"  {t.name:<11} {g.name:<15} rc={m.returncode:<3} {m.wall_s:8.2f}s {m.peak_rss_mb:8.1f} MB"
                 + (" TIMEOUT" if m.timed_out else "") + (f" parse error: {r.parse_error}" if r.parse_error else ""))
             results.append(r)
     return results
+
+
+def _per_file(t: tools_mod.Tool, files: list[Path], r: RunResult, env: dict[str, str],
+              args: argparse.Namespace) -> None:
+    """Time and score each file on its own; the folder attempt's time is kept in the total."""
+    r.mode = "per-file"
+    out_file = args.out / "raw" / f"{t.name}-{r.group}-single.json"
+    for f in files:
+        out_file.unlink(missing_ok=True)
+        m = run_measured(t.command(f, out_file), env=env, timeout=min(args.timeout, 600), workdir=args.out / "raw")
+        r.wall_s += m.wall_s
+        r.peak_rss_mb = max(r.peak_rss_mb, m.peak_rss_mb)
+        try:
+            r.statuses[str(f)] = t.parse(m.stdout, out_file, f, [f]).get(f, tools_mod.CLEAN)
+        except Exception:  # noqa: BLE001 - no output for this file: the tool failed on it
+            r.statuses[str(f)] = tools_mod.ERROR
 
 
 # -- summaries ------------------------------------------------------------------------------------------------
@@ -162,7 +185,8 @@ def summarize(results: list[RunResult], groups: list[corpus_mod.Group],
             "wall_s": sum(r.wall_s for r in mine),
             "peak_rss_mb": max((r.peak_rss_mb for r in mine), default=0.0),
             "per_group": {r.group: {"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "rc": r.returncode,
-                                    "timed_out": r.timed_out, "parse_error": r.parse_error} for r in mine},
+                                    "timed_out": r.timed_out, "parse_error": r.parse_error, "mode": r.mode}
+                          for r in mine},
         }
     return out
 
@@ -210,8 +234,14 @@ def render_markdown(summary: dict[str, dict[str, object]], groups: list[corpus_m
                 cells.append("–")
             else:
                 flag = " (timeout)" if pg["timed_out"] else ""
+                if pg.get("mode") == "per-file":
+                    flag += " (per file†)"
                 cells.append(f"{pg['wall_s']:.2f} s / {pg['peak_rss_mb']:.0f} MB{flag}")
         lines.append(f"| {g.name} | {len(g.labelled)} | " + " | ".join(cells) + " |")
+    if any(pg.get("mode") == "per-file" for s in summary.values() for pg in s["per_group"].values()):  # type: ignore[union-attr]
+        lines += ["", "† the run over the whole folder aborted without a usable report (the tool crashed on one "
+                  "file), so the tool was run once per labelled file; the time is the failed folder run plus "
+                  "every per-file run (process start included each time)."]
     by_threat = _threat_matrix(results, groups, tools)
     if by_threat:
         lines += ["", "## Hostile fixtures detected, by threat class", "",
