@@ -162,6 +162,9 @@ def _extension_check(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
     """A name that claims one format over content of another is how scanners get bypassed (T05, Z05)."""
     table = ctx.rules.cached("extensions", lambda: _extension_table(ctx.rules))
     ext = extension(src.name)
+    double = extension(src.name[: len(src.name) - len(ext)]) + ext if ext else ""
+    if double in table:  # `model_best.pth.tar` names torch.save output, not a tar
+        ext = double
     expected = table.get(ext)
     if expected is None or fmt in expected["formats"]:
         return []

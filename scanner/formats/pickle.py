@@ -55,22 +55,41 @@ class _Hooks:
         if codec is not None:
             call.const = pickle_nested.fold(codec, call.args, self.ctx.limits.max_string_bytes)
             return None
-        args = call.args if isinstance(call.args, tuple) else ()
-        if name in self.t.getattr_like and len(args) >= 2:
-            obj, attr = args[0], const(args[1])
-            if isinstance(obj, Global) and isinstance(attr, str):
-                dotted = f"{obj.name}.{attr}" if obj.name else attr
-                return Global(obj.module, dotted, via=render(call, 300))
-        if name in self.t.import_like and args:
-            mod = const(args[0])
-            if isinstance(mod, str) and mod:
-                return Global(mod, "", via=render(call, 300))
+        target = self._resolve(name, call)
+        if target is not None:
+            return Global(target[0], target[1], via=render(call, 300))
         nested = self.t.nested.get(name)
         if nested is not None:
             self._nested(m, nested, call)
         return None
 
+    def _resolve(self, name: str, call: Call) -> tuple[str, str] | None:
+        """(module, dotted name) a resolver call with constant operands reaches: getattr(Global, 'attr'),
+        __import__('mod'), f('mod', 'name')."""
+        args = call.args if isinstance(call.args, tuple) else ()
+        if name in self.t.getattr_like and len(args) >= 2:
+            obj, attr = args[0], const(args[1])
+            if isinstance(obj, Global) and isinstance(attr, str):
+                return obj.module, f"{obj.name}.{attr}" if obj.name else attr
+        elif name in self.t.import_like and args:
+            mod = const(args[0])
+            if isinstance(mod, str) and mod:
+                return mod, ""
+        elif name in self.t.module_name_like and len(args) == 2:
+            mod, attr = const(args[0]), const(args[1])
+            if isinstance(mod, str) and mod and isinstance(attr, str) and attr:
+                return mod, attr
+        return None
+
     def nested_severity(self, m: Machine, func: Global, call: Call, severity: Severity) -> Severity:
+        """Severity of a call to a denied global: a resolver whose constant target is on the allow list is
+        reported as info (zoneinfo.ZoneInfo._unpickle reached through getattr, numpy's old ufunc pickles);
+        what it returns is checked when it is used."""
+        target = self._resolve(m.decide(func).name, call)
+        if target is not None and m.classifier is not None:
+            full = f"{target[0]}.{target[1]}" if target[1] else target[0]
+            if m.classifier.classify(full).status == "allow":
+                return Severity.INFO
         nested = self.t.nested.get(m.decide(func).name)
         if nested is None or nested.payload not in ("pickle", "auto"):
             return severity

@@ -36,6 +36,7 @@ class Tables:
     call_through: dict[str, tuple[int, ...]]
     getattr_like: frozenset[str]
     import_like: frozenset[str]
+    module_name_like: frozenset[str]
     aliases: dict[str, str]
     walk_dunders: frozenset[str]
 
@@ -68,7 +69,8 @@ def _build(doc: dict[str, Any]) -> Tables:
     through = {e["name"]: tuple(e["callees"]) for e in doc.get("call_through", [])}
     res = doc.get("resolvers", {})
     return Tables(frozenset(allow), deny, nested, decoders, through, frozenset(res.get("getattr", [])),
-                  frozenset(res.get("import", [])), dict(doc.get("aliases", {})),
+                  frozenset(res.get("import", [])), frozenset(res.get("module_name", [])),
+                  dict(doc.get("aliases", {})),
                   frozenset(doc.get("walk", {}).get("dunders", [])))
 
 
