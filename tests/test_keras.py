@@ -328,3 +328,34 @@ def test_bytecode_with_junk_characters_is_still_decoded() -> None:
     junk = "!".join(code[i:i + 10] for i in range(0, len(code), 10))  # a2b_base64 skips the '!'s
     findings = walk({"class_name": "Dense", "config": {"activation": {"class_name": "X", "config": {"code": junk}}}})
     assert worst(findings, "KERAS-LAMBDA") == Severity.CRITICAL
+
+
+def _zero_size_heap_object(data: bytes) -> bytes:
+    """Turn the last object of the first global heap collection into a size-0 free-space object."""
+    import struct
+
+    at = data.index(b"GCOL")
+    size = struct.unpack_from("<Q", data, at + 8)[0]
+    p, last = at + 16, None
+    while p + 16 <= at + size:
+        idx, osize = struct.unpack_from("<H", data, p)[0], struct.unpack_from("<Q", data, p + 8)[0]
+        if idx == 0:
+            break
+        last = p
+        p += 16 + ((osize + 7) & ~7)
+    assert last is not None
+    out = bytearray(data)
+    out[p:p + 16] = b"\0" * 16  # the free-space header that follows the objects: index 0, size 0
+    return bytes(out)
+
+
+def test_corrupt_global_heap_is_reported_instead_of_hanging_the_library() -> None:
+    from scanner.formats import hdf5_heap
+
+    good = (FIXTURES / "benign" / "keras" / "functional_compiled.h5").read_bytes()
+    assert hdf5_heap.heap_problems(BytesSource("x", None, good)) == []
+    bad = _zero_size_heap_object(good)
+    problems = hdf5_heap.heap_problems(BytesSource("x", None, bad))
+    assert problems and "size 0" in problems[0]
+    _, findings = scan_data(bad, "model.h5")  # only reached when the pre-flight check caught it
+    assert "HDF5-MALFORMED" in rule_ids(findings)

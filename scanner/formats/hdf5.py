@@ -85,6 +85,7 @@ class _Walker:
         self.seen: dict[tuple[int, int], str] = {}
         self.findings: list[Finding] = []
         self.stopped = False
+        self._heap_ok: bool | None = None
 
     def add(self, rule_id: str, message: str, evidence: str | None = None) -> None:
         self.findings.append(self.ctx.finding(rule_id, message, self.src, evidence=evidence))
@@ -242,6 +243,8 @@ class _Walker:
                 aid = h5a.open(obj.id, aname.encode("utf-8", "surrogateescape"))
                 if not _is_string_type(aid.dtype):
                     continue
+                if aid.dtype.kind == "O" and not self.heap_ok():
+                    continue
                 size = aid.get_storage_size()
                 if size > self.ctx.limits.max_header_bytes:
                     self.add("LIMIT-EXCEEDED", f"attribute {path}@{aname} of {size} bytes not read",
@@ -252,6 +255,19 @@ class _Walker:
                 self.add("HDF5-MALFORMED", f"cannot read attribute {path}@{aname}", f"{type(e).__name__}: {e}"[:300])
                 continue
             self.config_attribute(path, aname, values)
+
+    def heap_ok(self) -> bool:
+        """Variable-length strings live in global heap collections; a corrupt one hangs the library."""
+        if self._heap_ok is None:
+            from scanner.formats import hdf5_heap
+
+            base = int(self.f.userblock_size or 0)
+            problems = hdf5_heap.heap_problems(self.src, hdf5_heap.size_of_lengths(self.src, base))
+            self._heap_ok = not problems
+            if problems:
+                self.add("HDF5-MALFORMED", "corrupt global heap: variable-length attributes (Keras configs) were "
+                         "not read", "; ".join(problems))
+        return self._heap_ok
 
     def config_attribute(self, path: str, aname: str, values: list[str | bytes]) -> None:
         from scanner.formats import keras
