@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +44,11 @@ class RuleSet:
     analyzers read the rest of their own document. Compiled forms are cached on the instance.
     """
 
-    def __init__(self, docs: dict[str, dict[str, Any]], digest: str) -> None:
-        self.docs = docs
+    def __init__(self, docs: dict[str, dict[str, Any]], digest: str, deferred: dict[str, str] | None = None) -> None:
+        self._docs = docs
+        # TOML text of documents that declare no rules, parsed on first use (pickle-globals.toml is most of
+        # the parsing time of a start-up, and a scan that meets no pickle global never reads it)
+        self._deferred = dict(deferred or {})
         self.digest = digest
         self.catalog: dict[str, RuleMeta] = {}
         self._cache: dict[str, Any] = {}
@@ -60,8 +64,17 @@ class RuleSet:
                     reference=meta.get("reference"),
                 )
 
+    @property
+    def docs(self) -> dict[str, dict[str, Any]]:
+        for stem in list(self._deferred):
+            self.doc(stem)
+        return self._docs
+
     def doc(self, stem: str) -> dict[str, Any]:
-        return self.docs.get(stem, {})
+        text = self._deferred.pop(stem, None)
+        if text is not None:
+            self._docs[stem] = tomllib.loads(text)
+        return self._docs.get(stem, {})
 
     def cached(self, key: str, build: Any) -> Any:
         if key not in self._cache:
@@ -75,12 +88,22 @@ class RuleSet:
 def load_ruleset(directory: Path | None = None) -> RuleSet:
     directory = directory or rules_dir()
     docs: dict[str, dict[str, Any]] = {}
+    deferred: dict[str, str] = {}
     h = hashlib.sha256()
     for path in sorted(directory.glob("*.toml")):
         raw = path.read_bytes()
         h.update(path.name.encode() + b"\0" + raw + b"\0")
-        docs[path.stem] = tomllib.loads(raw.decode("utf-8"))
-    return RuleSet(docs, "sha256:" + h.hexdigest())
+        text = raw.decode("utf-8")
+        if _MAY_DECLARE_RULES.search(text):
+            docs[path.stem] = tomllib.loads(text)
+        else:
+            deferred[path.stem] = text
+    return RuleSet(docs, "sha256:" + h.hexdigest(), deferred)
+
+
+# a line that could start the top-level `rule` table in any TOML spelling (conservative: a false match only
+# means the document is parsed at once)
+_MAY_DECLARE_RULES = re.compile(r"""(?m)^[ \t]*(?:\[\[?[ \t]*)?["']?rule\b""")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from scanner.findings import Finding, Severity
 from scanner.formats import pickle_joblib, pickle_nested
 from scanner.formats.pickle_machine import Counters, Machine
 from scanner.formats.pickle_ops import OPNAMES
-from scanner.formats.pickle_policy import Classifier, tables
+from scanner.formats.pickle_policy import Classifier, Tables, tables
 from scanner.formats.pickle_values import Call, Global, PersistentRef, Unknown, const, render
 
 if TYPE_CHECKING:
@@ -43,8 +43,11 @@ class _Hooks:
     def __init__(self, src: Source, ctx: ScanContext) -> None:
         self.src = src
         self.ctx = ctx
-        self.t = tables(ctx.rules)
         self.depth = (src.member or "").count(PAYLOAD_TAG)
+
+    @property
+    def t(self) -> Tables:
+        return tables(self.ctx.rules)  # cached on the RuleSet; only read once a global is called
 
     def after_call(self, m: Machine, func: object, call: Call) -> object:
         if not isinstance(func, Global):

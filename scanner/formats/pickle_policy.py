@@ -88,11 +88,19 @@ class Classifier:
     """Looks names up against the rule tables plus the user's allow / deny additions."""
 
     def __init__(self, rules: RuleSet, policy: Policy) -> None:
-        self.t = tables(rules)
+        self._rules = rules
+        self._t: Tables | None = None
         self.user_allow_exact = frozenset(p for p in policy.allow_globals if not p.endswith(".*"))
         self.user_allow_prefix = tuple(p[:-1] for p in policy.allow_globals if p.endswith(".*"))
         self.user_deny = {d.name: DenyRule(d.name, d.severity, d.reason, d.reference) for d in policy.deny_globals}
         self._memo: dict[str, Decision] = {}
+
+    @property
+    def t(self) -> Tables:
+        # built on the first global: a pickle that imports nothing never parses the globals tables
+        if self._t is None:
+            self._t = tables(self._rules)
+        return self._t
 
     def classify(self, full: str) -> Decision:
         hit = self._memo.get(full)
