@@ -58,15 +58,24 @@ def _check(src: Source, at: int, length_size: int) -> str | None:
         return None  # the library rejects a collection running past the end of file
     p = at + start
     steps = 0
+    seen: set[int] = set()
+    free_seen = False
     while p < end:
         if p + obj_hdr > end:
             break
+        if free_seen:
+            # writers put the free-space object last; objects after it are how the library gets lost
+            return f"global heap collection at {at}: object at {p} follows the free-space object"
         raw = src.read_at(p, obj_hdr)
         idx = struct.unpack_from("<H", raw, 0)[0]
         osize = int.from_bytes(raw[8:8 + length_size], "little")
         need = obj_hdr + ((osize + 7) & ~7) if idx > 0 else osize
         if need <= 0:
             return f"global heap collection at {at}: object at {p} has size 0 (the HDF5 library loops forever)"
+        if idx in seen:
+            return f"global heap collection at {at}: object index {idx} appears twice"
+        seen.add(idx)
+        free_seen = idx == 0
         p += need
         steps += 1
         if steps > size // 8 + 2:
