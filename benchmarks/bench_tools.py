@@ -18,7 +18,7 @@ PEERS_VENV = HERE / ".peers-venv"
 # venv (under PEERS_VENV) -> packages. modelscan 0.8.8 reads .npy through numpy internals that numpy 2 removed,
 # while ModelAudit 0.2.x on Python 3.11 requires numpy>=2.4: modelscan gets its own environment with numpy 1.
 PEER_ENVS: dict[str, tuple[str, ...]] = {
-    ".": ("picklescan", "modelaudit", "matplotlib"),
+    ".": ("picklescan[7z]", "modelaudit", "matplotlib"),
     "modelscan-env": ("modelscan", "numpy<2"),
 }
 PEER_HOME = {"picklescan": ".", "modelaudit": ".", "modelscan": "modelscan-env"}
@@ -38,6 +38,8 @@ class Tool:
     command: Callable[[Path, Path], list[str]]          # (target folder, output file) -> argv
     parse: Callable[[str, Path, Path, list[Path]], dict[Path, str]]  # (stdout, out file, root, files)
     version: str = ""
+    # (stdout, stderr, out file) -> did the run finish its report (a crash mid-folder leaves a partial one)
+    complete: Callable[[str, str, Path], bool] = lambda _o, _e, out: True
 
 
 def peers_bin(name: str) -> Path:
@@ -59,7 +61,9 @@ def install_peers(log: Callable[[str], None] = print) -> None:
 
 
 def _peer_installed(py: Path, requirement: str) -> bool:
-    name = re.split(r"[<>=!~ ]", requirement, maxsplit=1)[0]
+    name = re.split(r"[<>=!~ \[]", requirement, maxsplit=1)[0]
+    if requirement.endswith("[7z]"):
+        name = "py7zr"  # the extra picklescan needs to open .7z archives instead of aborting the run
     r = subprocess.run([str(py), "-c", f"import importlib.metadata as m; print(m.version({name!r}))"],
                        capture_output=True, text=True, check=False)
     if r.returncode != 0:
@@ -121,7 +125,7 @@ def modelseal_tool() -> Tool:
 
     from scanner import __version__
 
-    return Tool("modelseal", command, parse, __version__)
+    return Tool("modelseal", command, parse, __version__, complete=lambda _o, _e, out: out.exists())
 
 
 # -- ModelAudit -------------------------------------------------------------------------------------------
@@ -147,7 +151,8 @@ def modelaudit_tool() -> Tool:
                 _merge(result, path, ERROR)
         return result
 
-    return Tool("modelaudit", command, parse, _version(peers_bin("python"), "modelaudit"))
+    return Tool("modelaudit", command, parse, _version(peers_bin("python"), "modelaudit"),
+                complete=lambda _o, _e, out: out.exists())
 
 
 # -- modelscan ----------------------------------------------------------------------------------------------
@@ -166,7 +171,8 @@ def modelscan_tool() -> Tool:
                 _merge(result, match_path(str(err["source"]), files, root), ERROR)
         return result
 
-    return Tool("modelscan", command, parse, _version(peers_bin("modelscan").parent / "python", "modelscan"))
+    return Tool("modelscan", command, parse, _version(peers_bin("modelscan").parent / "python", "modelscan"),
+                complete=lambda _o, _e, out: out.exists())
 
 
 # -- picklescan ---------------------------------------------------------------------------------------------
@@ -188,7 +194,8 @@ def picklescan_tool() -> Tool:
                 _merge(result, match_path(m["path"], files, root), ERROR)
         return result
 
-    return Tool("picklescan", command, parse, _version(peers_bin("python"), "picklescan"))
+    return Tool("picklescan", command, parse, _version(peers_bin("python"), "picklescan"),
+                complete=lambda out, _e, _f: "SCAN SUMMARY" in out)
 
 
 PEERS: dict[str, Callable[[], Tool]] = {"picklescan": picklescan_tool, "modelscan": modelscan_tool,

@@ -131,6 +131,9 @@ def run_all(tools: list[tools_mod.Tool], groups: list[corpus_mod.Group], args: a
             (args.out / "raw" / f"{t.name}-{g.name}.stderr").write_text(m.stderr[-200_000:], encoding="utf-8")
             r = RunResult(t.name, g.name, m.returncode, m.wall_s, m.peak_rss_mb, m.timed_out)
             try:
+                if not t.complete(m.stdout, m.stderr, out_file):
+                    tail = (m.stderr.strip() or m.stdout.strip()).splitlines()[-1:] or ["no output"]
+                    raise RuntimeError(f"report incomplete (exit {m.returncode}): {tail[0][:200]}")
                 statuses = t.parse(m.stdout, out_file, g.root, files)
                 r.statuses = {str(p): statuses.get(p, tools_mod.CLEAN) for p in files}
             except Exception as e:  # noqa: BLE001 - a peer's odd output is a result, not a crash
@@ -159,8 +162,10 @@ def _per_file(t: tools_mod.Tool, files: list[Path], r: RunResult, env: dict[str,
         r.wall_s += m.wall_s
         r.peak_rss_mb = max(r.peak_rss_mb, m.peak_rss_mb)
         try:
+            if not t.complete(m.stdout, m.stderr, out_file):
+                raise RuntimeError("incomplete")
             r.statuses[str(f)] = t.parse(m.stdout, out_file, f, [f]).get(f, tools_mod.CLEAN)
-        except Exception:  # noqa: BLE001 - no output for this file: the tool failed on it
+        except Exception:  # noqa: BLE001 - no report for this file: the tool failed on it
             r.statuses[str(f)] = tools_mod.ERROR
 
 
