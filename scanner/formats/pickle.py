@@ -43,11 +43,15 @@ class _Hooks:
     def __init__(self, src: Source, ctx: ScanContext) -> None:
         self.src = src
         self.ctx = ctx
+        self._t: Tables | None = None
         self.depth = (src.member or "").count(PAYLOAD_TAG)
 
     @property
     def t(self) -> Tables:
-        return tables(self.ctx.rules)  # cached on the RuleSet; only read once a global is called
+        # built when a global is first called (a pickle without globals never parses the tables)
+        if self._t is None:
+            self._t = tables(self.ctx.rules)
+        return self._t
 
     def after_call(self, m: Machine, func: object, call: Call) -> object:
         if not isinstance(func, Global):
@@ -140,7 +144,7 @@ class _Hooks:
             return pid[1]  # legacy torch.save of whole modules: the id stands for the class itself
         if not _torch_storage_pid(pid):
             m.emit("PICKLE-PERSISTENT-ID", "persistent id that is not a torch storage reference: the loader's"
-                   " persistent_load decides what it becomes", evidence=render(pid, 200), key="persid")
+                   " persistent_load decides what it becomes", evidence=lambda: render(pid, 200), key="persid")
         return PersistentRef(pid)
 
 

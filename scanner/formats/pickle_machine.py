@@ -25,8 +25,7 @@ MAX_SAME_FINDINGS = 5  # per (rule, name) and stream; the rest are counted in on
 _U32 = struct.Struct("<I").unpack_from
 _I32 = struct.Struct("<i").unpack_from
 _F64 = struct.Struct(">d").unpack_from
-# opcode bytes Machine._fast handles inline
-_FAST = bytes(1 if c in b"h\x94qrKGM\x8c(u}\x88\x89X])N\x85\x86\x87tleasJjCBR\x81Qb\x8a\x8f02" else 0 for c in range(256))
+_RUNNING = object()  # what Machine._step returns before STOP
 
 
 class Stop(Exception):
@@ -103,32 +102,8 @@ class Machine:
         max_stack = lim.max_pickle_stack if lim else 1 << 62
         max_memo = lim.max_pickle_memo if lim else 1 << 62
         try:
-            while True:
-                if self.pos < self.end and _FAST[self.data[self.pos]]:
-                    self._fast(max_ops, max_stack, max_memo)
-                try:
-                    op = read_op(self.data, self.pos, self.end)
-                except OpError as e:
-                    raise Stop(str(e), truncated=e.truncated) from None
-                self.op = op
-                self._frame_check(op)
-                self.counters.opcodes += 1
-                if self.counters.opcodes > max_ops:
-                    raise LimitExceeded("max_pickle_opcodes", f"more than {max_ops} pickle opcodes",
-                                        self._loc())
-                self.pos = op.end
-                if op.name == "STOP":
-                    value = self._pop()
-                    complete = True
-                    self.index += 1
-                    break
-                _DISPATCH[op.name](self, op)
-                self.index += 1
-                self.ops_run += 1
-                if len(self.stack) + len(self.marks) > max_stack:
-                    raise LimitExceeded("max_pickle_stack", f"pickle stack deeper than {max_stack}", self._loc())
-                if len(self.memo) > max_memo:
-                    raise LimitExceeded("max_pickle_memo", f"pickle memo larger than {max_memo}", self._loc())
+            value = self._loop(max_ops, max_stack, max_memo)
+            complete = True
         except Stop as e:
             self.error = e
             self._stop_finding(e)
@@ -139,261 +114,287 @@ class Machine:
         self._report_imports()
         return StreamResult(start, self.pos, complete, self.findings, value, self.persistent_ids, self.globals)
 
-    def _fast(self, max_ops: int, max_stack: int, max_memo: int) -> None:
-        """Run the common opcodes inline (no Op objects, no method calls) until one needs the general path.
+    def _step(self, max_ops: int, max_stack: int, max_memo: int) -> object:
+        """Run one opcode through the tokenizer and its handler; the value at STOP, else _RUNNING."""
+        try:
+            op = read_op(self.data, self.pos, self.end)
+        except OpError as e:
+            raise Stop(str(e), truncated=e.truncated) from None
+        self.op = op
+        self._frame_check(op)
+        self.counters.opcodes += 1
+        if self.counters.opcodes > max_ops:
+            raise LimitExceeded("max_pickle_opcodes", f"more than {max_ops} pickle opcodes", self._loc())
+        self.pos = op.end
+        if op.name == "STOP":
+            value = self._pop()
+            self.index += 1
+            return value
+        _DISPATCH[op.name](self, op)
+        self.index += 1
+        self.ops_run += 1
+        if len(self.stack) + len(self.marks) > max_stack:
+            raise LimitExceeded("max_pickle_stack", f"pickle stack deeper than {max_stack}", self._loc())
+        if len(self.memo) > max_memo:
+            raise LimitExceeded("max_pickle_memo", f"pickle memo larger than {max_memo}", self._loc())
+        return _RUNNING
 
-        Exactly the semantics of the handlers below: an opcode that would fail, emit a finding, cross the end
-        of a FRAME or come near a limit is left, untouched, to the general path. Stack and memo grow by at
-        most one entry per opcode and every opcode takes at least one byte, so no limit can be exceeded
-        within `budget` bytes of the start. Calls (REDUCE, NEWOBJ, BINPERSID, BUILD) run the general code
-        with the machine's state brought up to date first."""
+    def _loop(self, max_ops: int, max_stack: int, max_memo: int) -> object:
+        """Run the stream to STOP and return the value there (Stop / LimitExceeded otherwise).
+
+        The common opcodes run inline (no Op objects, no method calls), everything else one at a time through
+        `_step`. Inline code has exactly the semantics of the handlers below: an opcode that would fail, emit
+        a finding, cross the end of a FRAME or come near a limit is left, untouched, to `_step`. Stack and
+        memo grow by at most one entry per opcode and every opcode takes at least one byte, so no limit can
+        be exceeded within `budget` bytes. Calls (REDUCE, NEWOBJ, BINPERSID) run the general code with the
+        machine's state brought up to date first."""
         data, stack, marks, memo = self.data, self.stack, self.marks, self.memo
         push = stack.append
-        pos = self.pos
-        lim = self.end if self.frame_end is None else self.frame_end
-        budget = min(max_ops - self.counters.opcodes, max_stack - len(stack) - len(marks), max_memo - len(memo))
-        if pos + budget < lim:
-            lim = pos + budget
-        i0 = i = self.index
-        last = pos
-        fence = marks[-1] if marks else 0
-        calling = False  # inside the general code of a call: its exceptions are not this loop's to retry
-        try:
-            while pos < lim:
-                code = data[pos]
-                # a decision tree on the opcode byte, the most frequent opcodes first in each branch
-                if code == 0x68:  # BINGET
-                    q = pos + 2
-                    if q > lim:
-                        break
-                    push(memo[data[pos + 1]])
-                elif code < 0x68:
-                    if code < 0x4B:
-                        if code == 0x47:  # BINFLOAT
-                            q = pos + 9
+        step = self._step
+        while True:
+            pos = self.pos
+            lim = self.end if self.frame_end is None else self.frame_end
+            budget = min(max_ops - self.counters.opcodes, max_stack - len(stack) - len(marks),
+                         max_memo - len(memo))
+            if pos + budget < lim:
+                lim = pos + budget
+            i0 = i = self.index
+            last = pos
+            fence = marks[-1] if marks else 0
+            calling = False  # inside the general code of a call: its exceptions are not this loop's to retry
+            try:
+                while pos < lim:
+                    code = data[pos]
+                    # a decision tree on the opcode byte, the most frequent opcodes first in each branch
+                    if code == 0x68:  # BINGET
+                        q = pos + 2
+                        if q > lim:
+                            break
+                        push(memo[data[pos + 1]])
+                    elif code < 0x68:
+                        if code < 0x4B:
+                            if code == 0x47:  # BINFLOAT
+                                q = pos + 9
+                                if q > lim:
+                                    break
+                                push(_F64(data, pos + 1)[0])
+                            elif code == 0x28:  # MARK
+                                q = pos + 1
+                                fence = len(stack)
+                                marks.append(fence)
+                            elif code == 0x29:  # EMPTY_TUPLE
+                                q = pos + 1
+                                push(())
+                            elif code == 0x4A:  # BININT
+                                q = pos + 5
+                                if q > lim:
+                                    break
+                                push(_I32(data, pos + 1)[0])
+                            elif code == 0x43 or code == 0x42:  # SHORT_BINBYTES / BINBYTES
+                                if code == 0x43:
+                                    if pos + 2 > lim:
+                                        break
+                                    s = pos + 2
+                                    q = s + data[s - 1]
+                                else:
+                                    s = pos + 5
+                                    if s > lim:
+                                        break
+                                    q = s + _U32(data, pos + 1)[0]
+                                if q > lim:
+                                    break
+                                push(bytes(data[s:q]) if q - s <= BIG_BYTES else memoryview(data)[s:q])
+                            elif code == 0x30:  # POP
+                                if marks and marks[-1] == len(stack):
+                                    marks.pop()
+                                    fence = marks[-1] if marks else 0
+                                elif len(stack) > fence:
+                                    stack.pop()
+                                else:
+                                    break
+                                q = pos + 1
+                            elif code == 0x32:  # DUP
+                                if len(stack) <= fence:
+                                    break
+                                q = pos + 1
+                                push(stack[-1])
+                            else:
+                                break
+                        elif code == 0x4B:  # BININT1
+                            q = pos + 2
                             if q > lim:
                                 break
-                            push(_F64(data, pos + 1)[0])
-                        elif code == 0x28:  # MARK
-                            q = pos + 1
-                            fence = len(stack)
-                            marks.append(fence)
-                        elif code == 0x29:  # EMPTY_TUPLE
-                            q = pos + 1
-                            push(())
-                        elif code == 0x4A:  # BININT
+                            push(data[pos + 1])
+                        elif code == 0x4D:  # BININT2
+                            q = pos + 3
+                            if q > lim:
+                                break
+                            push(data[pos + 1] | data[pos + 2] << 8)
+                        elif code == 0x58:  # BINUNICODE
                             q = pos + 5
                             if q > lim:
                                 break
-                            push(_I32(data, pos + 1)[0])
-                        elif code == 0x43 or code == 0x42:  # SHORT_BINBYTES / BINBYTES
-                            if code == 0x43:
-                                if pos + 2 > lim:
-                                    break
-                                s = pos + 2
-                                q = s + data[s - 1]
-                            else:
-                                s = pos + 5
-                                if s > lim:
-                                    break
-                                q = s + _U32(data, pos + 1)[0]
+                            q += _U32(data, pos + 1)[0]
                             if q > lim:
                                 break
-                            push(bytes(data[s:q]) if q - s <= BIG_BYTES else memoryview(data)[s:q])
-                        elif code == 0x30:  # POP
-                            if marks and marks[-1] == len(stack):
-                                marks.pop()
-                                fence = marks[-1] if marks else 0
-                            elif len(stack) > fence:
-                                stack.pop()
-                            else:
+                            push(str(data[pos + 5:q], "utf-8", "surrogatepass"))
+                        elif code == 0x52:  # REDUCE
+                            if len(stack) - fence < 2:
                                 break
                             q = pos + 1
-                        elif code == 0x32:  # DUP
+                            calling = True
+                            self._call_op("REDUCE", pos, i, i - i0)
+                            calling = False
+                            i0 = i
+                        elif code == 0x4E:  # NONE
+                            q = pos + 1
+                            push(None)
+                        elif code == 0x5D:  # EMPTY_LIST
+                            q = pos + 1
+                            push([])
+                        elif code == 0x65:  # APPENDS
+                            if not marks:
+                                break
+                            mark = marks[-1]
+                            if mark == 0 or type(stack[mark - 1]) is not list:
+                                break
+                            q = pos + 1
+                            stack[mark - 1].extend(stack[mark:])
+                            del stack[mark:]
+                            marks.pop()
+                            fence = marks[-1] if marks else 0
+                        elif code == 0x51:  # BINPERSID
                             if len(stack) <= fence:
                                 break
                             q = pos + 1
-                            push(stack[-1])
+                            calling = True
+                            self._call_op("BINPERSID", pos, i, i - i0)
+                            calling = False
+                            i0 = i
+                        elif code == 0x61:  # APPEND
+                            if len(stack) <= fence or len(stack) < 2 or type(stack[-2]) is not list:
+                                break
+                            q = pos + 1
+                            stack[-2].append(stack.pop())
                         else:
                             break
-                    elif code == 0x4B:  # BININT1
-                        q = pos + 2
-                        if q > lim:
+                    elif code < 0x80:
+                        if code == 0x71:  # BINPUT
+                            q = pos + 2
+                            if q > lim or len(stack) <= fence:
+                                break
+                            memo[data[pos + 1]] = stack[-1]
+                        elif code == 0x72:  # LONG_BINPUT
+                            q = pos + 5
+                            if q > lim or len(stack) <= fence:
+                                break
+                            memo[_U32(data, pos + 1)[0]] = stack[-1]
+                        elif code == 0x75:  # SETITEMS
+                            if not marks:
+                                break
+                            mark = marks[-1]
+                            if mark == 0 or (len(stack) - mark) & 1:
+                                break
+                            target = stack[mark - 1]
+                            if type(target) is not dict:
+                                break
+                            q = pos + 1
+                            items = stack[mark:]
+                            target.update(zip(items[0::2], items[1::2], strict=True))  # unhashable: general path
+                            del stack[mark:]
+                            marks.pop()
+                            fence = marks[-1] if marks else 0
+                        elif code == 0x7D:  # EMPTY_DICT
+                            q = pos + 1
+                            push({})
+                        elif code == 0x74 or code == 0x6C:  # TUPLE / LIST
+                            if not marks:
+                                break
+                            q = pos + 1
+                            mark = marks.pop()
+                            items = stack[mark:]
+                            del stack[mark:]
+                            push(tuple(items) if code == 0x74 else items)
+                            fence = marks[-1] if marks else 0
+                        elif code == 0x73:  # SETITEM
+                            if len(stack) - fence < 2 or len(stack) < 3 or type(stack[-3]) is not dict:
+                                break
+                            q = pos + 1
+                            stack[-3][stack[-2]] = stack[-1]  # unhashable: general path
+                            del stack[-2:]
+                        elif code == 0x6A:  # LONG_BINGET
+                            q = pos + 5
+                            if q > lim:
+                                break
+                            push(memo[_U32(data, pos + 1)[0]])
+                        else:
                             break
-                        push(data[pos + 1])
-                    elif code == 0x4D:  # BININT2
-                        q = pos + 3
-                        if q > lim:
-                            break
-                        push(data[pos + 1] | data[pos + 2] << 8)
-                    elif code == 0x58:  # BINUNICODE
-                        q = pos + 5
-                        if q > lim:
-                            break
-                        q += _U32(data, pos + 1)[0]
-                        if q > lim:
-                            break
-                        push(str(data[pos + 5:q], "utf-8", "surrogatepass"))
-                    elif code == 0x52:  # REDUCE
-                        if len(stack) - fence < 2:
-                            break
-                        q = pos + 1
-                        calling = True
-                        self._call_op("REDUCE", pos, i, i - i0)
-                        calling = False
-                        i0 = i
-                    elif code == 0x4E:  # NONE
-                        q = pos + 1
-                        push(None)
-                    elif code == 0x5D:  # EMPTY_LIST
-                        q = pos + 1
-                        push([])
-                    elif code == 0x65:  # APPENDS
-                        if not marks:
-                            break
-                        mark = marks[-1]
-                        if mark == 0 or type(stack[mark - 1]) is not list:
-                            break
-                        q = pos + 1
-                        stack[mark - 1].extend(stack[mark:])
-                        del stack[mark:]
-                        marks.pop()
-                        fence = marks[-1] if marks else 0
-                    elif code == 0x62:  # BUILD (joblib may move the position: back to the caller after it)
-                        if len(stack) - fence < 2:
-                            break
-                        calling = True
-                        self._call_op("BUILD", pos, i, i - i0)
-                        return
-                    elif code == 0x51:  # BINPERSID
+                    elif code == 0x94:  # MEMOIZE
                         if len(stack) <= fence:
                             break
                         q = pos + 1
-                        calling = True
-                        self._call_op("BINPERSID", pos, i, i - i0)
-                        calling = False
-                        i0 = i
-                    elif code == 0x61:  # APPEND
-                        if len(stack) <= fence or len(stack) < 2 or type(stack[-2]) is not list:
+                        memo[len(memo)] = stack[-1]
+                    elif code == 0x8C:  # SHORT_BINUNICODE
+                        if pos + 2 > lim:
                             break
-                        q = pos + 1
-                        stack[-2].append(stack.pop())
-                    else:
-                        break
-                elif code < 0x80:
-                    if code == 0x71:  # BINPUT
-                        q = pos + 2
-                        if q > lim or len(stack) <= fence:
-                            break
-                        memo[data[pos + 1]] = stack[-1]
-                    elif code == 0x72:  # LONG_BINPUT
-                        q = pos + 5
-                        if q > lim or len(stack) <= fence:
-                            break
-                        memo[_U32(data, pos + 1)[0]] = stack[-1]
-                    elif code == 0x75:  # SETITEMS
-                        if not marks:
-                            break
-                        mark = marks[-1]
-                        if mark == 0 or (len(stack) - mark) & 1:
-                            break
-                        target = stack[mark - 1]
-                        if type(target) is not dict:
-                            break
-                        q = pos + 1
-                        items = stack[mark:]
-                        target.update(zip(items[0::2], items[1::2], strict=True))  # unhashable: general path
-                        del stack[mark:]
-                        marks.pop()
-                        fence = marks[-1] if marks else 0
-                    elif code == 0x7D:  # EMPTY_DICT
-                        q = pos + 1
-                        push({})
-                    elif code == 0x74 or code == 0x6C:  # TUPLE / LIST
-                        if not marks:
-                            break
-                        q = pos + 1
-                        mark = marks.pop()
-                        items = stack[mark:]
-                        del stack[mark:]
-                        push(tuple(items) if code == 0x74 else items)
-                        fence = marks[-1] if marks else 0
-                    elif code == 0x73:  # SETITEM
-                        if len(stack) - fence < 2 or len(stack) < 3 or type(stack[-3]) is not dict:
-                            break
-                        q = pos + 1
-                        stack[-3][stack[-2]] = stack[-1]  # unhashable: general path
-                        del stack[-2:]
-                    elif code == 0x6A:  # LONG_BINGET
-                        q = pos + 5
+                        q = pos + 2 + data[pos + 1]
                         if q > lim:
                             break
-                        push(memo[_U32(data, pos + 1)[0]])
+                        push(str(data[pos + 2:q], "utf-8", "surrogatepass"))
+                    elif code == 0x88:  # NEWTRUE
+                        q = pos + 1
+                        push(True)
+                    elif code == 0x89:  # NEWFALSE
+                        q = pos + 1
+                        push(False)
+                    elif 0x85 <= code <= 0x87:  # TUPLE1 / TUPLE2 / TUPLE3
+                        n = code - 0x84
+                        if len(stack) - fence < n:
+                            break
+                        q = pos + 1
+                        t = tuple(stack[-n:])
+                        del stack[-n:]
+                        push(t)
+                    elif code == 0x81:  # NEWOBJ
+                        if len(stack) - fence < 2:
+                            break
+                        q = pos + 1
+                        calling = True
+                        self._call_op("NEWOBJ", pos, i, i - i0)
+                        calling = False
+                        i0 = i
+                    elif code == 0x8A:  # LONG1
+                        if pos + 2 > lim:
+                            break
+                        q = pos + 2 + data[pos + 1]
+                        if q > lim:
+                            break
+                        push(int.from_bytes(data[pos + 2:q], "little", signed=True))
+                    elif code == 0x8F:  # EMPTY_SET
+                        q = pos + 1
+                        push(set())
                     else:
                         break
-                elif code == 0x94:  # MEMOIZE
-                    if len(stack) <= fence:
-                        break
-                    q = pos + 1
-                    memo[len(memo)] = stack[-1]
-                elif code == 0x8C:  # SHORT_BINUNICODE
-                    if pos + 2 > lim:
-                        break
-                    q = pos + 2 + data[pos + 1]
-                    if q > lim:
-                        break
-                    push(str(data[pos + 2:q], "utf-8", "surrogatepass"))
-                elif code == 0x88:  # NEWTRUE
-                    q = pos + 1
-                    push(True)
-                elif code == 0x89:  # NEWFALSE
-                    q = pos + 1
-                    push(False)
-                elif 0x85 <= code <= 0x87:  # TUPLE1 / TUPLE2 / TUPLE3
-                    n = code - 0x84
-                    if len(stack) - fence < n:
-                        break
-                    q = pos + 1
-                    t = tuple(stack[-n:])
-                    del stack[-n:]
-                    push(t)
-                elif code == 0x81:  # NEWOBJ
-                    if len(stack) - fence < 2:
-                        break
-                    q = pos + 1
-                    calling = True
-                    self._call_op("NEWOBJ", pos, i, i - i0)
-                    calling = False
-                    i0 = i
-                elif code == 0x8A:  # LONG1
-                    if pos + 2 > lim:
-                        break
-                    q = pos + 2 + data[pos + 1]
-                    if q > lim:
-                        break
-                    push(int.from_bytes(data[pos + 2:q], "little", signed=True))
-                elif code == 0x8F:  # EMPTY_SET
-                    q = pos + 1
-                    push(set())
-                else:
-                    break
-                last = pos
-                pos = q
-                i += 1
-        except (KeyError, TypeError, ValueError):
-            if calling:
-                raise
-            # the general path repeats this opcode and reports it exactly
-        n = i - i0
-        if n:
-            self.pos = pos
-            self.index = i
-            self.ops_run += n
-            self.counters.opcodes += n
-            self.op = Op(OPNAMES[data[last]], last, pos)
+                    last = pos
+                    pos = q
+                    i += 1
+            except (KeyError, TypeError, ValueError):
+                if calling:
+                    raise
+                # the general path repeats this opcode and reports it exactly
+            n = i - i0
+            if n:
+                self.pos = pos
+                self.index = i
+                self.ops_run += n
+                self.counters.opcodes += n
+                self.op = Op(OPNAMES[data[last]], last, pos)
+            value = step(max_ops, max_stack, max_memo)
+            if value is not _RUNNING:
+                return value
 
     def _call_op(self, name: str, pos: int, index: int, before: int) -> None:
-        """A call opcode at `pos` from inside `_fast`, with `before` inline opcodes not yet accounted for.
+        """A call opcode at `pos` from inside `_loop`, with `before` inline opcodes not yet accounted for.
 
         Brings the machine up to date as the general loop would have it while running this opcode: position
         past it, its index, the opcode counter including it (a Stop from the call leaves exactly that)."""
@@ -401,12 +402,8 @@ class Machine:
         self.pos, self.index, self.ops_run = q, index, self.ops_run + before
         counters = self.counters
         counters.opcodes += before + 1
-        op = self.op = Op(name, pos, q)
+        self.op = Op(name, pos, q)
         stack = self.stack
-        if name == "BUILD":
-            self.op_build(op)
-            self.index, self.ops_run = index + 1, self.ops_run + 1
-            return
         if name == "BINPERSID":
             pid = stack.pop()
             self.persistent_ids.append(pid)
