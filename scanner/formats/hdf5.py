@@ -122,7 +122,7 @@ class _Walker:
                 if child is None:
                     continue
                 kind = type(child).__name__
-                if name in self.rules.config_attrs:
+                if _text(name) in self.rules.config_attrs:
                     self.add("HDF5-ODD-CONFIG", f"{kind} named {name!r} at {child_path}", child_path)
                 try:
                     first_time = self.remember(child, child_path)
@@ -162,7 +162,7 @@ class _Walker:
         for name in names:
             if not self.count():
                 return
-            child_path = path.rstrip("/") + "/" + name
+            child_path = path.rstrip("/") + "/" + _text(name)
             try:
                 link = group.get(name, getlink=True)
             except Exception as e:  # noqa: BLE001 - user-defined link classes raise here
@@ -240,7 +240,8 @@ class _Walker:
             if not self.count():
                 return
             try:
-                aid = h5a.open(obj.id, aname.encode("utf-8", "surrogateescape"))
+                raw_name = aname if isinstance(aname, bytes) else aname.encode("utf-8", "surrogateescape")
+                aid = h5a.open(obj.id, raw_name)
                 if not _is_string_type(aid.dtype):
                     continue
                 if aid.dtype.kind == "O" and not self.heap_ok():
@@ -254,7 +255,7 @@ class _Walker:
             except Exception as e:  # noqa: BLE001
                 self.add("HDF5-MALFORMED", f"cannot read attribute {path}@{aname}", f"{type(e).__name__}: {e}"[:300])
                 continue
-            self.config_attribute(path, aname, values)
+            self.config_attribute(path, _text(aname), values)
 
     def heap_ok(self) -> bool:
         """Variable-length strings live in global heap collections; a corrupt one hangs the library."""
