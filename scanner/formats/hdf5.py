@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding
+from scanner.formats import hdf5_heap
 from scanner.source import Source
 
 if TYPE_CHECKING:
@@ -260,8 +261,6 @@ class _Walker:
     def heap_ok(self) -> bool:
         """Variable-length strings live in global heap collections; a corrupt one hangs the library."""
         if self._heap_ok is None:
-            from scanner.formats import hdf5_heap
-
             base = int(self.f.userblock_size or 0)
             problems = hdf5_heap.heap_problems(self.src, hdf5_heap.size_of_lengths(self.src, base))
             self._heap_ok = not problems
