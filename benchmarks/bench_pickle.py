@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput of the pickle engine (MB/s and opcodes/s) on large pickles of many small objects.
 
-    python benchmarks/bench_pickle.py [--mb 50] [--repeat 3] [--only NAME] [--profile]
+    python benchmarks/bench_pickle.py [--mb 50] [--repeat 3] [--only NAME] [--profile] [--limits]
 
 Pickles are written by the stdlib pickler (nothing here is ever unpickled):
   records-p2 / records-p4 / records-p5: a list of dicts of small ints, floats and short strings;
@@ -101,14 +101,36 @@ CASES = {
 }
 
 
+# hostile streams that run until the opcode budget (max_pickle_opcodes) is spent: how long such a file takes
+LIMIT_CASES = {
+    "BINGET+POP": (b"\x80\x02N\x94", b"h\x000"),
+    "EMPTY_DICT+POP": (b"\x80\x02", b"}0"),
+    "text INT+POP": (b"", b"I1234\n0"),
+    "GLOBAL+POP": (b"\x80\x02", b"cfoo\nbar\n0"),
+    "REDUCE os.system": (b"\x80\x02cos\nsystem\nq\x00", b"h\x00)R0"),
+    "BUILD __setstate__": (b"\x80\x02cfoo\nbar\nq\x00h\x00)R", b"}X\x0c\x00\x00\x00__setstate__Nsb"),
+}
+
+
+def limit_cases(ctx: ScanContext) -> None:
+    budget = ctx.limits.max_pickle_opcodes
+    print(f"\nhostile streams that spend the opcode budget (max_pickle_opcodes = {budget:,d})")
+    print(f"{'case':<20} {'MB':>6} {'opcodes':>11} {'CPU s':>7} {'wall s':>7}  limit reached")
+    for name, (head, unit) in LIMIT_CASES.items():
+        data = head + unit * (budget // max(1, len(unit) - 1) + 1) + b"N."
+        cpu, wall, ops, rules = scan_once(data, ctx)
+        print(f"{name:<20} {len(data) / (1 << 20):6.1f} {ops:11,d} {cpu:7.2f} {wall:7.2f}  "
+              f"{'yes' if 'LIMIT-EXCEEDED' in rules else 'NO'}", flush=True)
+
+
 def scan_once(data: bytes, ctx: ScanContext) -> tuple[float, float, int, list[str]]:
-    """(CPU s, wall s, opcodes, rule ids found) of one scan; CPU time is what a shared machine can compare."""
+    """(CPU s, wall s, opcodes run, rule ids found) of one scan; CPU time is what a shared machine can compare."""
     counters = Counters()
     c0, t0 = time.process_time(), time.perf_counter()
     results = _scan(BytesSource("bench.pkl", None, data), ctx, data, 0, True, counters)
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     rules = sorted({f.rule_id for r in results for f in r.findings})
-    return cpu, wall, counters.opcodes, rules
+    return cpu, wall, counters.ops, rules
 
 
 def main() -> int:
@@ -118,6 +140,7 @@ def main() -> int:
     ap.add_argument("--only", action="append", choices=sorted(CASES), help="run only these cases")
     ap.add_argument("--profile", action="store_true", help="cProfile one scan per case and print hot spots")
     ap.add_argument("--save", type=Path, help="also write each pickle into this folder")
+    ap.add_argument("--limits", action="store_true", help="also time hostile streams that spend the opcode budget")
     args = ap.parse_args()
     ctx = ScanContext(load_ruleset(), Policy())
     print(f"python {sys.version.split()[0]}; {args.mb:g} MB per pickle; best of {args.repeat}")
@@ -135,6 +158,8 @@ def main() -> int:
             prof = cProfile.Profile()
             prof.runcall(scan_once, data, ctx)
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+    if args.limits:
+        limit_cases(ctx)
     return 0
 
 

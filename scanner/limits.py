@@ -14,7 +14,7 @@ class Limits:
     max_file_bytes: int = 64 * GiB          # larger top-level files are reported, not read
     max_read_bytes: int = 1 * GiB           # bytes one analyzer may pull into memory at once (pickles, configs)
     # pickle engine
-    max_pickle_opcodes: int = 20_000_000
+    max_pickle_opcodes: int = 20_000_000    # opcode budget; imports, calls, text and frame opcodes count 16 (≈ 5 s)
     max_pickle_stack: int = 1_000_000
     max_pickle_memo: int = 1_000_000
     max_pickle_streams: int = 64            # concatenated pickles in one stream

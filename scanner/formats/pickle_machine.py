@@ -26,6 +26,9 @@ _U32 = struct.Struct("<I").unpack_from
 _I32 = struct.Struct("<i").unpack_from
 _F64 = struct.Struct(">d").unpack_from
 _RUNNING = object()  # what Machine._step returns before STOP
+# what an opcode outside the inline loop (imports, calls, text opcodes, frames) is charged against
+# max_pickle_opcodes: it costs 10-20 inline opcodes of time, so the budget bounds the time of any mix
+GENERAL_COST = 16
 
 
 class Stop(Exception):
@@ -41,8 +44,14 @@ class Stop(Exception):
 class Counters:
     """Shared by every stream of one scan_pickle call (and its nested payloads)."""
 
-    opcodes: int = 0
+    opcodes: int = 0   # charged against max_pickle_opcodes (an opcode outside the inline loop: GENERAL_COST)
+    general: int = 0   # opcodes that ran outside the inline loop
     streams: int = 0
+
+    @property
+    def ops(self) -> int:
+        """Opcodes run."""
+        return self.opcodes - self.general * (GENERAL_COST - 1)
 
 
 @dataclass
@@ -122,9 +131,11 @@ class Machine:
             raise Stop(str(e), truncated=e.truncated) from None
         self.op = op
         self._frame_check(op)
-        self.counters.opcodes += 1
+        self.counters.opcodes += GENERAL_COST
+        self.counters.general += 1
         if self.counters.opcodes > max_ops:
-            raise LimitExceeded("max_pickle_opcodes", f"more than {max_ops} pickle opcodes", self._loc())
+            raise LimitExceeded("max_pickle_opcodes", f"pickle opcode budget of {max_ops} spent (imports, calls,"
+                                f" text and frame opcodes count {GENERAL_COST} each)", self._loc())
         self.pos = op.end
         if op.name == "STOP":
             value = self._pop()
@@ -239,13 +250,11 @@ class Machine:
                                 break
                             push(str(data[pos + 5:q], "utf-8", "surrogatepass"))
                         elif code == 0x52:  # REDUCE
-                            if len(stack) - fence < 2:
+                            if len(stack) - fence < 2 or self.counters.opcodes + i - i0 + GENERAL_COST > max_ops:
                                 break
-                            q = pos + 1
                             calling = True
                             self._call_op("REDUCE", pos, i, i - i0)
-                            calling = False
-                            i0 = i
+                            break  # the call brought the machine up to date: go on with fresh bounds
                         elif code == 0x4E:  # NONE
                             q = pos + 1
                             push(None)
@@ -264,13 +273,11 @@ class Machine:
                             marks.pop()
                             fence = marks[-1] if marks else 0
                         elif code == 0x51:  # BINPERSID
-                            if len(stack) <= fence:
+                            if len(stack) <= fence or self.counters.opcodes + i - i0 + GENERAL_COST > max_ops:
                                 break
-                            q = pos + 1
                             calling = True
                             self._call_op("BINPERSID", pos, i, i - i0)
-                            calling = False
-                            i0 = i
+                            break  # the call brought the machine up to date: go on with fresh bounds
                         elif code == 0x61:  # APPEND
                             if len(stack) <= fence or len(stack) < 2 or type(stack[-2]) is not list:
                                 break
@@ -356,13 +363,11 @@ class Machine:
                         del stack[-n:]
                         push(t)
                     elif code == 0x81:  # NEWOBJ
-                        if len(stack) - fence < 2:
+                        if len(stack) - fence < 2 or self.counters.opcodes + i - i0 + GENERAL_COST > max_ops:
                             break
-                        q = pos + 1
                         calling = True
                         self._call_op("NEWOBJ", pos, i, i - i0)
-                        calling = False
-                        i0 = i
+                        break  # the call brought the machine up to date: go on with fresh bounds
                     elif code == 0x8A:  # LONG1
                         if pos + 2 > lim:
                             break
@@ -382,6 +387,8 @@ class Machine:
                 if calling:
                     raise
                 # the general path repeats this opcode and reports it exactly
+            if calling:
+                continue
             n = i - i0
             if n:
                 self.pos = pos
@@ -396,12 +403,12 @@ class Machine:
     def _call_op(self, name: str, pos: int, index: int, before: int) -> None:
         """A call opcode at `pos` from inside `_loop`, with `before` inline opcodes not yet accounted for.
 
-        Brings the machine up to date as the general loop would have it while running this opcode: position
-        past it, its index, the opcode counter including it (a Stop from the call leaves exactly that)."""
+        Brings the machine up to date as `_step` would have it while running this opcode (position past it,
+        its index, the opcode budget charged), runs the call, then counts the opcode as done."""
         q = pos + 1
         self.pos, self.index, self.ops_run = q, index, self.ops_run + before
-        counters = self.counters
-        counters.opcodes += before + 1
+        self.counters.opcodes += before + GENERAL_COST
+        self.counters.general += 1
         self.op = Op(name, pos, q)
         stack = self.stack
         if name == "BINPERSID":
@@ -412,7 +419,7 @@ class Machine:
             args = stack.pop()
             func = stack.pop()
             stack.append(self.call(func, args, name))
-        counters.opcodes -= 1  # counted again with the inline opcodes that follow
+        self.index, self.ops_run = index + 1, self.ops_run + 1
 
     def _stop_finding(self, e: Stop) -> None:
         if self.ctx is None:
