@@ -395,3 +395,59 @@ def test_found_objects_are_symbolic() -> None:
     (res,), _ = scan(p2(call(g("collections", "OrderedDict"))))
     assert isinstance(res.value, Call) and isinstance(res.value.func, Global)
     assert res.value.func.full == "collections.OrderedDict"
+
+
+# -- inline loop: same results as the general path ------------------------------------------------------
+
+def _general_only(data: bytes, policy: Policy | None = None) -> tuple[list, list]:
+    """The same scan with every opcode forced through Machine._step (no inline loop)."""
+    from scanner.formats import pickle_machine
+
+    real = pickle_machine.Machine._loop
+
+    def stepped(self, max_ops: int, max_stack: int, max_memo: int) -> object:
+        while True:
+            value = self._step(max_ops, max_stack, max_memo)
+            if value is not pickle_machine._RUNNING:
+                return value
+
+    pickle_machine.Machine._loop = stepped
+    try:
+        return scan(data, policy)
+    finally:
+        pickle_machine.Machine._loop = real
+
+
+def _key(findings) -> list[tuple]:
+    return [(f.rule_id, f.severity, f.message, f.location, f.evidence) for f in findings]
+
+
+@pytest.mark.parametrize("data", [
+    p2(b"h\x05"),                                             # memo miss
+    p2(b"(N\x94"),                                            # MEMOIZE right after MARK
+    p2(b"}(Nu"),                                              # odd SETITEMS
+    p2(b"}(]Nu"),                                             # unhashable key
+    p2(b"N(e"),                                               # APPENDS on None
+    p2(b"\x8c\x02\xff\xfe"),                                  # bad UTF-8
+    p2(b"X\x05\x00\x00\x00ab"),                               # truncated
+    proto(4) + b"\x95\x03\x00\x00\x00\x00\x00\x00\x00]K\x01a0N.",  # BININT1 straddles the frame end
+    proto(4) + b"\x95\x02\x00\x00\x00\x00\x00\x00\x00]]aN.",  # frame ends exactly
+    p2(b"]" + b"K\x01a" * 50 + b"0" + os_system()[2:-1]),
+    p4(b"}" + b"(" + b"\x8c\x01k\x94K\x01" * 30 + b"u"),
+])
+def test_inline_loop_matches_the_general_path(data: bytes) -> None:
+    for policy in (None, Policy(limits=Limits(max_pickle_stack=3, max_pickle_memo=4))):
+        results, findings = scan(data, policy)
+        ref_results, ref_findings = _general_only(data, policy)
+        assert _key(findings) == _key(ref_findings)
+        assert [(r.start, r.end, r.complete, r.globals) for r in results] == \
+            [(r.start, r.end, r.complete, r.globals) for r in ref_results]
+        assert repr(results[0].value) == repr(ref_results[0].value)
+
+
+def test_general_opcodes_charge_more_of_the_budget() -> None:
+    inline = p2(b"N0" * 150 + b"N")  # 303 opcodes, PROTO and STOP outside the inline loop: 333
+    general = b"I1\n0" * 30 + b"N."  # 62 opcodes, the text ones outside it: 528
+    policy = Policy(limits=Limits(max_pickle_opcodes=340))
+    assert not scan(inline, policy)[1]
+    assert any(f.rule_id == "LIMIT-EXCEEDED" for f in scan(general, policy)[1])
