@@ -145,8 +145,9 @@ def run_all(tools: list[tools_mod.Tool], groups: list[corpus_mod.Group], args: a
                     _per_file(t, files, r, env, args)
                 else:
                     r.statuses = {str(p): tools_mod.ERROR for p in files}
-            log(f"  {t.name:<11} {g.name:<15} rc={m.returncode:<3} {m.wall_s:8.2f}s {m.peak_rss_mb:8.1f} MB"
-                + (" TIMEOUT" if m.timed_out else "") + (f" parse error: {r.parse_error}" if r.parse_error else ""))
+            log(f"  {t.name:<11} {g.name:<15} rc={m.returncode:<3} {r.wall_s:8.2f}s {r.peak_rss_mb:8.1f} MB"
+                + (" TIMEOUT" if m.timed_out else "") + (" (per file)" if r.mode == "per-file" else "")
+                + (f" folder run: {r.parse_error[:120]}" if r.parse_error else ""))
             results.append(r)
     return results
 
@@ -164,7 +165,8 @@ def _per_file(t: tools_mod.Tool, files: list[Path], r: RunResult, env: dict[str,
         try:
             if not t.complete(m.stdout, m.stderr, out_file):
                 raise RuntimeError("incomplete")
-            r.statuses[str(f)] = t.parse(m.stdout, out_file, f, [f]).get(f, tools_mod.CLEAN)
+            # a tool given a file reports relative paths against the file's folder
+            r.statuses[str(f)] = t.parse(m.stdout, out_file, f.parent, [f]).get(f, tools_mod.CLEAN)
         except Exception:  # noqa: BLE001 - no report for this file: the tool failed on it
             r.statuses[str(f)] = tools_mod.ERROR
 
