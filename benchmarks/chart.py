@@ -26,9 +26,10 @@ def main(results_json: str, png: str) -> None:
         ax_t.bar(xs, walls, width, label=t)
         ax_m.bar(xs, mems, width, label=t)
     for ax, title, unit in ((ax_t, "wall time per corpus group", "seconds (log)"),
-                            (ax_m, "peak memory per corpus group", "MB (log)")):
+                            (ax_m, "peak memory per corpus group", "MB")):
         ax.set_xticks([k + width * (len(tools) - 1) / 2 for k in range(len(groups))], groups, rotation=15)
-        ax.set_yscale("log")
+        if ax is ax_t:
+            ax.set_yscale("log")
         ax.set_title(title)
         ax.set_ylabel(unit)
         ax.legend(fontsize=8)
