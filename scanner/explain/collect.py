@@ -35,12 +35,12 @@ class ExplainOptions:
     """Presentation bounds (what is shown), separate from the scan's own limits (what is checked)."""
 
     context_opcodes: int = 6            # opcodes shown either side of a finding
-    max_opcodes: int = 2_000_000        # opcodes tokenized per pickle stream before giving up
+    max_opcodes: int = 500_000          # opcodes listed per member (the window needs only a few)
     max_streams: int = 16               # concatenated pickles decompiled per member
-    max_decompile_bytes: int = 32 * MiB  # larger pickle streams are listed but not decompiled
+    max_decompile_bytes: int = 8 * MiB  # larger pickle streams are listed but not decompiled
     max_program_lines: int = 400
     max_members_listed: int = 2_000
-    max_member_read: int = 512 * MiB    # bytes pulled out of a container to look inside a member
+    max_member_read: int = 256 * MiB    # bytes pulled into memory to look inside a member
     max_config_bytes: int = 64 * MiB
     max_arg_chars: int = 160
 
