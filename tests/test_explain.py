@@ -313,3 +313,23 @@ def test_cli_explain_writes_html_and_mirrors_scan_exit_code(tmp_path: Path) -> N
     assert "from os import system" in result.output
     missing = CliRunner().invoke(app, ["explain", str(tmp_path / "nope.pkl")])
     assert missing.exit_code == 2
+
+
+def test_nested_containers_are_opened_along_the_finding_chain(tmp_path: Path) -> None:
+    """gzip -> tar -> zip -> pickle: each container on the way gets its member tree, the pickle its program."""
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as z:
+        z.writestr("archive/data.pkl", hostile_pickle("echo pwned"))
+    p = tmp_path / "bundle.tar.gz"
+    with tarfile.open(p, "w:gz") as t:
+        info = tarfile.TarInfo("model/pytorch_model.bin")
+        info.size = len(inner.getvalue())
+        t.addfile(info, io.BytesIO(inner.getvalue()))
+    (fv,) = explain([p]).files
+    members = {f.location.member for f in fv.report.findings if f.location.member}
+    assert any(m.endswith("archive/data.pkl") for m in members), members
+    titles = [b.title for b in fv.blocks]
+    assert any(t.startswith("Tar members of") for t in titles), titles
+    assert any(t.startswith("Zip members of") for t in titles), titles
+    (prog,) = [b for b in fv.blocks if b.title.startswith("Decompiled pickle program of")]
+    assert "from os import system" in prog.text

@@ -173,6 +173,11 @@ class _Gatherer:
             if child is None:
                 return None, err or f"member {member!r} could not be located again"
             cur, rest = child, rest_after
+            if rest and cur.member not in self.nodes:
+                # a container on the way (tar in gzip, zip in tar): its member tree is context too
+                inner = _Node(cur.member, cur, sniff(cur))
+                self.nodes[cur.member] = inner
+                self._describe(inner)
         return cur, None
 
     def _describe(self, node: _Node) -> None:
