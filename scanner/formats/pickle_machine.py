@@ -567,10 +567,12 @@ class Machine:
     def check_call(self, func: object, call: Call, via: str | None = None) -> None:
         where = f" via {via}" if via else ""
         if isinstance(func, Global):
-            d = self.decide(func)
             s = self.seen.get(func.full)
             if s is not None:
+                d = s.decision
                 s.called = True
+            else:
+                d = self.decide(func)
             if d.status == "deny":
                 sev = d.severity
                 if self.hooks is not None:
