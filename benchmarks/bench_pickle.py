@@ -122,7 +122,7 @@ def limit_cases(ctx: ScanContext) -> None:
         data = head + unit * (budget // max(1, len(unit) - 1) + 1) + b"N."
         cpu, wall, ops, rules = scan_once(data, ctx)
         print(f"{name:<20} {len(data) / (1 << 20):6.1f} {ops:11,d} {cpu:7.2f} {wall:7.2f}  "
-              f"{'yes' if 'LIMIT-EXCEEDED' in rules else 'NO'}", flush=True)
+              f"{'yes' if any(r.startswith('LIMIT-EXCEEDED') for r in rules) else 'NO'}", flush=True)
 
 
 def scan_once(data: bytes, ctx: ScanContext) -> tuple[float, float, int, list[str]]:

@@ -158,7 +158,8 @@ class Machine:
         a finding, cross the end of a FRAME or come near a limit is left, untouched, to `_step`. Stack and
         memo grow by at most one entry per opcode and every opcode takes at least one byte, so no limit can
         be exceeded within `budget` bytes. Calls (REDUCE, NEWOBJ, BINPERSID) run the general code with the
-        machine's state brought up to date first."""
+        machine's state brought up to date first; each charges GENERAL_COST, so the inline bound moves in by
+        GENERAL_COST - 1 bytes."""
         data, stack, marks, memo = self.data, self.stack, self.marks, self.memo
         push = stack.append
         step = self._step
@@ -254,7 +255,8 @@ class Machine:
                                 break
                             calling = True
                             self._call_op("REDUCE", pos, i, i - i0)
-                            break  # the call brought the machine up to date: go on with fresh bounds
+                            calling = False
+                            i0, q, lim = i + 1, pos + 1, lim - (GENERAL_COST - 1)  # the call is accounted for
                         elif code == 0x4E:  # NONE
                             q = pos + 1
                             push(None)
@@ -277,7 +279,8 @@ class Machine:
                                 break
                             calling = True
                             self._call_op("BINPERSID", pos, i, i - i0)
-                            break  # the call brought the machine up to date: go on with fresh bounds
+                            calling = False
+                            i0, q, lim = i + 1, pos + 1, lim - (GENERAL_COST - 1)  # the call is accounted for
                         elif code == 0x61:  # APPEND
                             if len(stack) <= fence or len(stack) < 2 or type(stack[-2]) is not list:
                                 break
@@ -367,7 +370,8 @@ class Machine:
                             break
                         calling = True
                         self._call_op("NEWOBJ", pos, i, i - i0)
-                        break  # the call brought the machine up to date: go on with fresh bounds
+                        calling = False
+                        i0, q, lim = i + 1, pos + 1, lim - (GENERAL_COST - 1)  # the call is accounted for
                     elif code == 0x8A:  # LONG1
                         if pos + 2 > lim:
                             break
@@ -387,8 +391,6 @@ class Machine:
                 if calling:
                     raise
                 # the general path repeats this opcode and reports it exactly
-            if calling:
-                continue
             n = i - i0
             if n:
                 self.pos = pos
