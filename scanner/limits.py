@@ -35,8 +35,12 @@ class Limits:
     # HDF5 object graph and ONNX graphs
     max_hdf5_objects: int = 200_000         # groups, datasets, links and attributes visited in one file
     max_hdf5_depth: int = 64                # group nesting
+    max_hdf5_seconds: int = 30              # wall time of the sandboxed HDF5 library walk of one file
+    max_hdf5_memory: int = 4 * GiB          # address space the sandboxed HDF5 walk may add to the process
     max_graph_depth: int = 32               # ONNX subgraphs inside subgraphs (If / Loop / Scan)
     max_graph_nodes: int = 5_000_000        # ONNX nodes over the graph, its subgraphs and functions
+    max_onnx_inline_bytes: int = 64 * MiB   # larger ONNX files are parsed as a skeleton (tensor payloads skipped)
+    max_proto_fields: int = 10_000_000      # protobuf fields walked to build an ONNX skeleton
 
     def with_overrides(self, values: dict[str, object]) -> Limits:
         known = {f.name for f in fields(self)}

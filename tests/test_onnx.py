@@ -183,3 +183,109 @@ def test_unknown_op_in_the_standard_domain_is_low() -> None:
                                   helper.make_node("Relu", ["x"], ["z"], domain="ai.onnx")]), "m.onnx")
     assert [(f.rule_id, f.severity) for f in findings] == [("ONNX-UNKNOWN-OP", Severity.LOW)]
     assert "Exec" in findings[0].message
+
+
+# -- large models: the skeleton parser ------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def sparse_onnx(path: Path, payload: int, extra_inits: list | None = None) -> None:
+    """A real small model whose initializer `w` declares `payload` bytes of raw_data, left as a sparse hole."""
+    g = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "big",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [payload // 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [payload // 4])],
+                          initializer=extra_inits or [])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    tensor_head = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[payload // 4]).SerializeToString()
+    tensor_head += _varint(9 << 3 | 2) + _varint(payload)
+    init_head = _varint(5 << 3 | 2) + _varint(len(tensor_head) + payload) + tensor_head
+    graph = m.graph.SerializeToString()
+    m.ClearField("graph")
+    top = m.SerializeToString() + _varint(7 << 3 | 2) + _varint(len(graph) + len(init_head) + payload) + graph + init_head
+    with open(path, "wb") as fh:
+        fh.write(top)
+        fh.truncate(len(top) + payload)
+
+
+SKELETON = Policy(limits=Limits(max_onnx_inline_bytes=1))
+
+
+def test_two_gigabyte_model_with_embedded_weights_scans_clean(tmp_path: Path) -> None:
+    path = tmp_path / "big.onnx"
+    sparse_onnx(path, 2 << 30)
+    report = scan_path(path)
+    assert report.format == "onnx"
+    assert [f.rule_id for f in report.findings] == ["ONNX-SKELETON"]
+    assert f"{2 << 30} bytes" in report.findings[0].message
+
+
+def test_large_model_still_shows_hostile_structure(tmp_path: Path) -> None:
+    path = tmp_path / "big.onnx"
+    sparse_onnx(path, 8 << 20, extra_inits=[ext_tensor("../../etc/passwd")])
+    ids = rule_ids(scan_path(path, policy=Policy(limits=Limits(max_onnx_inline_bytes=1 << 20))).findings)
+    assert {"ONNX-SKELETON", "ONNX-EXTERNAL-DATA-PATH"} <= ids
+
+
+@pytest.mark.parametrize("path", sorted((FIXTURES / "hostile" / "onnx").rglob("*.onnx")), ids=lambda p: p.name)
+def test_skeleton_and_full_parse_agree_on_fixtures(path: Path) -> None:
+    def key(fs: object) -> list:
+        return sorted((f.rule_id, f.severity, f.message) for f in fs if f.rule_id != "ONNX-SKELETON")
+
+    assert key(scan_path(path, policy=SKELETON).findings) == key(scan_path(path).findings)
+
+
+def _tensor_model(t: object) -> bytes:
+    return make([helper.make_node("Add", ["x", "w"], ["y"])], inits=[t])
+
+
+def test_skeleton_skips_packed_payloads_and_keeps_the_rest() -> None:
+    t = helper.make_tensor("w", TensorProto.FLOAT, [5000], [1.0] * 5000)
+    fmt, findings = scan_data(_tensor_model(t), "m.onnx", policy=SKELETON)
+    assert fmt == "onnx" and rule_ids(findings) == {"ONNX-SKELETON"}
+    skel = next(f for f in findings if f.rule_id == "ONNX-SKELETON")
+    assert "20000 bytes" in skel.message
+
+
+@pytest.mark.parametrize("field_num,body", [(4, b"\x00" * 5001), (10, b"\x00" * 5004),
+                                            (7, b"\x80" * 5000), (7, b"\x01" * 4999 + b"\xff")])
+def test_skeleton_rejects_badly_packed_payloads(field_num: int, body: bytes) -> None:
+    tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1]).SerializeToString()
+    tensor += _varint(field_num << 3 | 2) + _varint(len(body)) + body
+    data = make([helper.make_node("Add", ["x", "w"], ["y"])])
+    m = onnx.ModelProto()
+    m.ParseFromString(data)
+    m.graph.initializer.add()
+    # splice the hand-made tensor in place of the empty initializer (tag 0x2a, length 0) and fix the lengths
+    g = m.graph.SerializeToString()
+    g2 = g.replace(b"\x2a\x00", b"\x2a" + _varint(len(tensor)) + tensor, 1)
+    m.ClearField("graph")
+    blob = m.SerializeToString() + b"\x3a" + _varint(len(g2)) + g2
+    _, full = scan_data(blob, "m.onnx")
+    _, skel = scan_data(blob, "m.onnx", policy=SKELETON)
+    assert "ONNX-MALFORMED" in rule_ids(full)
+    assert "ONNX-MALFORMED" in rule_ids(skel)
+
+
+def test_skeleton_keeps_large_unknown_fields_visible() -> None:
+    m = onnx.ModelProto()
+    m.ParseFromString(make([helper.make_node("Relu", ["x"], ["y"])]))
+    g = m.graph.SerializeToString() + _varint(99 << 3 | 2) + _varint(100_000) + b"\x00" * 100_000
+    m.ClearField("graph")
+    blob = m.SerializeToString() + b"\x3a" + _varint(len(g)) + g
+    _, findings = scan_data(blob, "m.onnx", policy=SKELETON)
+    assert "ONNX-UNKNOWN-FIELDS" in rule_ids(findings)
+
+
+def test_skeleton_bounds() -> None:
+    data = make([helper.make_node("Relu", ["x"], ["y"])])
+    _, few = scan_data(data, "m.onnx", policy=Policy(limits=Limits(max_onnx_inline_bytes=1, max_proto_fields=3)))
+    assert any(f.rule_id == "LIMIT-EXCEEDED" and f.evidence == "max_proto_fields" for f in few)
+    _, truncated = scan_data(data[:-3], "m.onnx", policy=SKELETON)
+    assert any(f.severity >= Severity.MEDIUM for f in truncated)

@@ -48,11 +48,21 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
     from google.protobuf.message import DecodeError
     from onnx import ModelProto
 
-    if src.size > ctx.limits.max_read_bytes:
-        yield ctx.finding("LIMIT-EXCEEDED", f"ONNX model of {src.size} bytes exceeds max_read_bytes; not parsed",
-                          src, evidence="max_read_bytes")
-        return
-    data = src.read_all(ctx.limits.max_read_bytes)
+    if src.size > min(ctx.limits.max_onnx_inline_bytes, ctx.limits.max_read_bytes):
+        # weights embedded in a large model: parse its structure, skip the tensor payloads by length
+        from scanner.formats.onnx_skeleton import build_skeleton
+
+        try:
+            skel = build_skeleton(src, ctx.limits)
+        except ValueError as e:
+            yield ctx.finding("ONNX-MALFORMED", "not a parseable ONNX ModelProto", src, evidence=str(e)[:300])
+            return
+        data = skel.data
+        yield ctx.finding("ONNX-SKELETON", f"large model: structure parsed, {skel.skipped_bytes} bytes of embedded "
+                          f"tensor data in {skel.skipped_fields} field(s) skipped ({skel.tensors} tensors)", src,
+                          evidence=f"skipped_bytes={skel.skipped_bytes} skeleton_bytes={len(data)}")
+    else:
+        data = src.read_all(ctx.limits.max_read_bytes)
     model = ModelProto()
     try:
         model.ParseFromString(data)
