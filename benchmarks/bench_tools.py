@@ -220,4 +220,6 @@ def available_tools(names: list[str], log: Callable[[str], None] = print) -> lis
 def tool_env(home: Path) -> dict[str, str]:
     """The peers see a private HOME (ModelAudit writes ~/.modelaudit) and every telemetry opt-out."""
     home.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, **QUIET_ENV, "HOME": str(home)}
+    env = {**os.environ, **QUIET_ENV, "HOME": str(home)}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure installs as users have them: with bytecode caches
+    return env
