@@ -1,7 +1,9 @@
 """HDF5 containers: the object graph, link records, dataset creation properties and string attributes.
 
-Never read: dataset values, external link targets, soft link targets, filter plugins. Keras `model_config`
-/ `training_config` attributes are handed to the Keras config walker.
+Never read: dataset values, external link targets, soft link targets, filter plugins. The HDF5 C library is
+not hardened against hostile files, so the walk runs in a forked child (`scanner.sandbox`) with a deadline
+and a memory cap; it hands back JSON (`hdf5_result`), and Keras `model_config` / `training_config`
+attributes are walked here, in the parent, by the Keras config walker.
 """
 
 from __future__ import annotations
@@ -9,19 +11,23 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from scanner import sandbox
 from scanner.findings import Finding
-from scanner.formats import hdf5_heap
-from scanner.source import Source
+from scanner.formats import hdf5_heap, hdf5_result
+from scanner.formats.hdf5_result import ConfigText, RawFinding, WalkResult
+from scanner.source import BytesSource, FileSource, LimitExceeded, Source
 
 if TYPE_CHECKING:
     from scanner.engine import ScanContext
 
 # HDF5 looks for plugins here; a path under /dev/null can never be a directory
 _NO_PLUGINS = "/dev/null/modelseal-no-hdf5-plugins"
+_MAX_PER_RULE = 100
 
 
 def _h5py() -> Any:
@@ -30,7 +36,7 @@ def _h5py() -> Any:
         os.environ["HDF5_PLUGIN_PATH"] = _NO_PLUGINS
         os.environ["HDF5_PLUGIN_PRELOAD"] = "::"  # HDF5's documented "load no plugins" value
     import h5py
-    from h5py import h5pl
+    from h5py import h5a, h5d, h5pl  # noqa: F401 - imported before a fork so children need not import
 
     # h5py may have been imported before us (with default search paths): empty the search path list
     while h5pl.size() > 0:
@@ -53,6 +59,63 @@ def _rules(ctx: ScanContext) -> _Rules:
 
 
 def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
+    _h5py()  # in the parent, so every child starts with the library loaded and plugins off
+    _rules(ctx)
+    if sandbox.available():
+        result = _sandboxed(src, ctx)
+        if isinstance(result, Finding):
+            yield result
+            return
+    else:
+        result = walk(src, ctx)  # no fork (Windows): in process, unprotected
+    yield from report(result, src, ctx)
+
+
+def _sandboxed(src: Source, ctx: ScanContext) -> WalkResult | Finding:
+    limits = ctx.limits
+    if src.path is not None:
+        path = src.path
+        data = b""
+    else:
+        path = None
+        data = src.data if isinstance(src, BytesSource) else src.read_all(limits.max_read_bytes)
+
+    def work() -> bytes:
+        # the child reads through a source of its own: descriptors it inherited are closed by now
+        mine: Source = FileSource(path, src.display) if path is not None else BytesSource(src.display, src.member,
+                                                                                          data)
+        return hdf5_result.encode(walk(mine, ctx))
+
+    outcome = sandbox.run(work, seconds=limits.max_hdf5_seconds, max_output=max_result_bytes(ctx),
+                          memory=limits.max_hdf5_memory)
+    if outcome.data is not None:
+        try:
+            return hdf5_result.decode(outcome.data, known_rule=lambda r: ctx.rules.meta(r) is not None,
+                                      file_size=src.size)
+        except hdf5_result.ResultError as e:
+            return ctx.finding("HDF5-MALFORMED", "the sandboxed HDF5 walk returned an invalid result; file not "
+                               "analyzed", src, evidence=f"rejected result: {e}")
+    if outcome.problem == "timeout":
+        return ctx.finding("LIMIT-EXCEEDED", f"the HDF5 library did not finish within {limits.max_hdf5_seconds} s "
+                           "(killed); file not analyzed", src, evidence=f"max_hdf5_seconds: {outcome.detail}")
+    if outcome.problem == "exit" and outcome.detail == f"exit status {sandbox.EXIT_NO_MEMORY}":
+        return ctx.finding("LIMIT-EXCEEDED", "the HDF5 library ran out of its memory allowance; file not analyzed",
+                           src, evidence=f"max_hdf5_memory: {outcome.detail}")
+    if outcome.problem == "spawn":
+        return ctx.finding("SCAN-INTERNAL-ERROR", "could not start the HDF5 sandbox; file not analyzed", src,
+                           evidence=outcome.detail)
+    what = f"crashed (killed by {outcome.detail})" if outcome.problem == "signal" else f"failed ({outcome.detail})"
+    return ctx.finding("HDF5-MALFORMED", f"the HDF5 library {what} on this file; file not analyzed", src,
+                       evidence=f"sandbox {outcome.problem}: {outcome.detail}")
+
+
+def max_result_bytes(ctx: ScanContext) -> int:
+    """Configs are capped at max_header_bytes in total (base64 on the wire), findings per rule."""
+    return ctx.limits.max_header_bytes * 3 // 2 + (8 << 20)
+
+
+def walk(src: Source, ctx: ScanContext) -> WalkResult:
+    """Open and walk the file with h5py (the part that runs in the sandbox child)."""
     h5py = _h5py()
     fh = None
     try:
@@ -64,15 +127,37 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
     except Exception as e:  # noqa: BLE001 - h5py raises OSError, ValueError, KeyError... on bad files
         if fh is not None:
             fh.close()
-        yield ctx.finding("HDF5-MALFORMED", "the HDF5 library cannot open this file", src,
-                          evidence=f"{type(e).__name__}: {e}"[:300])
-        return
+        return WalkResult((RawFinding("HDF5-MALFORMED", "the HDF5 library cannot open this file",
+                                      f"{type(e).__name__}: {e}"[:300]),), 0, ())
+    walker = _Walker(h5py, f, src, ctx)
     try:
-        yield from _Walker(h5py, f, src, ctx).run()
+        walker.run()
+    except LimitExceeded as e:
+        walker.add("LIMIT-EXCEEDED", str(e), e.limit)
+    except MemoryError:
+        walker.add("LIMIT-EXCEEDED", "out of memory while walking the file", "max_hdf5_memory")
+    except Exception as e:  # noqa: BLE001 - whatever h5py raises on a corrupt file: the rest is unread
+        walker.add("HDF5-MALFORMED", "the HDF5 walk stopped on an error", f"{type(e).__name__}: {e}"[:300])
     finally:
-        f.close()
-        if fh is not None:
-            fh.close()
+        try:
+            f.close()
+        finally:
+            if fh is not None:
+                fh.close()
+    return WalkResult(tuple(walker.findings), walker.userblock, tuple(walker.configs))
+
+
+def report(result: WalkResult, src: Source, ctx: ScanContext) -> Iterator[Finding]:
+    """Turn a walk result into findings: the walk's own, the user block as a member, the Keras configs."""
+    from scanner.formats import keras
+
+    for f in result.findings:
+        yield ctx.finding(f.rule, f.message, src, evidence=f.evidence)
+    if result.userblock > 0:
+        yield from ctx.scan_child(src.child_slice("userblock", 0, result.userblock))
+    for c in result.configs:
+        for v in c.values:
+            yield from keras.analyze_config_text(v, src, ctx, f"attribute {c.path}@{c.name}")
 
 
 class _Walker:
@@ -84,12 +169,24 @@ class _Walker:
         self.rules = _rules(ctx)
         self.visited = 0
         self.seen: dict[tuple[int, int], str] = {}
-        self.findings: list[Finding] = []
+        self.findings: list[RawFinding] = []
+        self.counts: Counter[str] = Counter()
+        self.configs: list[ConfigText] = []
+        self.config_bytes = 0
+        self.userblock = 0
         self.stopped = False
         self._heap_ok: bool | None = None
 
     def add(self, rule_id: str, message: str, evidence: str | None = None) -> None:
-        self.findings.append(self.ctx.finding(rule_id, message, self.src, evidence=evidence))
+        self.counts[rule_id] += 1
+        n = self.counts[rule_id]
+        if n > _MAX_PER_RULE:
+            return
+        if n == _MAX_PER_RULE:
+            message = f"{message} (further {rule_id} findings in this file suppressed)"
+        if evidence is not None and len(evidence) > self.ctx.limits.max_evidence_chars:
+            evidence = evidence[: self.ctx.limits.max_evidence_chars] + "…"
+        self.findings.append(RawFinding(rule_id, message[:hdf5_result.MAX_MESSAGE_CHARS], evidence))
 
     def count(self) -> bool:
         """Charge one visited object; False (and a finding) once the bound is hit."""
@@ -101,17 +198,16 @@ class _Walker:
             self.stopped = True
         return not self.stopped
 
-    def run(self) -> Iterator[Finding]:
+    def run(self) -> None:
         ub = int(self.f.userblock_size or 0)
         if ub > 0:
             self.add("HDF5-USERBLOCK", f"{ub} bytes before the HDF5 superblock", f"userblock_size={ub}")
-            self.findings.extend(self.ctx.scan_child(self.src.child_slice("userblock", 0, ub)))
+            self.userblock = min(ub, self.src.size)
         try:
             root = self.f["/"]
             self.remember(root, "/")
         except Exception as e:  # noqa: BLE001 - corrupt root object header
             self.add("HDF5-MALFORMED", "cannot open the root group", f"{type(e).__name__}: {e}"[:300])
-            yield from self.findings
             return
         stack: list[tuple[Any, str, int]] = [(root, "/", 0)]
         self.attributes(root, "/")
@@ -140,7 +236,6 @@ class _Walker:
                                  f"{child_path}; not descended", "max_hdf5_depth")
                         continue
                     stack.append((child, child_path, depth + 1))
-        yield from self.findings
 
     def remember(self, obj: Any, path: str) -> bool:
         """True the first time an object is met; later names for it are reported (and cycles cut)."""
@@ -270,13 +365,13 @@ class _Walker:
         return self._heap_ok
 
     def config_attribute(self, path: str, aname: str, values: list[str | bytes]) -> None:
-        from scanner.formats import keras
-
+        """Keep config-like string values for the parent's Keras walker (bounded in total)."""
         is_config = aname in self.rules.config_attrs
         if is_config and path != "/":
             self.add("HDF5-ODD-CONFIG", f"{aname} attribute on {path} (loaders read it on / only)",
                      f"{path}@{aname}")
         total = 0
+        keep: list[str | bytes] = []
         for v in values:
             text = v.decode("utf-8", "replace") if isinstance(v, bytes) else v
             total += len(text)
@@ -285,8 +380,16 @@ class _Walker:
                 return
             looks_keras = text.lstrip()[:1] in ("{", "[") and "class_name" in text
             if is_config or looks_keras:
-                label = f"attribute {path}@{aname}"
-                self.findings.extend(keras.analyze_config_text(v, self.src, self.ctx, label))
+                keep.append(v)
+        if not keep:
+            return
+        size = sum(len(v.encode("utf-8", "surrogatepass") if isinstance(v, str) else v) for v in keep)
+        if self.config_bytes + size > self.ctx.limits.max_header_bytes:
+            self.add("LIMIT-EXCEEDED", f"configs beyond attribute {path}@{aname} exceed max_header_bytes in total; "
+                     "not analyzed", "max_header_bytes")
+            return
+        self.config_bytes += size
+        self.configs.append(ConfigText(path, aname, tuple(keep)))
 
 
 def _text(value: object) -> str:
