@@ -53,6 +53,12 @@ class _Hooks:
             self._t = tables(self.ctx.rules)
         return self._t
 
+    def plain(self, name: str) -> bool:
+        """after_call does nothing for calls to `name`: it must list every table after_call consults."""
+        t = self.t
+        return not (name in t.decoders or name in t.getattr_like or name in t.import_like
+                    or name in t.module_name_like or name in t.nested)
+
     def after_call(self, m: Machine, func: object, call: Call) -> object:
         if not isinstance(func, Global):
             return None

@@ -72,6 +72,7 @@ class _Seen:
     decision: Decision
     called: bool = False
     mapped_from: str | None = None
+    plain: bool | None = None  # calling it needs no check and no hook (allowed, nothing special): see _plain
 
 
 @dataclass
@@ -559,12 +560,28 @@ class Machine:
         result = Call(func, args, kind, kwargs)
         if self.classifier is None:
             return result
+        if type(func) is Global:
+            s = self.seen.get(func.full)
+            if s is not None:
+                plain = s.plain
+                if plain is None:
+                    plain = s.plain = self._plain(s.decision)
+                if plain:
+                    s.called = True
+                    return result
         self.check_call(func, result)
         if self.hooks is not None:
             folded = self.hooks.after_call(self, func, result)
             if folded is not None:
                 return folded
         return result
+
+    def _plain(self, d: Decision) -> bool:
+        """Whether check_call and the hooks do nothing for a call to this imported global but mark it
+        called: allowed, no call-through, no decoder / resolver / nested-payload role."""
+        assert self.classifier is not None
+        return (d.status == "allow" and not self.classifier.t.call_through.get(d.name)
+                and (self.hooks is None or self.hooks.plain(d.name)))
 
     def check_call(self, func: object, call: Call, via: str | None = None) -> None:
         where = f" via {via}" if via else ""
