@@ -46,7 +46,10 @@ def _rules(ctx: ScanContext) -> _Rules:
 
 def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
     from google.protobuf.message import DecodeError
-    from onnx import ModelProto
+
+    from scanner.formats.onnx_proto import pb2
+
+    ModelProto = pb2().ModelProto  # noqa: N806 - the protobuf class
 
     if src.size > min(ctx.limits.max_onnx_inline_bytes, ctx.limits.max_read_bytes):
         # weights embedded in a large model: parse its structure, skip the tensor payloads by length
@@ -289,9 +292,9 @@ class _Walker:
 
 
 def _standard_op_exists(op: str, domain: str) -> bool:
-    from onnx import defs
+    from scanner.formats.onnx_proto import has_schema
 
-    return bool(defs.has(op, "" if domain == "ai.onnx" else domain))
+    return has_schema(op, "" if domain == "ai.onnx" else domain)
 
 
 def _str(value: str | bytes) -> str:

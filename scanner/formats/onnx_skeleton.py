@@ -49,8 +49,9 @@ class _Kind:
 
 
 def _schema() -> dict[str, _Kind]:
-    from onnx import ModelProto, TensorProto
+    from scanner.formats.onnx_proto import pb2
 
+    ModelProto, TensorProto = pb2().ModelProto, pb2().TensorProto  # noqa: N806 - protobuf classes
     tensor = TensorProto.DESCRIPTOR.full_name
     holds: dict[str, bool] = {}
 
@@ -218,7 +219,7 @@ class _Builder:
 def build_skeleton(src: Source, limits: Limits) -> Skeleton:
     """Raises ValueError for wire format that does not parse, LimitExceeded for a bound."""
     b = _Builder(src, limits)
-    from onnx import ModelProto
+    from scanner.formats.onnx_proto import pb2
 
-    data = b.message(b.kinds[ModelProto.DESCRIPTOR.full_name], 0, src.size, 0)
+    data = b.message(b.kinds[pb2().ModelProto.DESCRIPTOR.full_name], 0, src.size, 0)
     return Skeleton(data, b.skipped_bytes, b.skipped_fields, b.tensors)
