@@ -233,7 +233,9 @@ def test_large_model_still_shows_hostile_structure(tmp_path: Path) -> None:
     assert {"ONNX-SKELETON", "ONNX-EXTERNAL-DATA-PATH"} <= ids
 
 
-@pytest.mark.parametrize("path", sorted((FIXTURES / "hostile" / "onnx").rglob("*.onnx")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*(FIXTURES / "hostile" / "onnx").rglob("*.onnx"),
+                                         *(FIXTURES / "hostile" / "redteam_formats" / "onnx").rglob("*.onnx")]),
+                         ids=lambda p: p.parent.name + "/" + p.name)
 def test_skeleton_and_full_parse_agree_on_fixtures(path: Path) -> None:
     def key(fs: object) -> list:
         return sorted((f.rule_id, f.severity, f.message) for f in fs if f.rule_id != "ONNX-SKELETON")

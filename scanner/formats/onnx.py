@@ -29,6 +29,10 @@ class _Rules:
     runtime: frozenset[str]
     python_ops: tuple[tuple[str, str | None, str | None, str], ...]  # domain, op_type, op_prefix, reason
     shared_lib: tuple[tuple[re.Pattern[str], str], ...]
+    network_ops: frozenset[str]
+    config_keys: frozenset[str]
+    external_keys: frozenset[str]
+    lookalikes: tuple[tuple[str, str], ...]  # character -> what some platform turns it into
 
 
 def _rules(ctx: ScanContext) -> _Rules:
@@ -40,6 +44,10 @@ def _rules(ctx: ScanContext) -> _Rules:
             tuple((e["domain"], e.get("op_type"), e.get("op_prefix"), e["reason"]) for e in doc.get("python_op", [])),
             tuple((re.compile(e["pattern"], re.IGNORECASE), e["reason"])
                   for e in doc.get("shared_library_pattern", [])),
+            frozenset(e["op_type"] for e in doc.get("network_op", [])),
+            frozenset(e["key"] for e in doc.get("runtime_config_key", [])),
+            frozenset(doc.get("external_data", {}).get("keys", [])),
+            tuple((c, e["means"]) for e in doc.get("path_lookalike", []) for c in e["chars"]),
         )
     return ctx.rules.cached("onnx", build)  # type: ignore[no-any-return]
 
@@ -105,13 +113,17 @@ class _Walker:
 
     # -- model level -------------------------------------------------------------------------------------
     def model(self, m: Any) -> None:
-        self.unknown_fields(m, "model")
+        self.unknown_fields_deep(m)
         for f in m.functions:
             self.local_functions.add((_str(f.domain), _str(f.name)))
         opset_domains = {_str(o.domain) for o in m.opset_import}
+        for f in m.functions:
+            opset_domains |= {_str(o.domain) for o in f.opset_import}
+        self.metadata(m.metadata_props, "metadata")
         for kv in m.metadata_props:
-            self.text(kv.key, "metadata key")
-            self.text(kv.value, f"metadata {kv.key!r}")
+            if _str(kv.key) in self.rules.config_keys:
+                self.add("ONNX-RUNTIME-CONFIG", f"metadata {_str(kv.key)!r} configures the runtime that loads the "
+                         "model", _str(kv.value)[:200])
         self.text(m.doc_string, "model doc_string")
         self.text(m.producer_name, "producer_name")
         self.graph(m.graph, "graph")
@@ -122,15 +134,44 @@ class _Walker:
             self.function(f)
         self.report_domains(opset_domains)
 
-    def unknown_fields(self, msg: Any, where: str) -> None:
+    def metadata(self, props: Any, where: str) -> None:
+        for kv in props:
+            self.text(kv.key, f"{where} key")
+            self.text(kv.value, f"{where} {_str(kv.key)!r}")
+
+    def unknown_fields_deep(self, m: Any) -> None:
+        """Unknown fields in any message (a node, a tensor, an attribute ...): a cheap whole-model test first
+        (discarding unknown fields changes the size), then a bounded walk to say where."""
         try:
             from google.protobuf.unknown_fields import UnknownFieldSet
-
-            n = len(UnknownFieldSet(msg))
-        except (ImportError, TypeError, ValueError):
+        except ImportError:
             return
-        if n:
-            self.add("ONNX-UNKNOWN-FIELDS", f"{where} carries {n} protobuf field(s) unknown to ONNX", where)
+        bare = type(m)()
+        bare.CopyFrom(m)
+        bare.DiscardUnknownFields()
+        if bare.ByteSize() == m.ByteSize():
+            return
+        stack: list[tuple[Any, str]] = [(m, "model")]
+        visited = reported = 0
+        while stack and visited < self.ctx.limits.max_graph_nodes and reported < 20:
+            msg, where = stack.pop()
+            visited += 1
+            try:
+                n = len(UnknownFieldSet(msg))
+            except (TypeError, ValueError):
+                n = 0
+            if n:
+                reported += 1
+                self.add("ONNX-UNKNOWN-FIELDS", f"{where} carries {n} protobuf field(s) unknown to ONNX", where)
+            for fd, value in msg.ListFields():
+                if fd.message_type is None:
+                    continue
+                if _repeated(fd):
+                    stack.extend((v, f"{where}.{fd.name}[{i}]") for i, v in enumerate(value))
+                else:
+                    stack.append((value, f"{where}.{fd.name}"))
+        if not reported:
+            self.add("ONNX-UNKNOWN-FIELDS", "the model carries protobuf fields unknown to ONNX", "model")
 
     def report_domains(self, opset_domains: set[str]) -> None:
         known = self.rules.standard | self.rules.runtime
@@ -156,8 +197,8 @@ class _Walker:
                 self.add("LIMIT-EXCEEDED", f"subgraphs nested deeper than {self.ctx.limits.max_graph_depth} at {path}",
                          "max_graph_depth")
                 continue
-            self.unknown_fields(g, path)
             self.text(g.doc_string, f"{path} doc_string")
+            self.metadata(g.metadata_props, f"{path} metadata")
             for t in g.initializer:
                 self.tensor(t, f"{path} initializer {t.name!r}")
             for st in g.sparse_initializer:
@@ -172,6 +213,10 @@ class _Walker:
     def function(self, f: Any) -> None:
         path = f"function {f.domain}:{f.name}"
         self.text(f.doc_string, f"{path} doc_string")
+        self.metadata(f.metadata_props, f"{path} metadata")
+        for attr in f.attribute_proto:  # default attribute values
+            for sub, sub_path in self.attribute(attr, f"{path} default {attr.name}", custom=True):
+                self.graph(sub, sub_path, 1)
         for i, node in enumerate(f.node):
             for sub, sub_path in self.node(node, f"{path}.node[{i}]"):
                 self.graph(sub, sub_path, 1)
@@ -190,32 +235,46 @@ class _Walker:
         label = f"{domain or 'ai.onnx'}:{op} at {path}" + (f" ({node.name})" if node.name else "")
         if self.is_python_op(domain, op):
             self.python_ops.append(label)
+        if op in self.rules.network_ops:
+            self.add("ONNX-NETWORK-OP", f"operator {label} sends data to or fetches from a network endpoint",
+                     label)
+        custom = False
         if (domain, op) in self.local_functions:
             pass
         elif domain in self.rules.standard:
             if not _standard_op_exists(op, domain):
                 self.unknown_ops.setdefault(op, path)
         elif domain not in self.rules.runtime:
+            custom = True
             self.custom_ops.setdefault(domain, {}).setdefault(op, path)
-        if self.seen_docs < 10_000 and node.doc_string:
+        if self.seen_docs < 10_000 and (node.doc_string or len(node.metadata_props)):
             self.seen_docs += 1
             self.text(node.doc_string, f"{path} doc_string")
+            self.metadata(node.metadata_props, f"{path} metadata")
         subs: list[tuple[Any, str]] = []
         for attr in node.attribute:
-            apath = f"{path}.{attr.name}"
-            # fields are checked whatever the declared type says: runtimes differ in which they trust
-            if attr.HasField("g"):
-                subs.append((attr.g, apath))
-            subs.extend((g, f"{apath}[{j}]") for j, g in enumerate(attr.graphs))
-            if attr.HasField("t"):
-                self.tensor(attr.t, f"{apath} tensor")
-            for j, t in enumerate(attr.tensors):
-                self.tensor(t, f"{apath}[{j}] tensor")
-            if attr.HasField("sparse_tensor"):
-                self.tensor(attr.sparse_tensor.values, f"{apath} sparse values")
-                self.tensor(attr.sparse_tensor.indices, f"{apath} sparse indices")
-            for j, st in enumerate(attr.sparse_tensors):
-                self.tensor(st.values, f"{apath}[{j}] sparse values")
+            subs.extend(self.attribute(attr, f"{path}.{attr.name}", custom))
+        return subs
+
+    def attribute(self, attr: Any, apath: str, custom: bool) -> list[tuple[Any, str]]:
+        """Tensors are checked here; subgraphs are returned. Every field is looked at whatever the declared
+        type says: runtimes differ in which they trust."""
+        subs: list[tuple[Any, str]] = []
+        if attr.HasField("g"):
+            subs.append((attr.g, apath))
+        subs.extend((g, f"{apath}[{j}]") for j, g in enumerate(attr.graphs))
+        if attr.HasField("t"):
+            self.tensor(attr.t, f"{apath} tensor")
+        for j, t in enumerate(attr.tensors):
+            self.tensor(t, f"{apath}[{j}] tensor")
+        sparse = [(attr.sparse_tensor, apath)] if attr.HasField("sparse_tensor") else []
+        sparse += [(st, f"{apath}[{j}]") for j, st in enumerate(attr.sparse_tensors)]
+        for st, where in sparse:
+            self.tensor(st.values, f"{where} sparse values")
+            self.tensor(st.indices, f"{where} sparse indices")
+        if custom:  # custom kernels take library paths and the like as string attributes
+            for s in [attr.s, *list(attr.strings)[:100]]:
+                self.text(s, f"{apath} string attribute")
         return subs
 
     def is_python_op(self, domain: str, op: str) -> bool:
@@ -228,21 +287,36 @@ class _Walker:
 
     # -- tensors and external data -----------------------------------------------------------------------
     def tensor(self, t: Any, where: str) -> None:
+        if len(t.metadata_props):
+            self.metadata(t.metadata_props, f"{where} metadata")
         if t.data_location != _EXTERNAL and not len(t.external_data):
             return
-        info = {_str(kv.key): _str(kv.value) for kv in t.external_data}
+        pairs = [(_str(kv.key), _str(kv.value)) for kv in t.external_data]
+        info = dict(pairs)
+        keys = [k for k, _ in pairs]
+        locations = [v for k, v in pairs if k == "location"]
         location = info.get("location", "")
         if t.data_location != _EXTERNAL:
             self.add("ONNX-MALFORMED", f"{where} has external_data entries but data_location is not EXTERNAL",
                      repr(location)[:200])
-        if not location or "\x00" in location:
-            self.add("ONNX-MALFORMED", f"{where} has external data without a usable location", repr(location)[:200])
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            self.add("ONNX-MALFORMED", f"{where} repeats external_data key(s) {', '.join(dupes)[:100]}: readers "
+                     "keep the first or the last", repr(pairs)[:200])
+        unknown = sorted(set(keys) - self.rules.external_keys)
+        if unknown:
+            self.add("ONNX-UNKNOWN-FIELDS", f"{where} has external_data key(s) unknown to ONNX: "
+                     f"{', '.join(map(repr, unknown))[:200]} (onnx sets each key as an attribute)", repr(unknown)[:200])
+        if not locations or any(not loc or "\x00" in loc for loc in locations):
+            self.add("ONNX-MALFORMED", f"{where} has external data without a usable location",
+                     repr(locations)[:200])
             return
-        self.external(location, info, where)
+        for loc in dict.fromkeys(locations):
+            self.external(loc, info, where)
 
     def external(self, location: str, info: dict[str, str], where: str) -> None:
         ev = f"location={location!r}"
-        if _escapes(location):
+        if self.escapes(location):
             self.add("ONNX-EXTERNAL-DATA-PATH", f"{where} reads external data from {location!r} (outside the model "
                      "folder; loading reads it, re-saving overwrites it)", ev)
             return
@@ -278,6 +352,11 @@ class _Walker:
             return
         self.add("ONNX-EXTERNAL-DATA", f"{where}: data in {location!r} bytes {offset}+{length}", ev)
 
+    def escapes(self, location: str) -> bool:
+        if _URL.match(location):  # a scheme (file:, http:): fetched, not joined to the model folder
+            return True
+        return any(_escapes(s) for s in _spellings(location, self.rules.lookalikes))
+
     # -- text --------------------------------------------------------------------------------------------
     def text(self, s: str | bytes, where: str) -> None:
         if not s:
@@ -309,6 +388,24 @@ def _escapes(location: str) -> bool:
     return ".." in parts or location.startswith("~")
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def _spellings(location: str, lookalikes: tuple[tuple[str, str], ...]) -> list[str]:
+    """What other readers may make of a location: URL-decoded (web runtimes fetch locations), NFKC-normalised
+    and with best-fit lookalikes mapped (Windows code pages turn fullwidth and yen signs into `/` `\\` `.`)."""
+    import unicodedata
+    from urllib.parse import unquote
+
+    out = [location]
+    for s in (location, unquote(location), unquote(unquote(location))):
+        mapped = unicodedata.normalize("NFKC", s)
+        for char, means in lookalikes:
+            mapped = mapped.replace(char, means)
+        out += [s, mapped]
+    return list(dict.fromkeys(out))
+
+
 def _through_symlink(base: Path, location: str) -> bool:
     cur = base
     for part in PurePosixPath(location).parts:
@@ -316,3 +413,10 @@ def _through_symlink(base: Path, location: str) -> bool:
         if cur.is_symlink():
             return True
     return False
+
+
+def _repeated(fd: Any) -> bool:
+    flag = getattr(fd, "is_repeated", None)  # protobuf >= 6 dropped FieldDescriptor.label
+    if flag is not None:
+        return bool(flag)
+    return bool(fd.label == fd.LABEL_REPEATED)
