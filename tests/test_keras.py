@@ -359,3 +359,47 @@ def test_corrupt_global_heap_is_reported_instead_of_hanging_the_library() -> Non
     assert problems and "size 0" in problems[0]
     _, findings = scan_data(bad, "model.h5")  # only reached when the pre-flight check caught it
     assert "HDF5-MALFORMED" in rule_ids(findings)
+
+
+# -- red-team follow-ups ----------------------------------------------------------------------------------
+
+REALWORLD = FIXTURES / "benign" / "realworld_keras"
+
+
+@pytest.mark.parametrize("name", ["nested_timedistributed.keras", "nested_timedistributed_legacy.h5"])
+def test_registered_custom_layer_is_low_and_clean(name: str) -> None:
+    """A custom class needs the user's code to load: worth knowing (low), not a gadget (verdict clean)."""
+    report = scan_path(REALWORLD / name)
+    assert {(f.rule_id, f.severity) for f in report.findings if f.severity > Severity.INFO} == {
+        ("KERAS-CUSTOM-OBJECT", Severity.LOW)}
+    assert report.verdict.value == "clean"
+
+
+def test_keras3_builtin_function_spelling_is_not_a_foreign_module() -> None:
+    ok = {"module": "builtins", "class_name": "function", "config": "mean_squared_error",
+          "registered_name": "function"}
+    assert walk(ok) == []
+    bad = dict(ok, config="getattr")
+    assert "KERAS-UNSAFE-MODULE" in rule_ids(walk(bad))
+
+
+def test_function_outside_modeling_modules() -> None:
+    ok = {"module": "keras.losses", "class_name": "function", "config": "mean_squared_error"}
+    bad = {"module": "keras.src.utils.image_utils", "class_name": "function", "config": "load_img"}
+    assert walk(ok) == []
+    assert worst(walk(bad), "KERAS-NONMODELING-FUNCTION") == Severity.HIGH
+
+
+def test_raw_unicode_escape_bytecode_is_decoded() -> None:
+    raw = marshal.dumps((lambda x: __import__("os").system("echo pwned")).__code__).decode("latin-1")
+    findings = walk({"class_name": "Dense", "config": {"bias_constraint": {"weird": raw}}})
+    lam = [f for f in findings if f.rule_id == "KERAS-LAMBDA"]
+    assert lam and lam[0].severity == Severity.CRITICAL and "system" in (lam[0].evidence or "")
+
+
+def test_path_fields_apply_to_any_layer() -> None:
+    cfg = {"class_name": "SentencePieceTokenizer", "module": "keras_hub.src.tokenizers", "config": {
+        "name": "t", "proto": "/etc/passwd"}}
+    assert "KERAS-LOOKUP-PATH" in rule_ids(walk(cfg))
+    inline = {"class_name": "BytePairTokenizer", "config": {"vocabulary": {"a": 1}, "merges": ["a b"]}}
+    assert "KERAS-LOOKUP-PATH" not in rule_ids(walk(inline))

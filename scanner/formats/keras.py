@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ class KerasRules:
     lookup_fields: Mapping[str, tuple[str, ...]]
     instantiation_keys: Mapping[str, str]
     suspicious: tuple[tuple[str, str], ...]
+    path_fields: frozenset[str]
+    function_modules: tuple[str, ...]
 
 
 def _build_rules(doc: dict[str, Any]) -> KerasRules:
@@ -47,6 +50,8 @@ def _build_rules(doc: dict[str, Any]) -> KerasRules:
         lookup_fields={e["class_name"]: tuple(e["fields"]) for e in doc.get("lookup_layer", [])},
         instantiation_keys={e["key"]: e["reason"] for e in doc.get("instantiation_key", [])},
         suspicious=tuple((e["pattern"], e["reason"]) for e in doc.get("suspicious_string", [])),
+        path_fields=frozenset(e["name"] for e in doc.get("path_field", [])),
+        function_modules=tuple(e["prefix"] for e in doc.get("function_module", [])),
     )
 
 
@@ -55,7 +60,17 @@ def keras_rules(ctx: ScanContext) -> KerasRules:
 
 
 def module_allowed(module: str, rules: KerasRules) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in rules.allowed_prefixes)
+    return _under(module, rules.allowed_prefixes)
+
+
+def _under(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _python_builtin(name: str) -> bool:
+    """Keras 3 writes its own functions as module "builtins" and resolves them in its own modules; older
+    loaders import the module as written, so a real Python builtin there is the real thing."""
+    return hasattr(builtins, name)
 
 
 # -- entry points ---------------------------------------------------------------------------------------
@@ -78,13 +93,15 @@ def analyze_config_text(raw: bytes | str, src: Source, ctx: ScanContext, label: 
     return walk_config(obj, src, ctx, label, offset=offset)
 
 
-def analyze_keras_zip(src: Source, members: Mapping[str, Source], ctx: ScanContext) -> list[Finding]:
+def analyze_keras_zip(src: Source, members: Mapping[str, Source] | Sequence[tuple[str, Source]],
+                      ctx: ScanContext) -> list[Finding]:
     """Keras v3 `.keras` archive: walk `config.json` and `metadata.json` (the zip analyzer scans the weights
-    member itself)."""
+    member itself). Every copy of a duplicated member is walked: zip readers disagree on which one wins."""
     out: list[Finding] = []
-    for name in ("config.json", "metadata.json"):
-        member = members.get(name)
-        if member is None:
+    pairs = list(members.items()) if isinstance(members, Mapping) else list(members)
+    names = {n for n, _ in pairs}
+    for name, member in pairs:
+        if name not in ("config.json", "metadata.json"):
             continue
         if member.size > ctx.limits.max_header_bytes:
             out.append(ctx.finding("LIMIT-EXCEEDED", f"{name} of {member.size} bytes exceeds max_header_bytes; not "
@@ -95,7 +112,7 @@ def analyze_keras_zip(src: Source, members: Mapping[str, Source], ctx: ScanConte
         if name == "metadata.json" and not found:
             found = _check_metadata(data, member, ctx)
         out.extend(found)
-    if "config.json" not in members:
+    if "config.json" not in names:
         out.append(ctx.finding("KERAS-MALFORMED", "Keras archive without config.json", src))
     return out
 
@@ -176,24 +193,21 @@ class _Walk:
                          _short(inner))
         if class_name == "TorchModuleWrapper":
             self.torch_wrapper(node, path, layer)
-        if class_name in self.rules.lookup_fields and isinstance(inner, dict):
-            for fld in self.rules.lookup_fields[class_name]:
+        if class_name is not None and isinstance(inner, dict):
+            fields = set(self.rules.lookup_fields.get(class_name, ())) | self.rules.path_fields
+            for fld in sorted(fields & inner.keys()):
                 value = inner.get(fld)
                 if isinstance(value, str):
                     self.add("KERAS-LOOKUP-PATH", f"{class_name} layer {layer!r} takes {fld} from {value!r}",
                              f"{path}.config.{fld} = {value!r}")
         if id(node) not in self.torch_configs:
-            for key in MODULE_KEYS:
-                module = node.get(key)
-                if isinstance(module, str) and module and not module_allowed(module, self.rules):
-                    target = _target_name(node, class_name)
-                    self.add("KERAS-UNSAFE-MODULE", f"{path} references module {module!r} outside Keras",
-                             f"{module}.{target}" if target else module)
-        registered = node.get("registered_name")
-        if isinstance(registered, str) and ">" in registered:
-            package = registered.split(">", 1)[0]
-            if not module_allowed(package, self.rules):
-                self.add("KERAS-CUSTOM-OBJECT", f"{path} uses custom object {registered!r}", registered)
+            self.module_refs(node, path, class_name)
+        for key in ("registered_name", "class_name"):
+            registered = node.get(key)
+            if isinstance(registered, str) and ">" in registered:
+                package = registered.split(">", 1)[0]
+                if not module_allowed(package, self.rules):
+                    self.add("KERAS-CUSTOM-OBJECT", f"{path} uses custom object {registered!r}", registered)
         for key, value in node.items():
             if key in self.rules.instantiation_keys:
                 self.add("KERAS-CONFIG-INSTANTIATION",
@@ -201,12 +215,30 @@ class _Walk:
             if key in ("safe_mode", "safe_mode_saving") and value in (False, 0, "false", "False"):
                 self.add("KERAS-UNSAFE-DESERIALIZATION", f"{path} sets {key} to {value!r}", f"{key} = {value!r}")
 
+    def module_refs(self, node: dict[str, Any], path: str, class_name: str | None) -> None:
+        for key in MODULE_KEYS:
+            module = node.get(key)
+            if not isinstance(module, str) or not module:
+                continue
+            target = _target_name(node, class_name)
+            if module == "builtins" and class_name in FUNCTION_CLASSES and isinstance(target, str) \
+                    and not _python_builtin(target):
+                continue  # Keras 3's own spelling of its built-in functions (looked up in Keras modules)
+            if not module_allowed(module, self.rules):
+                self.add("KERAS-UNSAFE-MODULE", f"{path} references module {module!r} outside Keras",
+                         f"{module}.{target}" if target else module)
+            elif class_name in FUNCTION_CLASSES and not _under(module, self.rules.function_modules):
+                self.add("KERAS-NONMODELING-FUNCTION", f"{path} references function {target!r} in {module!r}, "
+                         "outside the activation/loss/metric/op modules", f"{module}.{target}")
+
     def lambda_layer(self, node: dict[str, Any], path: str, layer: str | None) -> None:
         inner = node.get("config") if isinstance(node.get("config"), dict) else node
         if _contains_code(inner, self.ctx):
             return  # the bytecode strings themselves are reported, with their disassembly
         fn = inner.get("function") if isinstance(inner, dict) else None
-        if isinstance(inner, dict) and inner.get("function_type") == "lambda" or _is_lambda_dict(fn):
+        shape = inner.get("output_shape") if isinstance(inner, dict) else None
+        by_type = isinstance(inner, dict) and "lambda" in (inner.get("function_type"), inner.get("output_shape_type"))
+        if by_type or _is_lambda_dict(fn) or isinstance(shape, dict) and shape.get("class_name") == "__lambda__":
             self.add("KERAS-LAMBDA", f"Lambda layer {layer!r} carries bytecode that could not be decoded",
                      _short(fn))
             return
@@ -247,8 +279,11 @@ class _Walk:
                 self.add("KERAS-DANGEROUS-FUNCTION", f"{path} names {s!r}: {reason}", s, severity=sev)
                 if last in ("enable_unsafe_deserialization", "set_global_attribute"):
                     self.add("KERAS-UNSAFE-DESERIALIZATION", f"{path} names the safe-mode switch {s!r}", s)
+        dotted = s.replace(">", ".") if ">" in s and len(s) <= 200 else s
+        if dotted is not s and _DOTTED.match(dotted) and not module_allowed(s.split(">", 1)[0], self.rules):
+            self.add("KERAS-CUSTOM-OBJECT", f"{path} names {s!r} (a registered-object name outside Keras)", s)
         for pattern, reason in self.rules.suspicious:
-            if pattern in s:
+            if pattern in dotted:
                 self.add("KERAS-SUSPICIOUS-STRING", f"{path} contains {pattern!r} ({reason})", _short(s))
                 break
         if _URL.match(s):
@@ -287,15 +322,15 @@ def _is_lambda_dict(fn: object) -> bool:
 
 
 def _decode_code(s: str, ctx: ScanContext) -> marshal_code.ParsedCode | None:
-    """Keras writes bytecode with base64.encodebytes; loaders decode leniently (characters outside the
-    alphabet are skipped), so do we."""
-    raw = s.encode("ascii", "ignore")
-    if len(raw) != len(s):
-        return None
+    """Keras writes bytecode with base64.encodebytes; `func_load` decodes leniently (characters outside the
+    alphabet are skipped) and, when that fails, takes the string's raw_unicode_escape bytes. So do we."""
     try:
-        data = binascii.a2b_base64(raw)
-    except (binascii.Error, ValueError):
-        return None
+        data = binascii.a2b_base64(s.encode("ascii"))
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        try:
+            data = s.encode("raw_unicode_escape")
+        except UnicodeError:
+            return None
     if not data or data[0] & 0x7F != ord("c"):
         return None
     try:

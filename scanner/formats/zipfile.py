@@ -371,7 +371,7 @@ def _members(st: _State, layout: zs.ZipLayout) -> None:
     plan = torchzip.plan(st, entries)
     for note in plan.findings:
         st.out.append(note)
-    json_members: dict[str, Source] = {}
+    json_members: list[tuple[str, Source]] = []  # every copy: zip readers disagree on which duplicate wins
     seen_data: set[tuple[int, int, int]] = set()
     for e in entries:
         if e.local is None:
@@ -386,9 +386,9 @@ def _members(st: _State, layout: zs.ZipLayout) -> None:
         if e.name in ("config.json", "metadata.json") and e.method in st.cfg.methods:
             child, _ = _member_source(st, e, e.name)
             if child is not None:
-                json_members[e.name] = child
+                json_members.append((e.name, child))
         _scan_entry(st, e, e.name, storages=plan.storages)
-    if "config.json" in json_members:
+    if any(name == "config.json" for name, _ in json_members):
         try:
             from scanner.formats.keras import analyze_keras_zip
         except ImportError:
