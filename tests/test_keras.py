@@ -403,3 +403,20 @@ def test_path_fields_apply_to_any_layer() -> None:
     assert "KERAS-LOOKUP-PATH" in rule_ids(walk(cfg))
     inline = {"class_name": "BytePairTokenizer", "config": {"vocabulary": {"a": 1}, "merges": ["a b"]}}
     assert "KERAS-LOOKUP-PATH" not in rule_ids(walk(inline))
+
+
+def test_hydra_targets_are_judged_by_the_pickle_tables() -> None:
+    from scanner.formats import sidecar_config
+
+    text = "opt:\n  _target_: torch.optim.Adam\nrun:\n  - _target_: os.system\n"
+    c = ScanContext(RULES, Policy())
+    found = {(f.evidence, f.severity) for f in sidecar_config.yaml_findings(text, BytesSource("c.yaml", None, b""), c)}
+    assert ("torch.optim.Adam", Severity.LOW) in found
+    assert any(ev == "os.system" and sev >= Severity.HIGH for ev, sev in found)
+
+
+def test_standalone_keras_json_is_walked_but_a_keras_archive_root_config_once() -> None:
+    report = scan_path(FIXTURES / "hostile" / "redteam_keras" / "rk02_model_to_json.json")
+    assert worst(list(report.findings), "KERAS-LAMBDA") == Severity.CRITICAL
+    report = scan_path(FIXTURES / "hostile" / "keras" / "k03_lambda.keras")
+    assert sum(f.rule_id == "KERAS-LAMBDA" for f in report.findings) == 1

@@ -27,7 +27,9 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
         return any(fnmatch.fnmatch(name, pat) for pat in conf.get(key, []))
 
     kind = ("template_json" if matches("template_json") else "template_file" if matches("template_files")
-            else "index" if matches("index_files") else "config" if matches("config_files") else None)
+            else "index" if matches("index_files") else "config" if matches("config_files")
+            else "skops" if matches("skops_schema") else "yaml" if matches("yaml_files")
+            else "json" if matches("keras_json") else None)
     if kind is None:
         return
     if src.size > conf.get("max_bytes", 16 << 20):
@@ -38,12 +40,28 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     if kind == "template_file":
         yield from _templates(src, ctx, [(name, data.decode("utf-8", "replace"))])
         return
+    if kind == "yaml":
+        from scanner.formats.sidecar_config import yaml_findings
+
+        yield from yaml_findings(data.decode("utf-8", "replace"), src, ctx)
+        return
     try:
         doc = json_loads_strict(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         yield ctx.finding("SIDECAR-MALFORMED", f"{name} is not strict JSON: {str(e)[:120]}", src)
         return
     if not isinstance(doc, dict):
+        return
+    from scanner.formats import sidecar_config
+
+    if kind == "skops":
+        yield from sidecar_config.skops_findings(doc, src, ctx)
+        return
+    if sidecar_config.keras_like(doc) and not _archive_root(src, ("config.json", "metadata.json")):
+        from scanner.formats.keras import walk_config
+
+        yield from walk_config(doc, src, ctx, name)  # model.to_json() output, a config.json out of place
+    if kind == "json":
         return
     if kind == "template_json":
         yield from _templates(src, ctx, list(_template_sources(doc.get("chat_template"))))
@@ -54,6 +72,11 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
             if doc.get(key):
                 yield ctx.finding("SIDECAR-REMOTE-CODE", f"config.json `{key}` points at repository code", src,
                                   evidence=f"{key}={str(doc[key])[:200]}")
+
+
+def _archive_root(src: Source, names: tuple[str, ...]) -> bool:
+    """A Keras archive's own config.json / metadata.json: the archive analyzer walks those."""
+    return src.member is not None and src.member.rsplit("!", 1)[-1] in names
 
 
 def _template_sources(value: object) -> Iterator[tuple[str, str]]:
