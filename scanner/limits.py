@@ -14,9 +14,9 @@ class Limits:
     max_file_bytes: int = 64 * GiB          # larger top-level files are reported, not read
     max_read_bytes: int = 1 * GiB           # bytes one analyzer may pull into memory at once (pickles, configs)
     # pickle engine
-    max_pickle_opcodes: int = 20_000_000    # opcode budget; imports, calls, text and frame opcodes count 16 (≈ 5 s)
+    max_pickle_opcodes: int = 30_000_000    # opcode budget; imports, calls, text and frame opcodes count 24 (≈ 5 s)
     max_pickle_stack: int = 1_000_000
-    max_pickle_memo: int = 4_000_000        # a 50 MB pickle of small objects memoizes 1-3 M (≈ 80 B each)
+    max_pickle_memo: int = 6_000_000        # a 50 MB pickle of small objects memoizes 2-4 M (≈ 80 B each)
     max_pickle_streams: int = 64            # concatenated pickles in one stream
     max_nested_payload_depth: int = 4       # pickle-in-pickle, base64-in-pickle ...
     max_evidence_chars: int = 400

@@ -446,8 +446,12 @@ def test_inline_loop_matches_the_general_path(data: bytes) -> None:
 
 
 def test_general_opcodes_charge_more_of_the_budget() -> None:
-    inline = p2(b"N0" * 150 + b"N")  # 303 opcodes, PROTO and STOP outside the inline loop: 333
-    general = b"I1\n0" * 30 + b"N."  # 62 opcodes, the text ones outside it: 528
-    policy = Policy(limits=Limits(max_pickle_opcodes=340))
+    from scanner.formats.pickle_machine import GENERAL_COST
+
+    inline = p2(b"N0" * 150 + b"N")  # 303 opcodes, PROTO and STOP outside the inline loop
+    general = b"I1\n0" * 30 + b"N."  # 62 opcodes, the text ones outside it
+    budget = 301 + 2 * GENERAL_COST
+    assert 30 * (GENERAL_COST + 1) > budget
+    policy = Policy(limits=Limits(max_pickle_opcodes=budget))
     assert not scan(inline, policy)[1]
     assert any(f.rule_id == "LIMIT-EXCEEDED" for f in scan(general, policy)[1])

@@ -27,8 +27,8 @@ _I32 = struct.Struct("<i").unpack_from
 _F64 = struct.Struct(">d").unpack_from
 _RUNNING = object()  # what Machine._step returns before STOP
 # what an opcode outside the inline loop (imports, calls, text opcodes, frames) is charged against
-# max_pickle_opcodes: it costs 10-20 inline opcodes of time, so the budget bounds the time of any mix
-GENERAL_COST = 16
+# max_pickle_opcodes: it costs 10-25 inline opcodes of time, so the budget bounds the time of any mix
+GENERAL_COST = 24
 
 
 class Stop(Exception):
