@@ -89,8 +89,8 @@ def _is_safetensors(head: bytes, size: int) -> bool:
         return False
     (n,) = struct.unpack("<Q", head[:8])
     body = head[8:]
-    if 2 <= n <= size - 8:
-        return body.lstrip(b" \t\r\n")[:1] in (b"{", b"[")
+    if 2 <= n <= size - 8:  # a UTF-8 BOM before the JSON is still a (malformed) safetensors header
+        return body.lstrip(b" \t\r\n").removeprefix(b"\xef\xbb\xbf")[:1] in (b"{", b"[")
     if n < 2:
         return body[:1] == b"{"
     # a lying length: only when the 8 bytes are binary (JSON lines or other text must not land here)

@@ -59,6 +59,8 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
             out.append(ctx.finding("LIMIT-EXCEEDED", "too many concatenated compressed streams", src, offset=pos,
                                    evidence="max_pickle_streams"))
             break
+        if fmt == "gzip":
+            out.extend(gzip_header_checks(src, ctx, pos))
         try:
             decomp = make_decompressor(kind)
         except (ValueError, Exception) as e:  # noqa: BLE001 - lzma may reject settings
@@ -93,6 +95,13 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
         magic = STREAM_MAGIC.get(fmt)
         if magic and rest.startswith(magic):
             continue  # multi-member stream: readers concatenate
+        if magic and fmt in ("gzip", "xz") and rest[:1] == b"\x00":
+            # NUL padding between members / streams (xz stream padding, gzip zero padding): readers skip it
+            # and go on with the next stream, so the scan must too
+            nxt = _skip_nuls(src, pos)
+            if nxt < src.size and src.read_at(nxt, len(magic)) == magic:
+                pos = nxt
+                continue
         if fmt == "gzip" and rest.strip(b"\x00") == b"" and src.read_at(pos, src.size - pos).strip(b"\x00") == b"":
             break  # zero padding, which gzip readers skip
         out.append(ctx.finding("ARCHIVE-TRAILING-DATA", f"{src.size - pos} bytes after the end of the {fmt} stream",
@@ -103,6 +112,50 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
     pieces.clear()
     name = _inner_name(src, fmt)
     out.extend(ctx.scan_child(src.child_bytes(name, data)))
+    return out
+
+
+def _skip_nuls(src: Source, pos: int, limit: int = 1 << 20) -> int:
+    end = min(src.size, pos + limit)
+    while pos < end:
+        chunk = src.read_at(pos, min(65536, end - pos))
+        stripped = chunk.lstrip(b"\x00")
+        pos += len(chunk) - len(stripped)
+        if stripped:
+            break
+    return pos
+
+
+def gzip_header_checks(src: Source, ctx: Any, pos: int = 0) -> list[Finding]:
+    """RFC 1952 optional header fields: FEXTRA can carry any bytes (scanned when they start like a code-bearing
+    format), FNAME is the name `gunzip -N` restores (checked like a member name)."""
+    from scanner.sniff import sniff
+
+    head = src.read_at(pos, 10)
+    if len(head) < 10 or head[3] & 0x1C == 0:
+        return []
+    flags, p, out = head[3], pos + 10, []
+    if flags & 0x04:
+        xlen = int.from_bytes(src.read_at(p, 2), "little")
+        extra = src.read_at(p + 2, xlen)
+        parts, q = [(0, extra)], 0
+        while q + 4 <= len(extra):  # subfields: 2-byte id, 2-byte length, data
+            n = int.from_bytes(extra[q + 2:q + 4], "little")
+            parts.append((q + 4, extra[q + 4:q + 4 + n]))
+            q += 4 + n
+        for rel, blob in parts:
+            child = src.child_bytes(f"<gzip FEXTRA@{p + 2 + rel}>", blob)
+            fmt = sniff(child) if blob else "empty"
+            if fmt not in ("data", "text", "empty"):
+                out.append(ctx.finding("POLYGLOT", f"gzip FEXTRA field holds a {fmt} stream ({len(blob)} bytes)",
+                                       src, offset=p + 2 + rel, evidence=blob[:24].hex()))
+                out.extend(ctx.scan_child(child, fmt))
+                break
+        p += 2 + xlen
+    if flags & 0x08:
+        raw = src.read_at(p, 4096)
+        name = raw.split(b"\x00", 1)[0]
+        out.extend(member_name_checks(src, ctx, name.decode("latin-1"), p))
     return out
 
 
@@ -185,10 +238,13 @@ def _tar(src: Source, ctx: Any) -> list[Finding]:
 
 
 def member_name_checks(src: Source, ctx: Any, name: str, offset: int | None = None) -> list[Finding]:
-    unified = name.replace("\\", "/")
-    parts = unified.split("/")
-    if unified.startswith("/") or DRIVE.match(unified) or ".." in parts:
-        return [ctx.finding("ARCHIVE-PATH-TRAVERSAL", f"member {name!r} escapes the extraction folder", src,
+    from scanner.formats.pathcheck import escapes, lookalikes
+
+    # lookalike spellings too: extractors on Windows code pages turn fullwidth dots into '..'
+    spelled = escapes(name, lookalikes(ctx.rules))
+    if spelled is not None:
+        shown = "" if spelled == name else f" (read as {spelled!r})"
+        return [ctx.finding("ARCHIVE-PATH-TRAVERSAL", f"member {name!r}{shown} escapes the extraction folder", src,
                             offset=offset, evidence=name)]
     return []
 

@@ -56,6 +56,7 @@ class Tables:
     default_alignment: int
     template_keys: frozenset[str]
     template_prefixes: tuple[str, ...]
+    template_words: tuple[str, ...]  # any key containing one of these (case-insensitive) holds a template
     ggml: dict[int, GgmlType]
 
 
@@ -66,7 +67,8 @@ def _tables(ctx: ScanContext) -> Tables:
         types = {int(k): GgmlType(v["name"], int(v["block"]), int(v["bytes"]))
                  for k, v in doc.get("ggml_types", {}).items()}
         return Tables(int(g.get("max_dims", 4)), int(g.get("default_alignment", 32)),
-                      frozenset(g.get("template_keys", [])), tuple(g.get("template_key_prefixes", [])), types)
+                      frozenset(g.get("template_keys", [])), tuple(g.get("template_key_prefixes", [])),
+                      tuple(w.lower() for w in g.get("template_key_words", [])), types)
 
     return ctx.rules.cached("gguf.tables", build)  # type: ignore[no-any-return]
 
@@ -210,11 +212,12 @@ def _parse(st: _State) -> None:
         key_off = cur.pos
         key = _key(st, _string(st, "key"), key_off)
         t = cur.u32("value type")
-        value = _value(st, t, key, 0)
+        exact = key in st.tables.template_keys or key.startswith(st.tables.template_prefixes)
+        value = _value(st, t, key, 0, keep_bytes=exact)
         if key in values:
             st.add("GGUF-DUPLICATE-KEY", f"metadata key {key[:120]!r} appears more than once", key_off, key[:200])
         values[key] = (t, value)
-        if key in st.tables.template_keys or key.startswith(st.tables.template_prefixes):
+        if exact or t == T_STRING and any(w in key.lower() for w in st.tables.template_words):
             st.templates.append((key, t, value))
     alignment = _alignment(st, values)
     spans = _tensor_infos(st, n_tensors, alignment)
@@ -239,7 +242,9 @@ def _key(st: _State, raw: bytes, off: int) -> str:
         return raw.decode("utf-8", "replace")
 
 
-def _value(st: _State, t: int, key: str, depth: int) -> Any:
+def _value(st: _State, t: int, key: str, depth: int, *, keep_bytes: bool = False) -> Any:
+    """The value of scalars and strings; None for arrays, except byte arrays when `keep_bytes` (a template key
+    holding uint8/int8 elements: type confusion whose bytes are still analyzed)."""
     cur = st.cur
     if t in SCALAR_SIZES:
         v = cur.scalar(t, f"{key} value")
@@ -264,6 +269,8 @@ def _value(st: _State, t: int, key: str, depth: int) -> Any:
                         f"{TYPE_NAMES.get(et, et)}, more than the {cur.left} bytes left can hold", off,
                         f"count={count} element_type={et}")
         _limit(st, "max_array_items", count, f"{key[:80]} array length")
+        if et in (0, 1) and keep_bytes and depth == 0:
+            return cur.take(count, f"{key[:80]} array")
         if et in SCALAR_SIZES:
             cur.skip(count * SCALAR_SIZES[et], f"{key[:80]} array")
         else:
@@ -321,7 +328,9 @@ def _template(st: _State, key: str, t: int, value: Any) -> None:
 
     if t != T_STRING:
         st.add("GGUF-TEMPLATE-MALFORMED", f"{key} is {TYPE_NAMES.get(t, t)}, not a string", None, key)
-        return
+        if not isinstance(value, bytes):
+            return
+        key = f"{key} (as bytes)"  # readers that join the elements into text still get a template
     try:
         source = value.decode("utf-8")
     except UnicodeDecodeError:
@@ -435,6 +444,10 @@ def _layout(st: _State, spans: list[_Span], alignment: int) -> None:
 def _hidden(st: _State, offset: int, length: int, what: str) -> None:
     from scanner.sniff import sniff
 
+    head = st.src.read_at(offset, min(length, 4096))
+    pad = len(head) - len(head.lstrip(b"\x00 \t\r\n"))  # padding, then what a second reader finds
+    if 0 < pad < len(head):
+        offset, length = offset + pad, length - pad
     child = st.src.child_slice(f"{what}@{offset}", offset, length)
     fmt = sniff(child)
     if fmt in NOT_CODE:

@@ -104,11 +104,15 @@ class _Walker:
         self.ast = ast
         self.assigned: dict[str, str] = {}
         self.assigned_seq: dict[str, list[str]] = {}
+        self.built: set[str] = set()  # variables (and namespace attributes) assembled from strings at render time
 
     def walk(self) -> Iterator[Hit]:
         n = self.n
         # constant string variables ({% set a = "__cla" ~ "ss__" %}), last assignment wins
         for node in self.ast.find_all(n.Assign):
+            ref = _ref(n, node.target)
+            if ref is not None and self._builds_string(node.node):
+                self.built.add(ref)
             if isinstance(node.target, n.Name):
                 value = self.fold(node.node)
                 if value is not None:
@@ -148,6 +152,9 @@ class _Walker:
             key = self.fold(node.arg)
             if key is not None:
                 yield from self.classify(key, f"[{key!r}]", line)
+            elif _ref(n, node.arg) in self.built or self._builds_string(node.arg, top_only=True):
+                # obj[name] falls back to getattr in Jinja: a key assembled at render time is |attr in disguise
+                yield Hit("dynamic", "getitem", "subscript with a name assembled at render time", line)
         elif isinstance(node, n.Filter):
             yield from self.filter(node, line)
         elif isinstance(node, n.Name):
@@ -191,6 +198,20 @@ class _Walker:
                     yield from self.classify(text, f"|{name}({text!r})", line)
         elif name in self.tr.loads:
             yield Hit("load", name, "filter loads templates", line)
+
+    def _builds_string(self, expr: Any, *, top_only: bool = False) -> bool:
+        """`~`, `%`, |join / |format / |replace, or `+` with a string constant: text assembled at render time."""
+        n = self.n
+        nodes = [expr] if top_only else [expr, *expr.find_all(n.Node)]
+        for x in nodes:
+            if isinstance(x, (n.Concat, n.Mod)):
+                return True
+            if isinstance(x, n.Filter) and x.name in ("join", "format", "replace", "reverse", "string"):
+                return True
+            if isinstance(x, n.Add) and any(isinstance(side, n.Const) and isinstance(side.value, str)
+                                            for side in (x.left, x.right)):
+                return True
+        return False
 
     # -- constant folding ----------------------------------------------------------------------------
     def fold(self, node: Any) -> str | None:  # noqa: C901 - one case per node kind
@@ -293,6 +314,17 @@ def _apply(name: str, base: str, args: list[Any]) -> str | None:
         old, new = args
         if old and len(base) + base.count(old) * len(new) <= MAX_FOLD_CHARS:
             return base.replace(old, new)
+    return None
+
+
+def _ref(n: Any, node: Any) -> str | None:
+    """`x` for a name, `ns.attr` for a namespace attribute (as assigned or as read)."""
+    if isinstance(node, n.Name):
+        return str(node.name)
+    if isinstance(node, n.NSRef):
+        return f"{node.name}.{node.attr}"
+    if isinstance(node, n.Getattr) and isinstance(node.node, n.Name):
+        return f"{node.node.name}.{node.attr}"
     return None
 
 

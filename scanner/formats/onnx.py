@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath, PureWindowsPath
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding
@@ -32,7 +32,6 @@ class _Rules:
     network_ops: frozenset[str]
     config_keys: frozenset[str]
     external_keys: frozenset[str]
-    lookalikes: tuple[tuple[str, str], ...]  # character -> what some platform turns it into
 
 
 def _rules(ctx: ScanContext) -> _Rules:
@@ -47,7 +46,6 @@ def _rules(ctx: ScanContext) -> _Rules:
             frozenset(e["op_type"] for e in doc.get("network_op", [])),
             frozenset(e["key"] for e in doc.get("runtime_config_key", [])),
             frozenset(doc.get("external_data", {}).get("keys", [])),
-            tuple((c, e["means"]) for e in doc.get("path_lookalike", []) for c in e["chars"]),
         )
     return ctx.rules.cached("onnx", build)  # type: ignore[no-any-return]
 
@@ -353,9 +351,10 @@ class _Walker:
         self.add("ONNX-EXTERNAL-DATA", f"{where}: data in {location!r} bytes {offset}+{length}", ev)
 
     def escapes(self, location: str) -> bool:
-        if _URL.match(location):  # a scheme (file:, http:): fetched, not joined to the model folder
-            return True
-        return any(_escapes(s) for s in _spellings(location, self.rules.lookalikes))
+        """Also when URL-decoded (web runtimes fetch locations), a URL, or a lookalike spelling."""
+        from scanner.formats.pathcheck import escapes, lookalikes
+
+        return escapes(location, lookalikes(self.ctx.rules), url=True) is not None
 
     # -- text --------------------------------------------------------------------------------------------
     def text(self, s: str | bytes, where: str) -> None:
@@ -378,32 +377,6 @@ def _standard_op_exists(op: str, domain: str) -> bool:
 
 def _str(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-def _escapes(location: str) -> bool:
-    """Absolute (POSIX, Windows drive or UNC) or climbing with `..` in either separator style."""
-    if location.startswith(("/", "\\")) or PureWindowsPath(location).drive or PurePosixPath(location).is_absolute():
-        return True
-    parts = re.split(r"[\\/]", location)
-    return ".." in parts or location.startswith("~")
-
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
-
-
-def _spellings(location: str, lookalikes: tuple[tuple[str, str], ...]) -> list[str]:
-    """What other readers may make of a location: URL-decoded (web runtimes fetch locations), NFKC-normalised
-    and with best-fit lookalikes mapped (Windows code pages turn fullwidth and yen signs into `/` `\\` `.`)."""
-    import unicodedata
-    from urllib.parse import unquote
-
-    out = [location]
-    for s in (location, unquote(location), unquote(unquote(location))):
-        mapped = unicodedata.normalize("NFKC", s)
-        for char, means in lookalikes:
-            mapped = mapped.replace(char, means)
-        out += [s, mapped]
-    return list(dict.fromkeys(out))
 
 
 def _through_symlink(base: Path, location: str) -> bool:

@@ -33,6 +33,7 @@ class Tables:
     known_formats: frozenset[str]
     patterns: tuple[tuple[re.Pattern[str], str, Severity | None], ...]
     format_severity: Severity | None
+    reference_max_header: int
 
 
 def _tables(ctx: ScanContext) -> Tables:
@@ -42,7 +43,8 @@ def _tables(ctx: ScanContext) -> Tables:
                      for p in doc.get("metadata_pattern", []))
         meta = doc.get("metadata", {})
         return Tables({k: int(v) for k, v in doc.get("dtypes", {}).items()},
-                      frozenset(meta.get("known_formats", [])), pats, _sev(meta))
+                      frozenset(meta.get("known_formats", [])), pats, _sev(meta),
+                      int(doc.get("header", {}).get("reference_max_bytes", U64)))
 
     return ctx.rules.cached("safetensors.tables", build)  # type: ignore[no-any-return]
 
@@ -96,6 +98,10 @@ def _analyze(src: Source, ctx: ScanContext, rep: _Reporter) -> None:
                f"larger than the {size - 8} bytes that follow it")
         rep.add("SAFETENSORS-HEADER-LENGTH", f"header length {n} is {why}", offset=0, evidence=f"n={n} size={size}")
         return
+    reference = _tables(ctx).reference_max_header
+    if n > reference:
+        rep.add("SAFETENSORS-HEADER-LENGTH", f"header length {n} is larger than the {reference} bytes the reference "
+                "loader accepts (it refuses the file; lenient readers parse it)", offset=0, evidence=f"n={n}")
     raw = src.read_at(8, n)
     header = _parse_header(raw, rep)
     if header is None:
@@ -186,8 +192,26 @@ def _is_uint(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool) and 0 <= x < U64
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
+def _check_names(header: dict[str, Any], rep: _Reporter) -> None:
+    """Control characters in tensor names: C readers stop at NUL, so two names can become one."""
+    cut: dict[str, list[str]] = {}
+    for name in header:
+        if _CONTROL.search(name):
+            rep.add("SAFETENSORS-SUSPICIOUS-NAME", f"tensor name {name[:120]!r} holds control characters", offset=8,
+                    evidence=repr(name[:200]))
+        cut.setdefault(name.split("\x00", 1)[0], []).append(name)
+    for short, names in cut.items():
+        if len(names) > 1:
+            rep.add("SAFETENSORS-SUSPICIOUS-NAME", f"{len(names)} tensor names read as {short[:120]!r} by readers "
+                    "that stop at NUL", offset=8, evidence=repr(names[:5])[:300])
+
+
 def _check_entries(header: dict[str, Any], rep: _Reporter, tables: Tables, data_len: int) -> list[Span]:
     spans: list[Span] = []
+    _check_names(header, rep)
     for name, entry in header.items():
         if name == "__metadata__":
             _check_metadata(entry, rep, tables)
@@ -319,6 +343,11 @@ def _sniff_hidden(src: Source, ctx: ScanContext, rep: _Reporter, offset: int, le
     """Bytes no tensor accounts for: if they start like a code-bearing format, say so and scan them."""
     from scanner.sniff import sniff
 
+    # padding first (spaces or NULs up to an alignment): what follows it is what a second reader finds
+    head = src.read_at(offset, min(length, 4096))
+    pad = len(head) - len(head.lstrip(b"\x00 \t\r\n"))
+    if 0 < pad < len(head):
+        offset, length = offset + pad, length - pad
     child = src.child_slice(f"{what}@{offset}", offset, length)
     fmt = sniff(child)
     if fmt in NOT_CODE:

@@ -79,19 +79,31 @@ def _archive_root(src: Source, names: tuple[str, ...]) -> bool:
     return src.member is not None and src.member.rsplit("!", 1)[-1] in names
 
 
-def _template_sources(value: object) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
+def _template_sources(value: object) -> Iterator[tuple[str, object]]:
+    """(label, template) pairs; a template that is not a string is yielded as it is (reported malformed)."""
+    if value is None:
+        return
+    if isinstance(value, list):  # [{"name": "default", "template": "..."}, ...] as transformers saves it
+        for i, item in enumerate(value):
+            if isinstance(item, dict) and "template" in item:
+                yield f"chat_template[{str(item.get('name', i))[:60]}]", item["template"]
+            else:
+                yield f"chat_template[{i}]", item
+    elif isinstance(value, dict):  # {name: template}, which transformers also accepts
+        for name, template in value.items():
+            yield f"chat_template[{name[:60]}]", template
+    else:
         yield "chat_template", value
-    elif isinstance(value, list):  # [{"name": "default", "template": "..."}, ...]
-        for item in value:
-            if isinstance(item, dict) and isinstance(item.get("template"), str):
-                yield f"chat_template[{item.get('name', '?')}]", item["template"]
 
 
-def _templates(src: Source, ctx: Any, sources: list[tuple[str, str]]) -> Iterator[Finding]:
+def _templates(src: Source, ctx: Any, sources: list[tuple[str, object]]) -> Iterator[Finding]:
     from scanner.formats.jinja_template import analyze_template, classify_hits, template_rules
 
     for key, source in sources:
+        if not isinstance(source, str):
+            yield ctx.finding("CHAT-TEMPLATE-MALFORMED", f"{key} is a JSON {type(source).__name__}, not a template "
+                              "string", src, evidence=f"key={key}")
+            continue
         for rule, sev, message in classify_hits(analyze_template(source, template_rules(ctx.rules)),
                                                 TEMPLATE_KINDS):
             yield ctx.finding(rule, f"{key}: {message}", src, evidence=f"key={key}", severity=sev)
@@ -101,10 +113,14 @@ def _index(src: Source, ctx: Any, name: str, doc: dict[str, Any]) -> Iterator[Fi
     weight_map = doc.get("weight_map")
     if not isinstance(weight_map, dict):
         return
+    from scanner.formats.pathcheck import escapes, lookalikes
+
+    table = lookalikes(ctx.rules)
     shards = sorted({v for v in weight_map.values() if isinstance(v, str)})
     for shard in shards:
         unified = shard.replace("\\", "/")
-        if unified.startswith("/") or ".." in unified.split("/") or (len(unified) > 1 and unified[1] == ":"):
+        # url: hub clients fetch shards by URL before they are joined to the local folder
+        if escapes(shard, table, url=True) is not None:
             yield ctx.finding("SIDECAR-INDEX-PATH", f"{name} maps tensors to {shard!r}, outside the model folder",
                               src, evidence=shard)
         elif name.endswith(".safetensors.index.json") and not unified.endswith(".safetensors"):

@@ -283,11 +283,15 @@ def _names(st: _State, entries: list[zs.Entry]) -> None:
 
 
 def _name_shape(st: _State, e: zs.Entry) -> None:
+    from scanner.formats.pathcheck import escapes, lookalikes
+
     name = e.name
     unified = name.replace("\\", "/")
     parts = unified.split("/")
-    if unified.startswith("/") or DRIVE.match(unified) or ".." in parts:
-        st.add("ARCHIVE-PATH-TRAVERSAL", f"member name {name!r} escapes the extraction folder",
+    spelled = escapes(name, lookalikes(st.ctx.rules))  # lookalikes: best-fit extractors read them as '..'
+    if spelled is not None:
+        shown = "" if spelled == name else f" (read as {spelled!r})"
+        st.add("ARCHIVE-PATH-TRAVERSAL", f"member name {name!r}{shown} escapes the extraction folder",
                offset=e.header_offset, evidence=name)
     odd = []
     if "\\" in name:
