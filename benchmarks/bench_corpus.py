@@ -44,15 +44,16 @@ class Group:
     note: str = ""
 
 
-def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None = None) -> Group:
+def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None = None, copy: bool = True) -> Group:
     """Copy fixtures/{hostile,benign} (symlinks kept as links) and label what the manifests list."""
     dest = corpus / "fixtures"
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for kind in ("hostile", "benign"):
-        if (fixtures / kind).is_dir():
-            shutil.copytree(fixtures / kind, dest / kind, symlinks=True)
+    if copy:
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        for kind in ("hostile", "benign"):
+            if (fixtures / kind).is_dir():
+                shutil.copytree(fixtures / kind, dest / kind, symlinks=True)
     labelled: list[Labelled] = []
     for manifest in sorted(fixtures.glob("manifest-*.toml")):
         doc = tomllib.loads(manifest.read_text(encoding="utf-8"))
