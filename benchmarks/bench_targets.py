@@ -243,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 def _update(path: Path, md: str, profiles: list[str]) -> None:
     body = [BEGIN, "## Performance targets (`benchmarks/bench_targets.py`)", "", md]
     if profiles:
-        body += ["", "Missed targets, with the profile of one run (cProfile, `--jobs 1`, top by cumulative time):",
-                 "", *profiles]
+        body += ["", "Profiles of the missed targets and of the engine's throughput run (cProfile of one run, "
+                 "`--jobs 1`, functions by own time):", "", *profiles]
     body.append(END)
     section = "\n".join(body)
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
