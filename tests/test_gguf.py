@@ -172,3 +172,42 @@ def test_llamafile_embedded_gguf_is_scanned() -> None:
     _, findings = scan_data(b"\x7fELF" + b"\0" * 60 + evil, "model.llamafile")
     inner = [f for f in findings if f.rule_id == "GGUF-TEMPLATE-SSTI"]
     assert inner and inner[0].location.member.startswith("gguf@")
+
+
+# -- red-team variants ----------------------------------------------------------------------------------
+
+def _gguf_with(kv: bytes) -> bytes:
+    return gen.gguf([*gen.BASE_KV, kv], [gen.tinfo("w", [8])], b"\0" * 32)
+
+
+SSTI = "{{ cycler.__init__.__globals__.os.popen('echo pwned').read() }}"
+
+
+def test_template_stored_as_u8_array_is_still_analyzed() -> None:
+    body = struct.pack("<IQ", 0, len(SSTI)) + SSTI.encode()
+    _, findings = scan_data(_gguf_with(gen.kv("tokenizer.chat_template", gen.ARR, body)), "m.gguf")
+    assert {"GGUF-TEMPLATE-MALFORMED", "GGUF-TEMPLATE-SSTI"} <= rule_ids(findings)
+
+
+@pytest.mark.parametrize("key", ["tokenizer.chat_template_tool_use", "general.prompt_template", "x.TEMPLATE"])
+def test_other_keys_naming_a_template_are_analyzed(key: str) -> None:
+    _, findings = scan_data(_gguf_with(gen.kv_str(key, SSTI)), "m.gguf")
+    assert "GGUF-TEMPLATE-SSTI" in rule_ids(findings)
+
+
+def test_template_name_list_is_not_a_template() -> None:
+    names = struct.pack("<IQ", 8, 2) + gen.gstr("tool_use") + gen.gstr("rag")
+    _, findings = scan_data(_gguf_with(gen.kv("tokenizer.chat_templates", gen.ARR, names)), "m.gguf")
+    assert not [f for f in findings if f.severity > Severity.INFO]
+
+
+@pytest.mark.parametrize("template,hit", [
+    ("{% set ns = namespace(p='') %}{% for c in ['__cla', 'ss__'] %}{% set ns.p = ns.p ~ c %}{% endfor %}"
+     "{{ ''[ns.p] }}", True),
+    ("{% set k = a ~ b %}{{ x[k] }}", True),
+    ("{{ x[a ~ b] }}", True),
+    ("{{ messages[loop.index0 + 1]['content'] }}{{ message[key] }}", False),
+    ("{% set k = 'role' %}{{ message[k] }}", False),
+])
+def test_subscripts_built_at_render_time(template: str, hit: bool, tr) -> None:
+    assert ("dynamic" in kinds(analyze_template(template, tr))) is hit

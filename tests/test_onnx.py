@@ -291,3 +291,65 @@ def test_skeleton_bounds() -> None:
     assert any(f.rule_id == "LIMIT-EXCEEDED" and f.evidence == "max_proto_fields" for f in few)
     _, truncated = scan_data(data[:-3], "m.onnx", policy=SKELETON)
     assert any(f.severity >= Severity.MEDIUM for f in truncated)
+
+
+# -- red-team variants ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("location", ["%2e%2e/%2e%2e/etc/passwd", "%252e%252e%252fx", "\uff0e\uff0e\uff0fx",
+                                      "\u2025/x", "..\u00a5x", "file:///etc/passwd", "http://169.254.169.254/x",
+                                      "\\\\?\\C:\\x", "C:x"])
+def test_locations_other_readers_resolve_outside(location: str) -> None:
+    _, findings = scan_data(make([helper.make_node("Add", ["x", "w"], ["y"])], inits=[ext_tensor(location)]),
+                            "m.onnx")
+    assert "ONNX-EXTERNAL-DATA-PATH" in rule_ids(findings)
+
+
+@pytest.mark.parametrize("location", ["weights.bin", "data/w.bin", "model.onnx_data", "w%20x.bin", "caf\u00e9.bin"])
+def test_ordinary_locations_do_not_escape(location: str) -> None:
+    _, findings = scan_data(make([helper.make_node("Add", ["x", "w"], ["y"])], inits=[ext_tensor(location)]),
+                            "m.onnx")
+    assert "ONNX-EXTERNAL-DATA-PATH" not in rule_ids(findings)
+
+
+@pytest.mark.parametrize("order", [("../../etc/passwd", "w.bin"), ("w.bin", "../../etc/passwd")])
+def test_every_location_entry_is_checked(order: tuple[str, str]) -> None:
+    t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1], data_location=TensorProto.EXTERNAL)
+    for loc in order:
+        t.external_data.add(key="location", value=loc)
+    _, findings = scan_data(make([helper.make_node("Add", ["x", "w"], ["y"])], inits=[t]), "m.onnx")
+    assert {"ONNX-EXTERNAL-DATA-PATH", "ONNX-MALFORMED"} <= rule_ids(findings)
+
+
+def test_unknown_external_data_key() -> None:
+    _, findings = scan_data(make([helper.make_node("Add", ["x", "w"], ["y"])],
+                                 inits=[ext_tensor("w.bin", __class__="str")]), "m.onnx")
+    assert "ONNX-UNKNOWN-FIELDS" in rule_ids(findings)
+
+
+def test_function_default_attribute_tensor_is_checked() -> None:
+    fn = helper.make_function("local", "F", ["x"], ["y"], [helper.make_node("Identity", ["x"], ["y"])],
+                              [helper.make_opsetid("", 17)])
+    fn.attribute_proto.append(helper.make_attribute("w", ext_tensor("/etc/passwd")))
+    data = make([helper.make_node("F", ["x"], ["y"], domain="local")], functions=[fn],
+                opsets=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    assert "ONNX-EXTERNAL-DATA-PATH" in rule_ids(scan_data(data, "m.onnx")[1])
+
+
+def test_unknown_field_deep_inside_is_located() -> None:
+    m = onnx.ModelProto()
+    m.ParseFromString(make([helper.make_node("Relu", ["x"], ["y"])]))
+    node = m.graph.node[0].SerializeToString() + b"\xd2\x02\x03abc"  # field 42, length 3
+    m.graph.node[0].Clear()
+    m.graph.node[0].MergeFromString(node)
+    _, findings = scan_data(m.SerializeToString(), "m.onnx")
+    assert any(f.rule_id == "ONNX-UNKNOWN-FIELDS" and "node[0]" in f.message for f in findings)
+
+
+def test_network_op_and_runtime_config() -> None:
+    data = make([helper.make_node("AzureTritonInvoker", ["x"], ["y"], domain="com.microsoft.extensions")],
+                opsets=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft.extensions", 1)])
+    assert {"ONNX-NETWORK-OP", "ONNX-CUSTOM-DOMAIN"} <= rule_ids(scan_data(data, "m.onnx")[1])
+    m = onnx.ModelProto()
+    m.ParseFromString(make([helper.make_node("Relu", ["x"], ["y"])]))
+    m.metadata_props.add(key="ort_config", value='{"session_options": {"enable_profiling": 1}}')
+    assert rule_ids(scan_data(m.SerializeToString(), "m.onnx")[1]) == {"ONNX-RUNTIME-CONFIG"}

@@ -173,3 +173,45 @@ def test_two_gigabyte_sparse_file_reads_only_the_header(tmp_path: Path) -> None:
     assert fmt == "safetensors"
     assert findings == []
     assert src.bytes_read < 1 << 20, src.bytes_read  # header + sniffing, flat in the file size
+
+
+# -- red-team variants ----------------------------------------------------------------------------------
+
+F32 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+PICKLE = b"\x80\x04\x95\x1e\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c\x0aecho pwned" \
+    b"\x94\x85\x94R\x94."
+
+
+def test_header_over_the_reference_cap_is_reported_without_reading_it(tmp_path: Path) -> None:
+    n = 100_000_001  # the Rust loader refuses > 100,000,000; the scanner's own limit is 100 MiB
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", n) + b'{"a":')
+        fh.truncate(8 + n)
+    findings = scan_path(path).findings
+    assert any(f.rule_id == "SAFETENSORS-HEADER-LENGTH" and "reference" in f.message for f in findings)
+
+
+def test_names_with_nul_collide_for_c_readers() -> None:
+    header = {"w": F32, "w\u0000x": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}
+    _, findings = scan_data(build(header, b"\0" * 16), "m.safetensors")
+    msgs = [f.message for f in findings if f.rule_id == "SAFETENSORS-SUSPICIOUS-NAME"]
+    assert any("control characters" in m for m in msgs) and any("read as 'w'" in m for m in msgs)
+
+
+@pytest.mark.parametrize("pad", [b" " * 8, b"\0" * 56, b"\n"])
+def test_pickle_after_padding_is_a_polyglot(pad: bytes) -> None:
+    _, findings = scan_data(build({"w": F32}, b"\0" * 8 + pad + PICKLE), "m.safetensors")
+    ids = rule_ids(findings)
+    assert {"SAFETENSORS-TRAILING-DATA", "SAFETENSORS-POLYGLOT", "PICKLE-DANGEROUS-CALL"} <= ids
+
+
+def test_padding_alone_is_not_a_polyglot() -> None:
+    _, findings = scan_data(build({"w": F32}, b"\0" * 8 + b" " * 16), "m.safetensors")
+    assert "SAFETENSORS-POLYGLOT" not in rule_ids(findings)
+
+
+def test_bom_before_the_header_is_malformed_not_text() -> None:
+    raw = ("\ufeff" + json.dumps({"w": F32})).encode()
+    fmt, findings = scan_data(struct.pack("<Q", len(raw)) + raw + b"\0" * 8, "m.safetensors")
+    assert fmt == "safetensors" and "SAFETENSORS-MALFORMED" in rule_ids(findings)
