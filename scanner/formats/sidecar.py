@@ -67,10 +67,10 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
         yield from _templates(src, ctx, list(_template_sources(doc.get("chat_template"))))
     elif kind == "index":
         yield from _index(src, ctx, name, doc)
-    else:
+    if kind in ("template_json", "config"):  # tokenizers and processors have auto_map too
         for key in conf.get("remote_code_keys", []):
             if doc.get(key):
-                yield ctx.finding("SIDECAR-REMOTE-CODE", f"config.json `{key}` points at repository code", src,
+                yield ctx.finding("SIDECAR-REMOTE-CODE", f"{name} `{key}` points at repository code", src,
                                   evidence=f"{key}={str(doc[key])[:200]}")
 
 
