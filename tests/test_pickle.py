@@ -455,3 +455,13 @@ def test_general_opcodes_charge_more_of_the_budget() -> None:
     policy = Policy(limits=Limits(max_pickle_opcodes=budget))
     assert not scan(inline, policy)[1]
     assert any(f.rule_id == "LIMIT-EXCEEDED" for f in scan(general, policy)[1])
+
+
+def test_dotted_global_reimported_after_proto_switch_is_not_capped() -> None:
+    """A dotted name first seen below protocol 4 (where it cannot resolve) and imported again after PROTO 4
+    must be judged at the protocol that resolves it."""
+    data = (b"\x80\x02cposixpath\nos.system\n0"
+            b"\x80\x04\x8c\x09posixpath\x8c\x09os.system\x93\x8c\x0aecho pwned\x85R.")
+    _fmt, findings = scan_data(data, "x.pkl")
+    calls = [f for f in findings if f.rule_id == "PICKLE-DANGEROUS-CALL"]
+    assert calls and calls[0].severity is Severity.CRITICAL

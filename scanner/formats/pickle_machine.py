@@ -73,6 +73,7 @@ class _Seen:
     called: bool = False
     mapped_from: str | None = None
     plain: bool | None = None  # calling it needs no check and no hook (allowed, nothing special): see _plain
+    capped: bool = False  # severity lowered because this protocol cannot resolve the name
 
 
 @dataclass
@@ -525,18 +526,25 @@ class Machine:
         if self.classifier is None:
             return g
         full = g.full
-        if full not in self.seen:
+        prev = self.seen.get(full)
+        if prev is None or prev.capped:
+            # a name re-imported after PROTO changes may resolve where it did not before: decide again
             d = self.classifier.classify(full)
+            capped = False
             if "." in name and self.proto < 4 and d.status != "allow":
                 # getattr(module, "a.b") fails below protocol 4 in CPython 3.11: cap at high
                 d = Decision(d.status, d.name, min(d.severity, Severity.HIGH, key=lambda x: x.rank),
                              d.reason + "; dotted names only resolve at protocol >= 4", d.reference)
+                capped = True
             top = orig.split(".")[0]
             if self.proto >= 3 and top in _compat_pickle.IMPORT_MAPPING and top not in sys.stdlib_module_names:
                 # Python-2 module names are only renamed below protocol 3; above they fail to import
                 d = Decision(d.status, d.name, min(d.severity, Severity.HIGH, key=lambda x: x.rank),
                              d.reason + f"; {top} only resolves below protocol 3", d.reference)
-            self.seen[full] = _Seen(self.op, self.index, d, mapped_from=orig if orig != full else None)
+                capped = True
+            if prev is None or (not capped and d.severity.rank > prev.decision.severity.rank):
+                self.seen[full] = _Seen(self.op, self.index, d, mapped_from=orig if orig != full else None,
+                                        capped=capped)
         return g
 
     def decide(self, g: Global) -> Decision:
