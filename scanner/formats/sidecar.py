@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from scanner.findings import Finding
-from scanner.sniff import json_loads_strict
 from scanner.source import Source
 
 TEMPLATE_KINDS = {"escape": "CHAT-TEMPLATE-SSTI", "dunder": "CHAT-TEMPLATE-DUNDER",
@@ -24,7 +23,9 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     name = src.name.rsplit("/", 1)[-1]
 
     def matches(key: str) -> bool:
-        return any(fnmatch.fnmatch(name, pat) for pat in conf.get(key, []))
+        # case-insensitive: on macOS / Windows file systems a loader opening tokenizer_config.json gets
+        # Tokenizer_Config.JSON as well
+        return any(fnmatch.fnmatchcase(name.lower(), pat.lower()) for pat in conf.get(key, []))
 
     kind = ("template_json" if matches("template_json") else "template_file" if matches("template_files")
             else "index" if matches("index_files") else "config" if matches("config_files")
@@ -46,10 +47,18 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
         yield from yaml_findings(data.decode("utf-8", "replace"), src, ctx)
         return
     try:
-        doc = json_loads_strict(data)
+        doc, dupes = _load_json(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         yield ctx.finding("SIDECAR-MALFORMED", f"{name} is not strict JSON: {str(e)[:120]}", src)
         return
+    if dupes and kind not in ("template_json", "index", "config"):
+        yield ctx.finding("SIDECAR-MALFORMED", f"{name} is not strict JSON: duplicate key {dupes[0][0][:80]!r}", src)
+        return
+    if dupes:
+        # loaders keep the last value, reviewers and other parsers may see the first: analyze every value
+        keys = sorted({k for k, _ in dupes})
+        yield ctx.finding("SIDECAR-DUPLICATE-KEY", f"{name} repeats key(s) {', '.join(map(repr, keys))[:200]}", src,
+                          evidence=repr(keys)[:200])
     if not isinstance(doc, dict):
         return
     from scanner.formats import sidecar_config
@@ -64,14 +73,32 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     if kind == "json":
         return
     if kind == "template_json":
-        yield from _templates(src, ctx, list(_template_sources(doc.get("chat_template"))))
+        values = [doc.get("chat_template"), *(v for k, v in dupes if k == "chat_template")]
+        yield from _templates(src, ctx, [s for v in values for s in _template_sources(v)])
     elif kind == "index":
-        yield from _index(src, ctx, name, doc)
+        yield from _index(src, ctx, name, doc, [v for _, v in dupes if isinstance(v, str)])
     if kind in ("template_json", "config"):  # tokenizers and processors have auto_map too
         for key in conf.get("remote_code_keys", []):
             if doc.get(key):
                 yield ctx.finding("SIDECAR-REMOTE-CODE", f"{name} `{key}` points at repository code", src,
                                   evidence=f"{key}={str(doc[key])[:200]}")
+
+
+def _load_json(data: bytes) -> tuple[object, list[tuple[str, object]]]:
+    """json.loads keeping the last of duplicate keys (as loaders do) and returning the overwritten pairs."""
+    import json
+
+    dupes: list[tuple[str, object]] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in items:
+            if k in out:
+                dupes.append((k, out[k]))
+            out[k] = v
+        return out
+
+    return json.loads(data, object_pairs_hook=pairs), dupes
 
 
 def _archive_root(src: Source, names: tuple[str, ...]) -> bool:
@@ -109,14 +136,14 @@ def _templates(src: Source, ctx: Any, sources: list[tuple[str, object]]) -> Iter
             yield ctx.finding(rule, f"{key}: {message}", src, evidence=f"key={key}", severity=sev)
 
 
-def _index(src: Source, ctx: Any, name: str, doc: dict[str, Any]) -> Iterator[Finding]:
+def _index(src: Source, ctx: Any, name: str, doc: dict[str, Any], extra: list[str]) -> Iterator[Finding]:
     weight_map = doc.get("weight_map")
     if not isinstance(weight_map, dict):
         return
     from scanner.formats.pathcheck import escapes, lookalikes
 
     table = lookalikes(ctx.rules)
-    shards = sorted({v for v in weight_map.values() if isinstance(v, str)})
+    shards = sorted({v for v in [*weight_map.values(), *extra] if isinstance(v, str)})
     for shard in shards:
         unified = shard.replace("\\", "/")
         # url: hub clients fetch shards by URL before they are joined to the local folder
