@@ -215,3 +215,11 @@ def test_bom_before_the_header_is_malformed_not_text() -> None:
     raw = ("\ufeff" + json.dumps({"w": F32})).encode()
     fmt, findings = scan_data(struct.pack("<Q", len(raw)) + raw + b"\0" * 8, "m.safetensors")
     assert fmt == "safetensors" and "SAFETENSORS-MALFORMED" in rule_ids(findings)
+
+
+@pytest.mark.parametrize("extra,flagged", [(0, False), (1, True)])
+def test_header_length_exactly_at_the_limit(extra: int, flagged: bool) -> None:
+    data = build({"w": F32}, b"\0" * 8)
+    (n,) = struct.unpack("<Q", data[:8])
+    _, findings = scan_data(data, "m.safetensors", policy=Policy(limits=Limits(max_header_bytes=n - extra)))
+    assert ("SAFETENSORS-HEADER-LENGTH" in rule_ids(findings)) is flagged
