@@ -51,7 +51,7 @@ def sniff(src: Source) -> str:
         return "zlib"
     if _looks_like_onnx(src):
         return "onnx"
-    if _looks_like_text_pickle(head, src.size):
+    if _looks_like_text_pickle(src):
         return "pickle"
     if _is_text(head):
         return "text"
@@ -98,12 +98,12 @@ def _is_safetensors(head: bytes, size: int) -> bool:
     return binary and _ST_KEY.match(body) is not None
 
 
-def _looks_like_text_pickle(head: bytes, size: int) -> bool:
+def _looks_like_text_pickle(src: Source) -> bool:
     """Protocol 0/1 pickles have no magic: let the pickle tokenizer decide whether the head is an opcode
     stream (text, JSON and source code fail within a few bytes)."""
-    from scanner.formats.pickle import looks_like_pickle
+    from scanner.formats.pickle import source_looks_like_pickle
 
-    return looks_like_pickle(head, size)
+    return source_looks_like_pickle(src)
 
 
 def _is_dotted_name(b: bytes) -> bool:

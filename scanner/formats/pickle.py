@@ -4,6 +4,7 @@ Unknown. The opcode reader is pickle_ops, the machine pickle_machine, the rule l
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
     from scanner.engine import ScanContext
     from scanner.source import Source
 
-__all__ = ["Call", "Global", "PickleResult", "Unknown", "analyze", "looks_like_pickle", "scan_pickle"]
+__all__ = ["Call", "Global", "PickleResult", "Unknown", "analyze", "looks_like_pickle", "scan_pickle",
+           "source_looks_like_pickle"]
 
 PAYLOAD_TAG = "<payload@"
 
@@ -205,9 +207,10 @@ def _trailing(src: Source, ctx: ScanContext, data: bytes, pos: int, last: Pickle
 def starts_pickle(data: bytes, pos: int) -> bool:
     if pos + 1 < len(data) and data[pos] == 0x80 and data[pos + 1] <= 5:
         return True
-    window = data[pos:pos + 4096]
-    m = Machine(window, None, None, None, Counters())
-    return m.run(0).complete or looks_like_pickle(window, len(data) - pos)
+    window = bytes(data[pos:pos + SNIFF_CAP])
+    if Machine(window, None, None, None, Counters()).run(0).complete:
+        return True  # right after a STOP any complete stream is the loader's next pickle
+    return _prefix_verdict(window, len(data) - pos) != "no"
 
 
 def analyze(src: Source, ctx: ScanContext) -> Iterable[Finding]:
@@ -226,17 +229,76 @@ def analyze(src: Source, ctx: ScanContext) -> Iterable[Finding]:
                 yield from res.findings
 
 
-def looks_like_pickle(head: bytes, size: int) -> bool:
-    """Whether headless bytes are a protocol 0/1 pickle: the tokenizer and stack machine must reach STOP,
-    or run a meaningful stretch of valid opcodes until the window ends. Text fails within a few bytes."""
-    if not head or head[0] not in OPNAMES:
-        return False
-    m = Machine(head, None, None, None, Counters())
+_IMPORT_OPS = frozenset({"GLOBAL", "INST", "STACK_GLOBAL"})
+_CALL_OPS = frozenset({"REDUCE", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
+SNIFF_CAP = 64 << 20  # bytes a sniff may read while the stream still parses (then: treat it as a pickle)
+
+
+def _prefix_verdict(data: bytes, size: int) -> str:
+    """'yes', 'no', or 'more' (every opcode so far is valid and the window ends inside one)."""
+    if not data or data[0] not in OPNAMES:
+        return "no"
+    m = Machine(data, None, None, None, Counters())
     r = m.run(0)
     if r.complete:
-        return m.ops_run >= 1 and _plausible_stop(head, r.end, size)
-    truncated_at_window = len(head) < size and m.error is not None and m.error.truncated
-    return truncated_at_window and m.ops_run >= 16
+        return "yes" if m.ops_run >= 1 and _plausible_stop(data, r.end, size) else "no"
+    if len(data) < size and m.error is not None and m.error.truncated and m.pos >= len(data) - (1 << 16):
+        return "more"
+    # the loader runs what parsed before the error (payload-then-garbage): an import it would perform
+    return "yes" if _runs_an_import(data, r.end, m.index) else "no"
+
+
+def _runs_an_import(data: bytes, stop: int, executed: int) -> bool:
+    """An import followed by a call, or an import of a module that exists for sure (import side effects),
+    among the `executed` opcodes that ran before the stream broke. Text that merely starts with 'c' or 'i'
+    fails (INST checks its MARK before it imports)."""
+    from scanner.formats.pickle_ops import OpError, read_op
+
+    imported = False
+    pos = 0
+    seen = 0
+    while pos < stop and seen < min(executed, 100_000):
+        try:
+            op = read_op(data, pos, stop)
+        except OpError:
+            break
+        seen += 1
+        if op.name in _IMPORT_OPS:
+            if op.name != "STACK_GLOBAL" and isinstance(op.arg, str):
+                top = op.arg.split(".")[0]
+                if top in sys.stdlib_module_names or top in ("torch", "numpy", "joblib", "sklearn", "pandas"):
+                    return True
+            imported = True
+        if imported and op.name in _CALL_OPS:
+            return True
+        pos = op.end
+    return False
+
+
+def looks_like_pickle(head: bytes, size: int) -> bool:
+    """Whether bytes without the PROTO magic are a protocol 0/1 pickle, judged on `head` alone (the first
+    bytes of a stream of `size`): it parses to STOP, or breaks after an import a loader would run, or every
+    opcode is valid to the end of a long run of the window."""
+    verdict = _prefix_verdict(head, size)
+    if verdict == "more":
+        m = Machine(head, None, None, None, Counters())
+        m.run(0)
+        return m.ops_run >= 16
+    return verdict == "yes"
+
+
+def source_looks_like_pickle(src: Source) -> bool:
+    """Like looks_like_pickle, reading on while every opcode stays valid: a long string opcode up front must
+    not hide the payload behind it from a fixed-size sniff window."""
+    window = 4096
+    while True:
+        head = src.read_at(0, window)
+        verdict = _prefix_verdict(head, src.size)
+        if verdict != "more":
+            return verdict == "yes"
+        if window >= SNIFF_CAP:
+            return True  # still a valid opcode stream this far: fail closed, the engine decides
+        window = min(window * 16, SNIFF_CAP, src.size)
 
 
 def _plausible_stop(head: bytes, end: int, size: int) -> bool:

@@ -94,6 +94,7 @@ class Classifier:
         self.user_allow_prefix = tuple(p[:-1] for p in policy.allow_globals if p.endswith(".*"))
         self.user_deny = {d.name: DenyRule(d.name, d.severity, d.reason, d.reference) for d in policy.deny_globals}
         self._memo: dict[str, Decision] = {}
+        self._widths: dict[int, int] = {}
 
     @property
     def t(self) -> Tables:
@@ -134,8 +135,12 @@ class Classifier:
         parts = [self.t.aliases.get(p, p) if i == 0 or p.startswith("__") else p
                  for i, p in enumerate(full.split("."))]
         best: DenyRule | None = None
+        # entries have few components: only tails that long can match (keeps a 3,000-part name linear)
+        width = self._widths.get(id(table))
+        if width is None:
+            width = self._widths[id(table)] = max((k.count(".") + 1 for k in table), default=1)
         for start in range(len(parts)):
-            for stop in range(len(parts), start, -1):
+            for stop in range(min(len(parts), start + width), start, -1):
                 rule = table.get(".".join(parts[start:stop]))
                 if rule is not None:
                     if best is None or _better(rule, best, start == 0):

@@ -134,10 +134,10 @@ def _scan_pickle_member(st: Any, e: zs.Entry, policy: Any) -> tuple[list[Finding
 
 def _plausible_text_pickle(data: bytes) -> bool:
     try:
-        from scanner.formats.pickle import looks_like_pickle
+        from scanner.formats.pickle import SNIFF_CAP, looks_like_pickle
     except ImportError:
         return False
-    return bool(looks_like_pickle(data[:4096], len(data)))
+    return bool(looks_like_pickle(data[:SNIFF_CAP], len(data)))
 
 
 def _storage_ref(pid: object, record: str) -> StorageRef | None:
