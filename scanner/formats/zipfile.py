@@ -74,7 +74,7 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
 
 
 # npy scans its own trailing bytes; the others stop at their own end
-APPENDED_HOSTS = frozenset({"pickle", "torch-legacy", "data", "text", "safetensors", "gguf", "hdf5"})
+APPENDED_HOSTS = frozenset({"pickle", "torch-legacy", "data", "text", "safetensors", "gguf", "hdf5", "onnx"})
 
 
 def appended_zip(src: Source, fmt: str, ctx: Any) -> list[Finding]:
