@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -162,10 +163,11 @@ class _Walker:
                 reported += 1
                 self.add("ONNX-UNKNOWN-FIELDS", f"{where} carries {n} protobuf field(s) unknown to ONNX", where)
             for fd, value in msg.ListFields():
-                if fd.message_type is None:
+                room = self.ctx.limits.max_graph_nodes - visited - len(stack)  # the stack stays bounded too
+                if fd.message_type is None or room <= 0:
                     continue
                 if _repeated(fd):
-                    stack.extend((v, f"{where}.{fd.name}[{i}]") for i, v in enumerate(value))
+                    stack.extend(islice(((v, f"{where}.{fd.name}[{i}]") for i, v in enumerate(value)), room))
                 else:
                     stack.append((value, f"{where}.{fd.name}"))
         if not reported:
