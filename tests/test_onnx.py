@@ -353,3 +353,29 @@ def test_network_op_and_runtime_config() -> None:
     m.ParseFromString(make([helper.make_node("Relu", ["x"], ["y"])]))
     m.metadata_props.add(key="ort_config", value='{"session_options": {"enable_profiling": 1}}')
     assert rule_ids(scan_data(m.SerializeToString(), "m.onnx")[1]) == {"ONNX-RUNTIME-CONFIG"}
+
+
+class _CountingSource(FileSource):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.bytes_read = 0
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        data = super().read_at(offset, n)
+        self.bytes_read += len(data)
+        return data
+
+
+def test_skeleton_reads_the_structure_not_the_weights(tmp_path: Path) -> None:
+    from conftest import load_ruleset
+    from scanner.engine import ScanContext, scan_source
+
+    path = tmp_path / "big.onnx"
+    sparse_onnx(path, 1 << 30)
+    src = _CountingSource(path)
+    try:
+        fmt, findings = scan_source(src, ScanContext(load_ruleset(), Policy()))
+    finally:
+        src.close()
+    assert fmt == "onnx" and [f.rule_id for f in findings] == ["ONNX-SKELETON"]
+    assert src.bytes_read < 8 << 20, src.bytes_read
