@@ -21,6 +21,16 @@ else:
     import tomli as tomllib
 
 
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test writes to the user's home: sigstore's TUF cache, the scan cache key, XDG dirs."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
+        monkeypatch.setenv(var, str(home / var.lower()))
+    return home
+
+
 @pytest.fixture(scope="session")
 def ruleset() -> RuleSet:
     return load_ruleset()

@@ -33,13 +33,6 @@ ALL_VERDICTS = frozenset({"clean", "suspicious", "malicious", "error"})
 HOSTILE_PICKLE = b"cos\nsystem\n(S'echo pwned'\ntR."
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory, monkeypatch):
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
-        monkeypatch.setenv(var, str(home / var.lower()))
-
 
 @pytest.fixture(scope="module")
 def keys():

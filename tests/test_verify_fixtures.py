@@ -28,14 +28,6 @@ BEACON = ("https://github.com/sigstore-conformance/extremely-dangerous-public-oi
 OMS_VERSIONS = ["mt-v0.3.1-sigstore", "mt-v1.0.0-sigstore", "mt-v1.0.1-sigstore", "mt-v1.1.0-sigstore"]
 
 
-@pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory, monkeypatch):
-    # sigstore-python writes its TUF cache under HOME even offline
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"):
-        monkeypatch.setenv(var, str(home / var.lower()))
-
 
 def copy_model(name: str, tmp_path: Path) -> Path:
     dst = tmp_path / name
