@@ -367,8 +367,8 @@ class _CountingSource(FileSource):
 
 
 def test_skeleton_reads_the_structure_not_the_weights(tmp_path: Path) -> None:
-    from conftest import load_ruleset
     from scanner.engine import ScanContext, scan_source
+    from scanner.rules import load_ruleset
 
     path = tmp_path / "big.onnx"
     sparse_onnx(path, 1 << 30)
