@@ -27,6 +27,7 @@ ANALYZERS: dict[str, str] = {
     "bz2": "scanner.formats.archive",
     "xz": "scanner.formats.archive",
     "lzma": "scanner.formats.archive",
+    "lz4": "scanner.formats.archive",
     "zlib": "scanner.formats.archive",
     "7z": "scanner.formats.archive",
     "npy": "scanner.formats.numpy",
@@ -111,6 +112,7 @@ def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[
             fmt = sniff(src)
             findings.extend(_extension_check(src, fmt, ctx))
             fmt = _refine(src, fmt)
+            findings.extend(_leading_pickle(src, fmt, ctx))
         findings.extend(_appended_zip(src, fmt, ctx))
         analyze = analyzer_for(fmt)
         if analyze is None:
@@ -142,6 +144,24 @@ def _refine(src: Source, fmt: str) -> str:
         if is_legacy_torch(src.head(64)):
             return "torch-legacy"
     return fmt
+
+
+# formats whose sniff already asked the pickle question, or whose first bytes a pickle loader refuses
+# (`PK` is PERSID, which needs a persistent_load hook)
+_NO_LEADING_PICKLE = frozenset({"pickle", "torch-legacy", "zip", "text", "data", "empty"})
+
+
+def _leading_pickle(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
+    """pickle.load, joblib.load and np.load(allow_pickle) read from byte 0 whatever magic sits further in
+    (a tar header whose name is a pickle, an HDF5 user block, `MZ` + BININT2) (T12, Z05)."""
+    if fmt in _NO_LEADING_PICKLE:
+        return []
+    from scanner.formats import pickle as pk
+
+    if not pk.source_looks_like_pickle(src):
+        return []
+    return [ctx.finding("POLYGLOT", f"the first bytes are also a pickle: pickle loaders run it, {fmt} readers "
+                        "read the rest; both were scanned", src, offset=0), *pk.analyze(src, ctx)]
 
 
 def _appended_zip(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:

@@ -15,7 +15,7 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 def sniff(src: Source) -> str:
     """Return a format name: pickle, zip, executable, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5,
-    safetensors, onnx, gguf, text, empty or data."""
+    safetensors, onnx, gguf, lz4, text, empty or data."""
     if src.size == 0:
         return "empty"
     head = src.head(4096)
@@ -37,6 +37,8 @@ def sniff(src: Source) -> str:
         return "bz2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return "xz"
+    if head.startswith(b"\x04\x22\x4d\x18"):  # LZ4 frame: joblib.dump(compress="lz4")
+        return "lz4"
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         return "7z"
     if len(head) >= 262 and head[257:262] == b"ustar":
@@ -47,7 +49,7 @@ def sniff(src: Source) -> str:
         return "lzma"
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
         return "zlib"
-    if head.startswith(b"ZF0x"):  # joblib < 0.10 zlib container
+    if joblib_zf_length(head) is not None:  # joblib < 0.10 zlib container
         return "zlib"
     if _looks_like_onnx(src):
         return "onnx"
@@ -96,6 +98,20 @@ def _is_safetensors(head: bytes, size: int) -> bool:
     # a lying length: only when the 8 bytes are binary (JSON lines or other text must not land here)
     binary = any(b < 0x09 or 0x0d < b < 0x20 or b >= 0x80 for b in head[:8])
     return binary and _ST_KEY.match(body) is not None
+
+
+ZF_HEADER = 21  # b"ZF" + 19 characters of length
+
+
+def joblib_zf_length(head: bytes) -> int | None:
+    """The length of a joblib < 0.10 `ZF` file. joblib calls any `ZF` file one and parses the 19 bytes after
+    it with int(..., 16), which takes `0X`, no prefix, spaces, signs and underscores, not only `0x`."""
+    if not head.startswith(b"ZF") or len(head) < ZF_HEADER:
+        return None
+    try:
+        return int(head[2:ZF_HEADER], 16)
+    except ValueError:
+        return None
 
 
 def _looks_like_text_pickle(src: Source) -> bool:

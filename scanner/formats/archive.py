@@ -11,10 +11,10 @@ from typing import Any
 
 from scanner.findings import Finding
 from scanner.formats.inflate import Inflated, inflate, make_decompressor
+from scanner.sniff import ZF_HEADER, joblib_zf_length
 from scanner.source import Source
 
 DRIVE = re.compile(r"^[A-Za-z]:")
-ZF_HEADER = 21  # joblib < 0.10: b"ZF" + hex(length) padded to 19 characters, then a zlib stream
 STREAM_MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
 BOMB_HEAD = 1 << 20
 
@@ -29,7 +29,7 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
         from scanner.formats.sevenzip import analyze_7z
 
         return analyze_7z(src, ctx)
-    if fmt in ("gzip", "bz2", "xz", "lzma", "zlib"):
+    if fmt in ("gzip", "bz2", "xz", "lzma", "zlib", "lz4"):
         return _stream(src, ctx, fmt)
     return [ctx.finding("ARCHIVE-MALFORMED", f"archive analyzer got content sniffed as {fmt}", src)]
 
@@ -43,11 +43,11 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
     out: list[Finding] = []
     cap, floor = _lim(ctx)
     start = 0
-    kind = {"gzip": "gzip", "bz2": "bz2", "xz": "xz", "lzma": "lzma-alone", "zlib": "zlib"}[fmt]
-    if fmt == "zlib" and src.head(4) == b"ZF0x":
-        start = ZF_HEADER
-        declared = _zf_length(src.head(ZF_HEADER))
-        if declared is None:
+    kind = {"gzip": "gzip", "bz2": "bz2", "xz": "xz", "lzma": "lzma-alone", "zlib": "zlib", "lz4": "lz4"}[fmt]
+    if fmt == "zlib" and src.head(2) == b"ZF":
+        # joblib skips one space after the length (python 2 era writers)
+        start = ZF_HEADER + (src.read_at(ZF_HEADER, 1) == b" ")
+        if joblib_zf_length(src.head(ZF_HEADER)) is None:
             out.append(ctx.finding("ARCHIVE-MALFORMED", "joblib ZF header with an unreadable length", src, offset=0))
     pieces: list[bytes] = []
     total = 0
@@ -157,13 +157,6 @@ def gzip_header_checks(src: Source, ctx: Any, pos: int = 0) -> list[Finding]:
         name = raw.split(b"\x00", 1)[0]
         out.extend(member_name_checks(src, ctx, name.decode("latin-1"), p))
     return out
-
-
-def _zf_length(head: bytes) -> int | None:
-    try:
-        return int(head[2:ZF_HEADER].decode("ascii").strip(), 16)
-    except (UnicodeDecodeError, ValueError):
-        return None
 
 
 def _inner_name(src: Source, fmt: str) -> str:

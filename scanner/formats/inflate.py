@@ -54,8 +54,33 @@ class ZlibAdapter:
         return out
 
 
+class Lz4Adapter:
+    """lz4.frame keeps `unused_data` None until the frame ends; present it as bytes like the others."""
+
+    def __init__(self, d: object) -> None:
+        self._d = d
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._d.eof)  # type: ignore[attr-defined]
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._d.unused_data or b""  # type: ignore[attr-defined]
+
+    @property
+    def needs_input(self) -> bool:
+        return bool(self._d.needs_input)  # type: ignore[attr-defined]
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        try:
+            return self._d.decompress(data, max_length)  # type: ignore[attr-defined,no-any-return]
+        except RuntimeError as e:  # lz4 reports a corrupt frame as RuntimeError
+            raise ValueError(str(e)) from e
+
+
 def make_decompressor(kind: str, props: bytes = b"") -> Decompressor:
-    """kind: deflate (raw), zlib, gzip, bz2, xz, lzma-alone, lzma-zip (raw LZMA1 with zip's props header)."""
+    """kind: deflate (raw), zlib, gzip, bz2, xz, lz4 (frame), lzma-alone, lzma-zip (raw LZMA1 with zip's props header)."""
     if kind == "deflate":
         return ZlibAdapter(-15)
     if kind == "zlib":
@@ -66,6 +91,12 @@ def make_decompressor(kind: str, props: bytes = b"") -> Decompressor:
         return bz2.BZ2Decompressor()  # type: ignore[return-value]
     if kind == "xz":
         return lzma.LZMADecompressor(lzma.FORMAT_XZ)  # type: ignore[return-value]
+    if kind == "lz4":
+        try:  # joblib's optional codec; without the library the stream is reported, never passed
+            import lz4.frame
+        except ImportError as e:
+            raise ValueError("no lz4 library to read an LZ4 frame") from e
+        return Lz4Adapter(lz4.frame.LZ4FrameDecompressor())
     if kind == "lzma-alone":
         return lzma.LZMADecompressor(lzma.FORMAT_ALONE)  # type: ignore[return-value]
     if kind == "lzma-zip":
