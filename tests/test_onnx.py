@@ -379,3 +379,21 @@ def test_skeleton_reads_the_structure_not_the_weights(tmp_path: Path) -> None:
         src.close()
     assert fmt == "onnx" and [f.rule_id for f in findings] == ["ONNX-SKELETON"]
     assert src.bytes_read < 8 << 20, src.bytes_read
+
+
+def test_light_onnx_loading_leaves_a_later_import_onnx_intact() -> None:
+    """The analyzer loads onnx's protobuf module and C extension without `import onnx`; code that imports onnx
+    afterwards in the same process (a gate, then a load) must see the usual package."""
+    import subprocess
+    import sys
+
+    code = ("from scanner.formats.onnx_proto import pb2, has_schema\n"
+            "P = pb2(); assert has_schema('Add', '') and not has_schema('Exec', '')\n"
+            "import sys; assert 'numpy' not in sys.modules and 'onnx' not in sys.modules\n"
+            "import onnx, onnx.helper\n"
+            "assert onnx.ModelProto is P.ModelProto and onnx.onnx_ml_pb2.ModelProto is P.ModelProto\n"
+            "onnx.checker.check_model(onnx.helper.make_model(onnx.helper.make_graph([], 'g', [], [])))\n"
+            "has_schema('Add', ''); assert onnx.onnx_cpp2py_export.defs.has_schema('Relu', '')\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-800:]

@@ -1,8 +1,12 @@
 """The two pieces of the onnx package the analyzer needs, without `import onnx`.
 
 `import onnx` pulls numpy, the helper, checker and compose modules (~0.15 s); the analyzer only needs the
-generated protobuf classes (onnx_ml_pb2) and the operator schema lookup of the C extension. They are
-loaded under their own package names, so a later `import onnx` reuses these very modules.
+generated protobuf classes (onnx_ml_pb2) and the operator schema lookup of the C extension.
+
+The protobuf module is loaded under a private name: its descriptors go to the default pool, where a later
+`import onnx` finds the same file and hands back the same message classes. The C extension must keep its
+own name (it cannot be initialised twice), so a later `import onnx` reuses it; it is bound on the package
+whenever the package is there.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 _PB2 = "onnx.onnx_ml_pb2"
+_PB2_PRIVATE = "_modelseal_onnx_ml_pb2"
 _CEXT = "onnx.onnx_cpp2py_export"
 
 
@@ -39,8 +44,10 @@ def _load(name: str, filename_glob: str) -> ModuleType:
 
 def pb2() -> ModuleType:
     """onnx.onnx_ml_pb2 (ModelProto, TensorProto ...)."""
+    if _PB2 in sys.modules:
+        return sys.modules[_PB2]
     try:
-        return _load(_PB2, "onnx_ml_pb2.py")
+        return _load(_PB2_PRIVATE, "onnx_ml_pb2.py")
     except (ImportError, OSError):
         import onnx.onnx_ml_pb2 as mod
 
@@ -51,6 +58,9 @@ def has_schema(op: str, domain: str) -> bool:
     """onnx.defs.has(op, domain)."""
     try:
         cext = _load(_CEXT, "onnx_cpp2py_export*.so")
+        parent = sys.modules.get("onnx")
+        if parent is not None and getattr(parent, "onnx_cpp2py_export", None) is not cext:
+            parent.onnx_cpp2py_export = cext  # type: ignore[attr-defined]
         return bool(cext.defs.has_schema(op, domain))
     except (ImportError, OSError, AttributeError):
         from onnx import defs
