@@ -41,14 +41,14 @@ def _npy(rng: random.Random) -> bytes:
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + os.urandom(4 * n)
 
 
-def _pickle(rng: random.Random) -> bytes:
+def _pickle(rng: random.Random, scale: int = 1) -> bytes:
     data = OrderedDict((f"layer{i}.weight", [rng.random() for _ in range(rng.randint(10, 100))])
-                       for i in range(rng.randint(20, 200)))
+                       for i in range(rng.randint(20, 200) * scale))
     return pickle.dumps({"state": data, "epoch": rng.randint(0, 99), "name": f"m{rng.random()}"},
                         protocol=rng.choice([2, 3, 4, 5]))
 
 
-def generate(folder: Path, count: int, seed: int = 1) -> dict[str, int]:
+def generate(folder: Path, count: int, seed: int = 1, scale: int = 1) -> dict[str, int]:
     rng = random.Random(seed)
     try:
         import torch
@@ -62,14 +62,14 @@ def generate(folder: Path, count: int, seed: int = 1) -> dict[str, int]:
         if kind == "torch" and torch is None:
             kind = "pickle"
         if kind == "pickle":
-            (sub / f"f{i}.pkl").write_bytes(_pickle(rng))
+            (sub / f"f{i}.pkl").write_bytes(_pickle(rng, scale))
         elif kind == "npy":
             (sub / f"f{i}.npy").write_bytes(_npy(rng))
         elif kind == "safetensors":
             (sub / f"f{i}.safetensors").write_bytes(_safetensors(rng))
         elif kind == "torch":
             assert torch is not None
-            sd = OrderedDict((f"l{j}", torch.randn(rng.randint(1, 16))) for j in range(rng.randint(1, 6)))
+            sd = OrderedDict((f"l{j}", torch.randn(rng.randint(1, 16))) for j in range(rng.randint(1, 6) * scale))
             torch.save(sd, sub / f"f{i}.pt")
         elif kind == "config":
             (sub / f"f{i}.json").write_text(json.dumps({"hidden": rng.randint(1, 4096), "id": i}))
@@ -127,12 +127,14 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, help="generate into this folder and keep it")
+    ap.add_argument("--scale", type=int, default=1,
+                    help="multiply the entries of each pickle and torch file (1: ~17 KB a file on average)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="modelseal-bench-"))
     store = args.keep or tmp / "store"
     try:
-        kinds = generate(store, args.files)
+        kinds = generate(store, args.files, scale=args.scale)
         exe = ["scan", str(store), "--format", "json"]
         tf = tmp / "times.json"
         env = {**os.environ, "MODELSEAL_CACHE_KEY": "bench"}
