@@ -499,3 +499,18 @@ def test_signed_but_malformed_predicate_fails_closed(tmp_path, keys):
     raw = json.dumps(KeySigner.from_pem(priv).sign(PAYLOAD_TYPE, canonical_json(st))).encode()
     with pytest.raises(VerificationFailure, match="malformed"):
         verify_bundle(m, raw, Trust(public_keys=(pub,)), lenient())
+
+
+def test_pipelined_hash_matches_hashlib(tmp_path):
+    """Large files overlap reading with hashing; the digest must be the plain sha256 of the bytes."""
+    from scanner.attest import digest as dg
+
+    data = os.urandom(3 * dg.PIPELINE_CHUNK + 12345)
+    p = tmp_path / "big.bin"
+    p.write_bytes(data)
+    with open(p, "rb", buffering=0) as fh:
+        assert dg.hash_stream_pipelined(fh) == (hashlib.sha256(data).hexdigest(), len(data))
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    with open(empty, "rb", buffering=0) as fh:
+        assert dg.hash_stream_pipelined(fh) == (hashlib.sha256(b"").hexdigest(), 0)

@@ -89,12 +89,36 @@ def hash_stream(fh: BinaryIO, buffer: bytearray | None = None) -> tuple[str, int
     return h.hexdigest(), total
 
 
+PIPELINE_MIN = 64 << 20  # files this large overlap the next read with hashing the current block
+PIPELINE_CHUNK = 4 << 20
+
+
+def hash_stream_pipelined(fh: BinaryIO) -> tuple[str, int]:
+    """hash_stream with the copy out of the page cache done by a helper thread while the caller hashes the
+    previous block (both release the GIL): hashing runs near hashlib's in-memory speed instead of ~75 %."""
+    views = [memoryview(bytearray(PIPELINE_CHUNK)), memoryview(bytearray(PIPELINE_CHUNK))]
+    h = hashlib.sha256()
+    total = 0
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(fh.readinto, views[0])  # type: ignore[attr-defined]
+        i = 0
+        while n := pending.result():
+            pending = reader.submit(fh.readinto, views[1 - i])  # type: ignore[attr-defined]
+            h.update(views[i][:n])
+            total += n
+            i = 1 - i
+    return h.hexdigest(), total
+
+
 def hash_file(path: Path) -> tuple[str, int]:
     """sha256 and size of one regular file, never following a symlink."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
     with os.fdopen(fd, "rb", buffering=0) as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise DigestError(f"{path}: not a regular file")
+        if st.st_size >= PIPELINE_MIN:
+            return hash_stream_pipelined(fh)
         return hash_stream(fh)
 
 
