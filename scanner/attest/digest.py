@@ -110,14 +110,15 @@ def hash_stream_pipelined(fh: BinaryIO) -> tuple[str, int]:
     return h.hexdigest(), total
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """sha256 and size of one regular file, never following a symlink."""
+def hash_file(path: Path, pipelined: bool = True) -> tuple[str, int]:
+    """sha256 and size of one regular file, never following a symlink. `pipelined`: a spare core may read
+    ahead (off when every core already hashes a file of its own)."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
     with os.fdopen(fd, "rb", buffering=0) as fh:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DigestError(f"{path}: not a regular file")
-        if st.st_size >= PIPELINE_MIN:
+        if pipelined and st.st_size >= PIPELINE_MIN:
             return hash_stream_pipelined(fh)
         return hash_stream(fh)
 
@@ -173,10 +174,13 @@ def list_model(path: Path, *, ignore: Callable[[str], bool] | None = None,
 
 def digest_files(items: Sequence[tuple[str, Path]], workers: int | None = None) -> list[FileDigest]:
     """Hash files in parallel; result in manifest order."""
+    workers = workers or default_workers()
+    spare_cores = len(items) < workers
+
     def one(item: tuple[str, Path]) -> FileDigest:
         name, p = item
         try:
-            sha, size = hash_file(p)
+            sha, size = hash_file(p, pipelined=spare_cores)
         except OSError as e:
             raise DigestError(f"cannot read {name}: {e.strerror or e}") from None
         return FileDigest(name, p, size, sha)
@@ -187,7 +191,6 @@ def digest_files(items: Sequence[tuple[str, Path]], workers: int | None = None) 
         except OSError:
             return 0
 
-    workers = workers or default_workers()
     if len(items) <= 1 or workers == 1:
         results = [one(i) for i in items]
     else:
