@@ -5,9 +5,12 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from scanner.rules import Policy
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Statically scan ML model files for code-execution gadgets; attest and gate.")
@@ -24,6 +27,20 @@ class OutputFormat(str, Enum):
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"modelseal: error: {message}", err=True)
     return typer.Exit(code)
+
+
+def policy_for(config: Path | None, fail_on: str | None, paths: list[Path]) -> Policy:
+    """The user's policy, after checking that every path exists (clear one-line errors, exit 2)."""
+    from scanner.rules import ConfigError, load_policy
+
+    try:
+        policy = load_policy(config, fail_on)
+    except ConfigError as e:
+        raise fail(str(e)) from None
+    for p in paths:
+        if not p.exists() and not p.is_symlink():
+            raise fail(f"no such file or directory: {p}")
+    return policy
 
 
 def write_output(text: str, output: Path | None) -> None:
@@ -56,15 +73,9 @@ def scan(
 ) -> None:
     """Scan model files; exit 0 clean, 1 findings at or above --fail-on, 2 the scan could not be done."""
     from scanner.batch import JsonlWriter, Progress, open_cache, scan_batch
-    from scanner.rules import ConfigError, load_policy, load_ruleset
+    from scanner.rules import load_ruleset
 
-    try:
-        policy = load_policy(config, fail_on)
-    except ConfigError as e:
-        raise fail(str(e)) from None
-    for p in paths:
-        if not p.exists() and not p.is_symlink():
-            raise fail(f"no such file or directory: {p}")
+    policy = policy_for(config, fail_on, paths)
     ruleset = load_ruleset()
     try:
         cache_spec = open_cache(cache, ruleset, policy) if cache is not None else None

@@ -168,18 +168,19 @@ def _looks_like_onnx(src: Source) -> bool:
     return 7 in seen and (not unknown or 1 in seen)
 
 
+def reject_duplicate_keys(items: list[tuple[str, object]]) -> dict[str, object]:
+    """json object_pairs_hook: loaders keep the last of duplicate keys; scanners must see all, so refuse."""
+    out: dict[str, object] = {}
+    for k, v in items:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
 def json_loads_strict(data: bytes) -> object:
-    """json.loads that rejects duplicate keys (loaders keep the last; scanners must see all)."""
-
-    def pairs(items: list[tuple[str, object]]) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for k, v in items:
-            if k in out:
-                raise ValueError(f"duplicate key {k!r}")
-            out[k] = v
-        return out
-
-    return json.loads(data, object_pairs_hook=pairs)
+    """json.loads that rejects duplicate keys."""
+    return json.loads(data, object_pairs_hook=reject_duplicate_keys)
 
 
 def extension(name: str) -> str:

@@ -30,18 +30,11 @@ def register(app: typer.Typer) -> None:
         """Show each finding with its surroundings: decompiled pickle, opcodes, members, bytecode, graph.
 
         Nothing is executed. Exit codes as for `scan`: 0 clean, 1 findings at or above --fail-on, 2 error."""
-        from scanner.cli import fail
+        from scanner.cli import fail, policy_for
         from scanner.explain.collect import ExplainOptions
         from scanner.explain.collect import explain as run_explain
-        from scanner.rules import ConfigError, load_policy
 
-        try:
-            policy = load_policy(config, fail_on)
-        except ConfigError as e:
-            raise fail(str(e)) from None
-        for p in paths:
-            if not p.exists() and not p.is_symlink():
-                raise fail(f"no such file or directory: {p}")
+        policy = policy_for(config, fail_on, paths)
         explanation = run_explain(paths, policy, options=ExplainOptions(context_opcodes=context))
         if html is not None:
             from scanner.explain.render_html import render as render_html

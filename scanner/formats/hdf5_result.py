@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from scanner.sniff import reject_duplicate_keys
+
 VERSION = 1
 MAX_MESSAGE_CHARS = 2000
 _KEYS = {"v", "findings", "userblock", "configs"}
@@ -77,7 +79,7 @@ def _value(v: str | bytes) -> list[str]:
 def decode(data: bytes, *, known_rule: Callable[[str], bool], file_size: int) -> WalkResult:
     """Parse and validate a child's output; raise ResultError on anything outside the expected shape."""
     try:
-        doc = json.loads(data.decode("ascii"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = json.loads(data.decode("ascii"), object_pairs_hook=reject_duplicate_keys, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ResultError(f"not JSON: {type(e).__name__}: {str(e)[:120]}") from None
     obj = _dict(doc, _KEYS, "result")
@@ -129,15 +131,6 @@ def _list(value: object, what: str) -> list[object]:
     if not isinstance(value, list):
         raise ResultError(f"{what} is not a list")
     return value
-
-
-def _no_duplicates(items: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in items:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def _no_constant(name: str) -> object:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scanner.findings import Finding, Severity
 from scanner.formats import pickle_joblib, pickle_nested
-from scanner.formats.pickle_machine import Counters, Machine
+from scanner.formats.pickle_machine import Counters, Machine, StreamResult
 from scanner.formats.pickle_ops import OPNAMES
 from scanner.formats.pickle_policy import Classifier, Tables, tables
 from scanner.formats.pickle_values import Call, Global, PersistentRef, Unknown, const, render
@@ -26,15 +25,8 @@ __all__ = ["Call", "Global", "PickleResult", "Unknown", "analyze", "looks_like_p
 PAYLOAD_TAG = "<payload@"
 
 
-@dataclass
-class PickleResult:
-    start: int
-    end: int
-    complete: bool
-    findings: list[Finding]
-    value: object
-    persistent_ids: list[object]
-    globals: list[tuple[str, str]]
+# one parsed stream: offsets, complete (STOP reached), findings, symbolic value, persistent ids, globals
+PickleResult = StreamResult
 
 
 # -- hooks the machine calls back into ---------------------------------------------------------------
@@ -180,7 +172,7 @@ def _scan(src: Source, ctx: ScanContext, data: bytes, offset: int, multi: bool,
         m = Machine(data, src, ctx, classifier, counters, hooks=hooks)
         r = m.run(pos)
         counters.streams += 1
-        results.append(PickleResult(r.start, r.end, r.complete, r.findings, r.value, r.persistent_ids, r.globals))
+        results.append(r)
         if not multi or not r.complete or r.end >= len(data):
             break
         if not _trailing(src, ctx, data, r.end, results[-1], counters):
