@@ -31,6 +31,9 @@ _RUNNING = object()  # what Machine._step returns before STOP
 GENERAL_COST = 24
 
 
+# call kinds that only run cls.__new__(cls, ...): a construct-only class's __init__ never runs
+_NEW_ONLY = frozenset({"NEWOBJ", "NEWOBJ_EX", "call-through __new__"})
+
 class Stop(Exception):
     """CPython's unpickler raises here: the stream ends, what came before still ran."""
 
@@ -589,6 +592,7 @@ class Machine:
         called: allowed, no call-through, no decoder / resolver / nested-payload role."""
         assert self.classifier is not None
         return (d.status == "allow" and not self.classifier.t.call_through.get(d.name)
+                and d.name not in self.classifier.t.construct_only
                 and (self.hooks is None or self.hooks.plain(d.name)))
 
     def check_call(self, func: object, call: Call, via: str | None = None) -> None:
@@ -609,11 +613,18 @@ class Machine:
             elif d.status == "unknown":
                 self.emit("PICKLE-UNKNOWN-GLOBAL", f"calls {d.name}{where} ({call.kind}), which is not on the"
                           f" allow list ({d.reason})", evidence=lambda: self._evidence(call), key=d.name)
+            elif d.status == "allow" and self.classifier is not None and call.kind not in _NEW_ONLY:
+                unsafe = self.classifier.t.construct_only.get(d.name)
+                if unsafe is not None:
+                    self.emit("PICKLE-DANGEROUS-CALL", f"calls {d.name}{where} ({call.kind}): {unsafe.reason}",
+                              evidence=lambda: self._evidence(call), severity=unsafe.severity, key=d.name,
+                              reference=unsafe.reference)
             through = self.classifier.t.call_through.get(d.name) if self.classifier else None
             if through and isinstance(call.args, tuple):
+                new_only = self.classifier.t.new_only.get(d.name, frozenset()) if self.classifier else frozenset()
                 for i in through:
                     if i < len(call.args):
-                        self.call_through(call.args[i], d.name)
+                        self.call_through(call.args[i], d.name, i in new_only)
         elif isinstance(func, Call):
             self.emit("PICKLE-DYNAMIC-CALL", f"calls the result of another call{where} ({call.kind})",
                       evidence=lambda: self._evidence(call), key="dynamic")
@@ -628,9 +639,10 @@ class Machine:
         # rendered only for a finding: most calls are allowed and never shown
         return render(call, self.ctx.limits.max_evidence_chars if self.ctx else 400)
 
-    def call_through(self, target: object, via: str) -> None:
+    def call_through(self, target: object, via: str, new_only: bool = False) -> None:
         if isinstance(target, (Global, Call)) or type(target) is Unknown:
-            self.check_call(target, Call(target, Unknown("arguments"), "call-through"), via)
+            kind = "call-through __new__" if new_only else "call-through"
+            self.check_call(target, Call(target, Unknown("arguments"), kind), via)
 
     # -- opcode handlers ---------------------------------------------------------------------------
     def op_push_arg(self, op: Op) -> None:

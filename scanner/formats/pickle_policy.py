@@ -39,6 +39,10 @@ class Tables:
     module_name_like: frozenset[str]
     aliases: dict[str, str]
     walk_dunders: frozenset[str]
+    # allowed names whose __init__ is unsafe: fine as the class of NEWOBJ / copyreg.__newobj__, not called
+    construct_only: dict[str, DenyRule]
+    # call-through arguments that only get cls.__new__(cls) (no __init__): {callable: indices}
+    new_only: dict[str, frozenset[int]]
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,17 @@ def _build(doc: dict[str, Any]) -> Tables:
               for e in doc.get("nested", [])}
     decoders = {e["name"]: e["codec"] for e in doc.get("decoder", [])}
     through = {e["name"]: tuple(e["callees"]) for e in doc.get("call_through", [])}
+    new_only = {e["name"]: frozenset(e["new_only"]) for e in doc.get("call_through", []) if e.get("new_only")}
+    construct_only: dict[str, DenyRule] = {}
+    for group in doc.get("construct_only", []):
+        sev = Severity.parse(group["severity"])
+        for name in group["names"]:
+            construct_only[name] = DenyRule(name, sev, group["reason"], group.get("reference"))
     res = doc.get("resolvers", {})
     return Tables(frozenset(allow), deny, nested, decoders, through, frozenset(res.get("getattr", [])),
                   frozenset(res.get("import", [])), frozenset(res.get("module_name", [])),
                   dict(doc.get("aliases", {})),
-                  frozenset(doc.get("walk", {}).get("dunders", [])))
+                  frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only)
 
 
 def map_py2(module: str, name: str, proto: int) -> tuple[str, str]:
