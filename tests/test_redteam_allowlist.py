@@ -30,3 +30,11 @@ def test_construct_only_class_called_directly_is_flagged() -> None:
     # ... but its class argument only gets __new__
     recon_ok = b"\x80\x02ccopyreg\n_reconstructor\n(" + BOOSTER + b"cbuiltins\nobject\nNtR."
     assert "PICKLE-DANGEROUS-CALL" not in rule_ids(scan_data(recon_ok, "b.pkl")[1])
+
+
+def test_pandas_dateutil_zone_path_flagged_plain_zone_clean() -> None:
+    def tz(zone: str) -> bytes:
+        return b"\x80\x02cpandas\nDatetimeTZDtype\n" + _s("ns") + _s(zone) + b"\x86R."
+    assert "PICKLE-DANGEROUS-CALL" in rule_ids(scan_data(tz("dateutil//etc/hostname"), "t.pkl")[1])
+    assert "PICKLE-DANGEROUS-CALL" in rule_ids(scan_data(tz("dateutil/../../etc/hostname"), "t.pkl")[1])
+    assert "PICKLE-DANGEROUS-CALL" not in rule_ids(scan_data(tz("dateutil/Europe/Paris"), "t.pkl")[1])

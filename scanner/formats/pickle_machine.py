@@ -4,6 +4,7 @@ calls checked against the rule tables instead of executed."""
 from __future__ import annotations
 
 import _compat_pickle
+import re
 import struct
 import sys
 from collections.abc import Callable
@@ -33,6 +34,23 @@ GENERAL_COST = 24
 
 # call kinds that only run cls.__new__(cls, ...): a construct-only class's __init__ never runs
 _NEW_ONLY = frozenset({"NEWOBJ", "NEWOBJ_EX", "call-through __new__"})
+
+
+def _string_match(value: object, pattern: re.Pattern[str], budget: int = 256) -> str | None:
+    """First constant string inside value (tuples, lists, dict keys and values; bounded) matching pattern."""
+    todo = [value]
+    while todo and budget > 0:
+        budget -= 1
+        v = todo.pop()
+        if type(v) is str:
+            if pattern.search(v):
+                return v
+        elif type(v) in (tuple, list):
+            todo.extend(v)  # type: ignore[arg-type]
+        elif type(v) is dict:
+            todo.extend(v.keys())  # type: ignore[union-attr]
+            todo.extend(v.values())  # type: ignore[union-attr]
+    return None
 
 class Stop(Exception):
     """CPython's unpickler raises here: the stream ends, what came before still ran."""
@@ -593,6 +611,7 @@ class Machine:
         assert self.classifier is not None
         return (d.status == "allow" and not self.classifier.t.call_through.get(d.name)
                 and d.name not in self.classifier.t.construct_only
+                and not any(d.name.startswith(e[0]) for e in self.classifier.t.string_args)
                 and (self.hooks is None or self.hooks.plain(d.name)))
 
     def check_call(self, func: object, call: Call, via: str | None = None) -> None:
@@ -619,6 +638,13 @@ class Machine:
                     self.emit("PICKLE-DANGEROUS-CALL", f"calls {d.name}{where} ({call.kind}): {unsafe.reason}",
                               evidence=lambda: self._evidence(call), severity=unsafe.severity, key=d.name,
                               reference=unsafe.reference)
+                for prefix, pattern, rule in self.classifier.t.string_args:
+                    if d.name.startswith(prefix):
+                        hit = _string_match((call.args, call.kwargs), pattern)
+                        if hit is not None:
+                            self.emit("PICKLE-DANGEROUS-CALL", f"calls {d.name}{where} ({call.kind}) with"
+                                      f" {hit[:80]!r}: {rule.reason}", evidence=lambda: self._evidence(call),
+                                      severity=rule.severity, key=d.name, reference=rule.reference)
             through = self.classifier.t.call_through.get(d.name) if self.classifier else None
             if through and isinstance(call.args, tuple):
                 new_only = self.classifier.t.new_only.get(d.name, frozenset()) if self.classifier else frozenset()

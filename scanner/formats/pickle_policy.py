@@ -5,6 +5,7 @@ Tables come from rules/pickle-globals.toml (compiled once per RuleSet) and the u
 from __future__ import annotations
 
 import _compat_pickle
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ class Tables:
     construct_only: dict[str, DenyRule]
     # call-through arguments that only get cls.__new__(cls) (no __init__): {callable: indices}
     new_only: dict[str, frozenset[int]]
+    # (callee prefix, pattern, rule): a constant string argument matching pattern makes an allowed call unsafe
+    string_args: tuple[tuple[str, re.Pattern[str], DenyRule], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,11 +80,14 @@ def _build(doc: dict[str, Any]) -> Tables:
         sev = Severity.parse(group["severity"])
         for name in group["names"]:
             construct_only[name] = DenyRule(name, sev, group["reason"], group.get("reference"))
+    string_args = tuple((e["callee_prefix"], re.compile(e["pattern"]),
+                         DenyRule(e["callee_prefix"], Severity.parse(e["severity"]), e["reason"], e.get("reference")))
+                        for e in doc.get("string_args", []))
     res = doc.get("resolvers", {})
     return Tables(frozenset(allow), deny, nested, decoders, through, frozenset(res.get("getattr", [])),
                   frozenset(res.get("import", [])), frozenset(res.get("module_name", [])),
                   dict(doc.get("aliases", {})),
-                  frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only)
+                  frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only, string_args)
 
 
 def map_py2(module: str, name: str, proto: int) -> tuple[str, str]:
