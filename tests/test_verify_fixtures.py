@@ -7,6 +7,7 @@ Tampering works on copies under tmp_path.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from conftest import FIXTURES, SHARED
 from scanner.attest.digest import digest_model
+from scanner.attest.statement import PREDICATE_TYPE
 from scanner.attest.verify import Requirements, Trust, VerificationFailure, verify_bundle, verify_model
 from scanner.cli import app
 
@@ -25,8 +27,9 @@ needs_shared = pytest.mark.skipif(not SIG.is_dir(), reason="../shared/sigstore-f
 IBM = ("stefanb@us.ibm.com", "https://sigstore.verify.ibm.com/oauth2")
 BEACON = ("https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/"
           "extremely-dangerous-oidc-beacon.yml@refs/heads/main", "https://token.actions.githubusercontent.com")
+GITHUB_WHL = ("https://github.com/trailofbits/rfc8785.py/.github/workflows/release.yml@refs/tags/v0.1.2",
+              "https://token.actions.githubusercontent.com")
 OMS_VERSIONS = ["mt-v0.3.1-sigstore", "mt-v1.0.0-sigstore", "mt-v1.0.1-sigstore", "mt-v1.1.0-sigstore"]
-
 
 
 def copy_model(name: str, tmp_path: Path) -> Path:
@@ -188,10 +191,23 @@ def test_conformance_expired_certificate_is_rejected():
 
 
 @needs_shared
-def test_plain_message_signature_is_not_an_attestation():
-    with pytest.raises(VerificationFailure, match="no DSSE envelope"):
-        verify_model(SIG / "conf" / "a.txt", [SIG / "conf" / "happy-path-v0.3" / "bundle.sigstore.json"],
-                     Trust(identities=(BEACON,)), Requirements())
+def test_conformance_message_signature_verifies_against_artifact(tmp_path):
+    b = SIG / "conf" / "happy-path-v0.3" / "bundle.sigstore.json"
+    (v,) = verify_model(SIG / "conf" / "a.txt", [b], Trust(identities=(BEACON,)), Requirements())
+    assert v.kind == "message" and v.files == ("a.txt",)
+    assert v.digests["a.txt"] == hashlib.sha256((SIG / "conf" / "a.txt").read_bytes()).hexdigest()
+    other = tmp_path / "a.txt"
+    other.write_text("not the signed bytes\n")
+    with pytest.raises(VerificationFailure, match="a.txt was modified"):
+        verify_model(other, [b], Trust(identities=(BEACON,)), Requirements())
+
+
+@needs_shared
+def test_message_signature_is_not_a_scan_attestation_for_the_gate():
+    raw = (SIG / "conf" / "happy-path-v0.3" / "bundle.sigstore.json").read_bytes()
+    with pytest.raises(VerificationFailure, match="plain message signature"):
+        verify_bundle(SIG / "conf" / "a.txt", raw, Trust(identities=(BEACON,)), Requirements(),
+                      accept_types=[PREDICATE_TYPE])
 
 
 @needs_shared
@@ -199,6 +215,111 @@ def test_pinned_client_trust_config_works():
     (v,) = oms(SIG / "mt-v1.1.0-sigstore",
                Trust(identities=(IBM,), trusted_root=SIG / "public-good.trustconfig.json"))
     assert v.kind == "oms"
+
+
+# -- plain message signatures (no DSSE) -------------------------------------------------------------
+
+WHL = SIG / "sp-github" / "bundle_v3_github.whl"
+WHL_BUNDLE = SIG / "sp-github" / "bundle_v3_github.whl.sigstore"
+
+
+@needs_shared
+def test_github_wheel_message_signature_verifies():
+    (v,) = verify_model(WHL, [WHL_BUNDLE], Trust(identities=(GITHUB_WHL,)), Requirements())
+    assert v.kind == "message" and v.files == (WHL.name,)
+    assert v.signer == f"{GITHUB_WHL[0]} ({GITHUB_WHL[1]})"
+    assert v.digests[WHL.name] == hashlib.sha256(WHL.read_bytes()).hexdigest()
+
+
+@needs_shared
+def test_github_wheel_wrong_identity_fails():
+    other = (GITHUB_WHL[0].replace("v0.1.2", "v0.1.3"), GITHUB_WHL[1])
+    with pytest.raises(VerificationFailure, match="SANs do not match"):
+        verify_model(WHL, [WHL_BUNDLE], Trust(identities=(other,)), Requirements())
+    with pytest.raises(VerificationFailure, match="OIDCIssuer does not match"):
+        verify_model(WHL, [WHL_BUNDLE], Trust(identities=((GITHUB_WHL[0], "https://accounts.google.com"),)),
+                     Requirements())
+    with pytest.raises(VerificationFailure, match="no trusted identity"):
+        verify_model(WHL, [WHL_BUNDLE], Trust(public_keys=(FIXTURES / "attest" / "oms-signing.pub.pem",)),
+                     Requirements())
+
+
+@needs_shared
+def test_github_wheel_edited_fails(tmp_path):
+    whl = tmp_path / WHL.name
+    whl.write_bytes(WHL.read_bytes() + b"\0")
+    with pytest.raises(VerificationFailure, match=f"{WHL.name} was modified: sha256 .* is not the signed c4e92e9e"):
+        verify_model(whl, [WHL_BUNDLE], Trust(identities=(GITHUB_WHL,)), Requirements())
+
+
+@needs_shared
+def test_message_signature_needs_a_file_not_a_folder():
+    with pytest.raises(VerificationFailure, match="is a folder, but a message-signature bundle signs exactly one"):
+        verify_model(WHL.parent, [WHL_BUNDLE], Trust(identities=(GITHUB_WHL,)), Requirements())
+
+
+@needs_shared
+@pytest.mark.parametrize(("name", "reason"), [
+    ("bundle_no_cert_v1.txt.sigstore", "unsupported bundle mediaType"),          # v0.1, public key only
+    ("bundle_v3_no_signed_time.txt.sigstore.json", "inclusion promise or signed timestamp"),
+])
+def test_sigstore_python_broken_production_bundles_are_rejected(name, reason):
+    # their artifacts are not shipped; they fail on their own before any digest is compared
+    b = SIG / "sp" / "test" / "assets" / name
+    with pytest.raises(VerificationFailure, match=reason):
+        verify_model(SIG / "conf" / "a.txt", [b], Trust(identities=(GITHUB_WHL,)), Requirements())
+
+
+def _key_message_bundle(data: bytes, key, *, with_digest: bool = True, hint: str = "") -> bytes:
+    """The shape of a key-signed message signature (cosign sign-blob --bundle): ECDSA over the bytes."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    algo = hashes.SHA256() if key.curve.key_size == 256 else hashes.SHA384()
+    doc = {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+           "verificationMaterial": {"publicKey": {"hint": hint}, "tlogEntries": []},
+           "messageSignature": {"signature": base64.b64encode(key.sign(data, ec.ECDSA(algo))).decode()}}
+    if with_digest:
+        h = hashlib.new(algo.name, data).digest()
+        doc["messageSignature"]["messageDigest"] = {"algorithm": "SHA2_256" if algo.name == "sha256" else "SHA2_384",
+                                                    "digest": base64.b64encode(h).decode()}
+    return json.dumps(doc).encode()
+
+
+def _pub_pem(key, path: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+@pytest.mark.parametrize(("curve", "with_digest"), [("P256", True), ("P384", True), ("P384", False)])
+def test_key_message_signature(tmp_path, curve, with_digest):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = getattr(ec, f"SECP{curve[1:]}R1")()
+    key = ec.generate_private_key(key)
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"weights" * 1000)
+    bundle = tmp_path / "model.bin.sig"
+    bundle.write_bytes(_key_message_bundle(model.read_bytes(), key, with_digest=with_digest, hint="not ours"))
+    trust = Trust(public_keys=(_pub_pem(key, tmp_path / "pub.pem"),))
+    (v,) = verify_model(model, [], trust, Requirements())
+    assert v.kind == "message" and v.signer.startswith("key ")
+    assert v.digests == {"model.bin": hashlib.sha256(model.read_bytes()).hexdigest()}
+
+    other = _pub_pem(ec.generate_private_key(key.curve), tmp_path / "other.pem")
+    with pytest.raises(VerificationFailure, match="does not verify with the trusted key"):
+        verify_model(model, [], Trust(public_keys=(other,)), Requirements())
+    with pytest.raises(VerificationFailure, match="no trusted public key"):
+        verify_model(model, [], Trust(identities=(BEACON,)), Requirements())
+    with pytest.raises(VerificationFailure, match="is a folder"):
+        verify_model(tmp_path, [bundle], trust, Requirements())
+
+    model.write_bytes(model.read_bytes() + b"\0")
+    with pytest.raises(VerificationFailure, match="model.bin was modified" if with_digest else "may have been modified"):
+        verify_model(model, [], trust, Requirements())
 
 
 # -- the CLI on real bundles -------------------------------------------------------------------------
@@ -215,3 +336,18 @@ def test_cli_verify_real_bundles(tmp_path):
     assert r.exit_code == 1
     assert "FAILED" in r.output and "mallory@example.com" in r.output
     assert "Traceback" not in r.output
+
+
+@needs_shared
+def test_cli_verify_message_signature(tmp_path):
+    runner = CliRunner()
+    args = ["--bundle", str(WHL_BUNDLE), "--identity", GITHUB_WHL[0], "--issuer", GITHUB_WHL[1]]
+    r = runner.invoke(app, ["verify", str(WHL), *args])
+    assert r.exit_code == 0, r.output
+    assert f"Sigstore message signature signed by {GITHUB_WHL[0]}" in r.output and WHL.name in r.output
+    r = runner.invoke(app, ["verify", str(WHL.parent), *args])
+    assert r.exit_code == 1 and "is a folder" in r.output and "Traceback" not in r.output
+    edited = tmp_path / WHL.name
+    edited.write_bytes(WHL.read_bytes() + b"\0")
+    r = runner.invoke(app, ["verify", str(edited), *args])
+    assert r.exit_code == 1 and "was modified" in r.output

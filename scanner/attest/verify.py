@@ -6,7 +6,8 @@ every file's digest against its subject, no unattested extra files, the scan ver
 
 Three kinds of statement are understood: modelseal scan attestations, OpenSSF Model Signing (OMS)
 signatures (`model.sig` from `model_signing sign`, predicate v1.0 and the v0.1 compat form), and any
-other in-toto statement (subjects checked, nothing else).
+other in-toto statement (subjects checked, nothing else). Plain message signatures over one file (no
+DSSE) are handed to scanner/attest/message.py.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Requirements:
 @dataclass(frozen=True)
 class Verified:
     bundle: Path | None
-    kind: str                     # "modelseal", "oms", "in-toto"
+    kind: str                     # "modelseal", "oms", "in-toto", "message" (no statement)
     signer: str                   # "key <hint>" or "<identity> (<issuer>)"
     statement: dict[str, Any]
     files: tuple[str, ...]        # names whose digests were checked
@@ -81,7 +82,10 @@ class Verified:
 
     def describe(self) -> str:
         what = {"modelseal": "modelseal scan attestation", "oms": "OMS model signature",
-                "in-toto": "in-toto statement"}[self.kind]
+                "in-toto": "in-toto statement", "message": "Sigstore message signature"}[self.kind]
+        if self.kind == "message":
+            (name, sha), = self.digests.items()
+            return f"{what} signed by {self.signer}: {name} (sha256 {sha[:16]}…) matches"
         extra = f", verdict {self.verdict}, scanned {self.scan_finished}" if self.kind == "modelseal" else ""
         return f"{what} signed by {self.signer}: {len(self.files)} file(s) match{extra}"
 
@@ -131,11 +135,29 @@ def verify_key_signature(bundle: ParsedBundle, trust: Trust) -> tuple[str, bool]
 
 def verify_keyless_signature(bundle: ParsedBundle, trust: Trust) -> str:
     """Sigstore verification (certificate chain, log entry or timestamp, identity), offline."""
+    verifier, pol = sigstore_verifier(trust)
+    from sigstore.models import Bundle
+
+    try:
+        sb = Bundle.from_json(bundle.raw)
+    except Exception as e:  # noqa: BLE001 - any parse error of untrusted input is a failure
+        raise VerificationFailure(f"invalid Sigstore bundle: {e}") from None
+    try:
+        payload_type, payload = verifier.verify_dsse(sb, pol)
+    except Exception as e:  # noqa: BLE001 - VerificationError and malformed-bundle errors alike
+        raise VerificationFailure(f"Sigstore verification failed: {e}") from None
+    if payload_type != bundle.payload_type or payload != bundle.payload:
+        raise VerificationFailure("verified payload differs from the envelope")
+    return cert_signer(sb.signing_certificate)
+
+
+def sigstore_verifier(trust: Trust) -> tuple[Any, Any]:
+    """(sigstore Verifier, identity policy) for keyless bundles, offline; VerificationFailure without identities."""
     if not trust.identities:
         raise VerificationFailure("bundle is signed keyless, but no trusted identity was given (--identity/--issuer)")
     logging.getLogger("sigstore").setLevel(logging.ERROR)  # its offline-mode warning is not a failure
     from sigstore.errors import Error as SigstoreError
-    from sigstore.models import Bundle, ClientTrustConfig, TrustedRoot
+    from sigstore.models import ClientTrustConfig, TrustedRoot
     from sigstore.verify import Verifier, policy
 
     try:
@@ -151,19 +173,12 @@ def verify_keyless_signature(bundle: ParsedBundle, trust: Trust) -> str:
             verifier = Verifier.production(offline=True)
     except (OSError, ValueError, SigstoreError) as e:
         raise VerificationFailure(f"cannot load the trusted root: {e}") from None
-    try:
-        sb = Bundle.from_json(bundle.raw)
-    except Exception as e:  # noqa: BLE001 - any parse error of untrusted input is a failure
-        raise VerificationFailure(f"invalid Sigstore bundle: {e}") from None
     ids = [policy.Identity(identity=i, issuer=iss) for i, iss in trust.identities]
-    pol = ids[0] if len(ids) == 1 else policy.AnyOf(ids)  # a single policy gives the clearer reason
-    try:
-        payload_type, payload = verifier.verify_dsse(sb, pol)
-    except Exception as e:  # noqa: BLE001 - VerificationError and malformed-bundle errors alike
-        raise VerificationFailure(f"Sigstore verification failed: {e}") from None
-    if payload_type != bundle.payload_type or payload != bundle.payload:
-        raise VerificationFailure("verified payload differs from the envelope")
-    cert = sb.signing_certificate
+    return verifier, ids[0] if len(ids) == 1 else policy.AnyOf(ids)  # a single policy gives the clearer reason
+
+
+def cert_signer(cert: Any) -> str:
+    """'<identity> (<issuer>)' as the signing certificate states them."""
     return f"{_san(cert) or '?'} ({_issuer(cert) or '?'})"
 
 
@@ -449,6 +464,12 @@ def check_scan(statement: dict[str, Any], req: Requirements) -> tuple[str, str]:
 def verify_bundle(path: Path, bundle_raw: bytes, trust: Trust, req: Requirements, *,
                   bundle_path: Path | None = None, accept_types: Sequence[str] | None = None) -> Verified:
     """Verify one bundle against the model at `path`; VerificationFailure with the first reason."""
+    from scanner.attest.message import is_message_bundle, verify_message_bundle
+
+    if is_message_bundle(bundle_raw):
+        if accept_types is not None:
+            raise VerificationFailure("bundle is a plain message signature, not an attestation of the accepted types")
+        return verify_message_bundle(Path(path), bundle_raw, trust, req, bundle_path)
     _, signer, statement = verify_signature(bundle_raw, trust)
     expected = expected_files(statement, accept_types)
     digests = check_files(Path(path), expected, req, bundle_path)
