@@ -109,7 +109,7 @@ def verify(
         "--ignore", help="Path (relative to the model) left out of the check, as model_signing --ignore-paths.")] = None,
     allow_symlinks: Annotated[bool, typer.Option("--allow-symlinks", help="Follow symlinks inside the model.")] = False,
 ) -> None:
-    """Verify attestations and OMS signatures against the model on disk, offline.
+    """Verify attestations, OMS signatures and Sigstore artifact signatures against the model on disk, offline.
 
     Exit 0 when every check holds, 1 with the first reason that failed, 2 for usage errors.
     """
