@@ -54,14 +54,21 @@ def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None
         for kind in ("hostile", "benign"):
             if (fixtures / kind).is_dir():
                 shutil.copytree(fixtures / kind, dest / kind, symlinks=True)
-    labelled: list[Labelled] = []
+    # a hostile file counts when one of its entries changes a verdict (medium and up); entries that only
+    # expect a low note (remote-code hints, runtime configs) are neither hostile nor benign here
+    loud = {"critical", "high", "medium"}
+    labels: dict[Path, Labelled] = {}
     for manifest in sorted(fixtures.glob("manifest-*.toml")):
         doc = tomllib.loads(manifest.read_text(encoding="utf-8"))
         for kind in ("hostile", "benign"):
             for entry in doc.get(kind, []):
                 target = dest / entry["path"]
-                if target.exists() or target.is_symlink():
-                    labelled.append(Labelled(target, kind, entry.get("threat", ""), entry.get("rule", "")))
+                if not (target.exists() or target.is_symlink()):
+                    continue
+                if kind == "hostile" and entry.get("severity", "high") not in loud:
+                    continue
+                labels.setdefault(target, Labelled(target, kind, entry.get("threat", ""), entry.get("rule", "")))
+    labelled = list(labels.values())
     if limit is not None:
         hostile = [x for x in labelled if x.kind == "hostile"][:limit]
         benign = [x for x in labelled if x.kind == "benign"][:limit]

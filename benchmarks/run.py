@@ -182,8 +182,8 @@ def summarize(results: list[RunResult], groups: list[corpus_mod.Group],
     out: dict[str, dict[str, object]] = {}
     for t in tools:
         mine = [r for r in results if r.tool == t.name]
-        hostile = [(p, s) for r in mine for p, s in r.statuses.items() if labels[p].kind == "hostile"]
-        benign = [(p, s) for r in mine for p, s in r.statuses.items() if labels[p].kind == "benign"]
+        hostile = [(p, s) for r in mine for p, s in r.statuses.items() if p in labels and labels[p].kind == "hostile"]
+        benign = [(p, s) for r in mine for p, s in r.statuses.items() if p in labels and labels[p].kind == "benign"]
         out[t.name] = {
             "version": t.version,
             "hostile_total": len(hostile),
