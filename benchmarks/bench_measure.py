@@ -70,3 +70,15 @@ def run_measured(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path
     for p in (out_path, err_path, time_path):
         p.unlink(missing_ok=True)
     return Measured(tuple(cmd), proc.returncode, wall, peak_kib / 1024.0, stdout, stderr, timed_out.is_set())
+
+
+def replace_section(path: Path, begin: str, end: str, section: str) -> None:
+    """Write `section` (which starts with `begin` and ends with `end`) into path, replacing the old one."""
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        _, post = rest.split(end, 1)
+        text = pre + section + post
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")

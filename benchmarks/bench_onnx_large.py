@@ -24,14 +24,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_measure import run_measured  # noqa: E402
 
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+from scanner.protowire import encode_varint as _varint  # noqa: E402
 
 
 def embedded_model(path: Path, payload: int) -> None:

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_corpus as corpus_mod  # noqa: E402
-from bench_measure import run_measured  # noqa: E402
+from bench_measure import replace_section, run_measured  # noqa: E402
 
 BEGIN, END = "<!-- benchmarks/bench_targets.py:begin -->", "<!-- benchmarks/bench_targets.py:end -->"
 
@@ -247,14 +247,7 @@ def _update(path: Path, md: str, profiles: list[str]) -> None:
                  "`--jobs 1`, functions by own time):", "", *profiles]
     body.append(END)
     section = "\n".join(body)
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        pre, rest = text.split(BEGIN, 1)
-        _, post = rest.split(END, 1)
-        text = pre + section + post
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    replace_section(path, BEGIN, END, section)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_corpus as corpus_mod  # noqa: E402
 import bench_tools as tools_mod  # noqa: E402
-from bench_measure import run_measured  # noqa: E402
+from bench_measure import replace_section, run_measured  # noqa: E402
 
 ALL_GROUPS = ("fixtures", "small", "safetensors", "torch", "onnx")
 DEFAULT_GROUPS = ("fixtures", "small", "safetensors")
@@ -343,14 +343,7 @@ def update_results_md(path: Path, headline: str, meta: dict[str, str], summary: 
                          "Full tables, per-threat matrix, missed files: [`comparison.md`](comparison.md); chart: "
                          "[`comparison.png`](comparison.png) (copies of `benchmarks/out/results.{md,png}` from "
                          "this run).", "", "![comparison](comparison.png)", END])
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    if BEGIN in text and END in text:
-        pre, rest = text.split(BEGIN, 1)
-        _, post = rest.split(END, 1)
-        text = pre + section + post
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
+    replace_section(path, BEGIN, END, section)
 
 
 def main(argv: list[str] | None = None) -> int:

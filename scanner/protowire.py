@@ -26,6 +26,16 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
+def encode_varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int (for building test and benchmark files)."""
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def walk_fields(src: Source, start: int, end: int, max_fields: int) -> Iterator[tuple[int, int, int, int]]:
     """Yield (field_number, wire_type, payload_offset, payload_length) for each field in [start, end).
 

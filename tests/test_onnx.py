@@ -15,6 +15,8 @@ from scanner.source import FileSource
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402
 
+from scanner.protowire import encode_varint as _varint  # noqa: E402
+
 BENIGN = sorted((FIXTURES / "benign" / "onnx").rglob("*.onnx"))
 
 
@@ -186,15 +188,6 @@ def test_unknown_op_in_the_standard_domain_is_low() -> None:
 
 
 # -- large models: the skeleton parser ------------------------------------------------------------------
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
 
 def sparse_onnx(path: Path, payload: int, extra_inits: list | None = None) -> None:
     """A real small model whose initializer `w` declares `payload` bytes of raw_data, left as a sparse hole."""
