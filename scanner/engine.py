@@ -38,6 +38,7 @@ ANALYZERS: dict[str, str] = {
     "gguf": "scanner.formats.gguf",
     "text": "scanner.formats.sidecar",
     "executable": "scanner.formats.executable",
+    "tflite": "scanner.formats.tflite",
 }
 NOT_A_MODEL = ("text", "data", "empty")
 
@@ -143,6 +144,11 @@ def _refine(src: Source, fmt: str) -> str:
 
         if is_legacy_torch(src.head(64)):
             return "torch-legacy"
+    elif fmt == "data":
+        from scanner.formats.tflite import is_tflite
+
+        if is_tflite(src.head(8), src.size):
+            return "tflite"
     return fmt
 
 

@@ -161,7 +161,7 @@ def gzip_header_checks(src: Source, ctx: Any, pos: int = 0) -> list[Finding]:
 
 def _inner_name(src: Source, fmt: str) -> str:
     base = src.name
-    for ext in (".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".tgz"):
+    for ext in (".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4", ".tgz"):
         if base.lower().endswith(ext):
             base = base[: -len(ext)] + (".tar" if ext == ".tgz" else "")
             break
