@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -184,20 +185,36 @@ def _sev(ctx: ScanContext, rule_id: str) -> Severity:
     return ctx.policy.severity_overrides.get(rule_id, meta.severity if meta else Severity.HIGH)
 
 
+# AppleDouble (RFC 1740): the resource-fork files macOS archivers add as `__MACOSX/._<name>`; never the
+# named file's content, and no loader reads them
+_APPLE_DOUBLE = b"\x00\x05\x16\x07"
+_INNER = re.compile(r"^<([a-z0-9-]+)>")  # children of a compressed stream: "<zlib>name" (archive._inner_name)
+
+
 def _extension_check(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
     """A name that claims one format over content of another is how scanners get bypassed (T05, Z05)."""
     table = ctx.rules.cached("extensions", lambda: _extension_table(ctx.rules))
-    ext = extension(src.name)
-    double = extension(src.name[: len(src.name) - len(ext)]) + ext if ext else ""
+    name = src.name
+    ext = extension(name)
+    double = extension(name[: len(name) - len(ext)]) + ext if ext else ""
     if double in table:  # `model_best.pth.tar` names torch.save output, not a tar
         ext = double
     expected = table.get(ext)
+    inner = _INNER.match(name)
+    if inner and f"<{inner.group(1)}>{ext}" in table:  # what a compressed name holds once inflated
+        expected = table[f"<{inner.group(1)}>{ext}"]
     if expected is None or fmt in expected["formats"]:
+        return []
+    if fmt == "data" and name.rsplit("/", 1)[-1].startswith("._") and src.head(4) == _APPLE_DOUBLE:
         return []
     code_bearing = fmt in table_code_bearing(ctx.rules)
     sev = Severity.HIGH if code_bearing and not expected["code_bearing"] else Severity.MEDIUM
     if fmt in NOT_A_MODEL and not expected["code_bearing"]:
         sev = Severity.MEDIUM
+    elif fmt in ("text", "empty") and "pickle" not in expected["formats"]:
+        # text under a binary container's name: that loader cannot open it, and the text itself was scanned;
+        # names pickle loaders take stay medium (protocol-0 pickles are text)
+        sev = Severity.LOW
     return [ctx.finding("FORMAT-EXTENSION-MISMATCH",
                         f"name says {ext} ({'/'.join(expected['formats'])}) but content is {fmt}", src,
                         severity=sev, evidence=f"sniffed={fmt} extension={ext}")]
