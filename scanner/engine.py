@@ -188,7 +188,23 @@ def _sev(ctx: ScanContext, rule_id: str) -> Severity:
 # AppleDouble (RFC 1740): the resource-fork files macOS archivers add as `__MACOSX/._<name>`; never the
 # named file's content, and no loader reads them
 _APPLE_DOUBLE = b"\x00\x05\x16\x07"
-_INNER = re.compile(r"^<([a-z0-9-]+)>")  # children of a compressed stream: "<zlib>name" (archive._inner_name)
+_INNER = re.compile(r"^<([a-z0-9-]+)>(.+)$")  # a compressed file's content: "<zlib>name" (archive._inner_name)
+
+
+def _inner_key(src: Source, ext: str) -> str:
+    """`<zlib>.npy` for the inflated content of a top-level `x.npy.z`; "" otherwise. Only the scanner names
+    a child `<fmt>...` directly under a file whose own name ends in the stripped suffix, so a member or a
+    file that merely calls itself `<zlib>x.npy` does not qualify."""
+    m = _INNER.match(src.member or "")
+    if m is None or "!" in (src.member or ""):
+        return ""
+    outer = os.path.basename(src.display).lower()
+    if not outer.startswith(m.group(2).lower()) or outer[len(m.group(2)):] not in _COMPRESSED_SUFFIXES:
+        return ""
+    return f"<{m.group(1)}>{ext}"
+
+
+_COMPRESSED_SUFFIXES = frozenset({".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4"})
 
 
 def _extension_check(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
@@ -200,9 +216,9 @@ def _extension_check(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
     if double in table:  # `model_best.pth.tar` names torch.save output, not a tar
         ext = double
     expected = table.get(ext)
-    inner = _INNER.match(name)
-    if inner and f"<{inner.group(1)}>{ext}" in table:  # what a compressed name holds once inflated
-        expected = table[f"<{inner.group(1)}>{ext}"]
+    inner = _inner_key(src, ext)
+    if inner in table:  # what a compressed file's name holds once inflated
+        expected = table[inner]
     if expected is None or fmt in expected["formats"]:
         return []
     if fmt == "data" and name.rsplit("/", 1)[-1].startswith("._") and src.head(4) == _APPLE_DOUBLE:
