@@ -205,3 +205,16 @@ def test_flag_table_counts_by_producer_and_rule(tmp_path: Path) -> None:
     assert t["per_rule"] == {"PICKLE-UNKNOWN-GLOBAL": 1}
     assert t["per_producer"] == {"x==1 pickle.dump": ["a.pkl"]}
     assert t["by_library"] == {"x": (1, 1), "y": (0, 2)}
+
+
+def test_gzip_fname_path_is_a_low_note() -> None:
+    # what Python <= 2.6's gzip wrote for GzipFile("/tmp/x.nii.gz"): FNAME = the path as given
+    body = zlib.compressobj(6, zlib.DEFLATED, -15)
+    payload = b"\x5c\x01\x00\x00" + bytes(60)
+    raw = body.compress(payload) + body.flush()
+    gz = (b"\x1f\x8b\x08\x08" + bytes(4) + b"\x00\x03" + b"/tmp/x.nii\x00" + raw
+          + struct.pack("<II", zlib.crc32(payload), len(payload)))
+    _, findings = scan_data(gz, "x.nii.gz")
+    assert [(f.rule_id, f.severity.value) for f in findings if f.rule_id == "ARCHIVE-PATH-TRAVERSAL"] == [
+        ("ARCHIVE-PATH-TRAVERSAL", "low")]
+    assert not _loud(findings)
