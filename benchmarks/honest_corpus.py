@@ -216,7 +216,15 @@ def _ver(mod: str) -> str:
     import importlib
 
     m = importlib.import_module(mod)
-    return f"{mod}=={getattr(m, '__version__', '?')}"
+    version = getattr(m, "__version__", None)
+    if version is None:
+        import importlib.metadata as md
+
+        try:
+            version = md.version(mod.replace("_", "-"))
+        except md.PackageNotFoundError:
+            version = "?"
+    return f"{mod}=={version}"
 
 
 def _importable(mod: str) -> bool:
@@ -764,7 +772,7 @@ def _save_hdbscan(out: Path, rec) -> None:
     model = hdbscan.HDBSCAN(min_cluster_size=5, prediction_data=True).fit(x)
     with open(out / "hdbscan.pkl", "wb") as f:
         pickle.dump(model, f)
-    rec(out / "hdbscan.pkl", f"hdbscan=={getattr(hdbscan, '__version__', '?')} pickle.dump(HDBSCAN)")
+    rec(out / "hdbscan.pkl", f"{_ver('hdbscan')} pickle.dump(HDBSCAN)")
 
 
 def run_saves(out: Path, skip: frozenset[str] = frozenset()) -> int:
@@ -810,6 +818,7 @@ def build(args: argparse.Namespace, log) -> int:
     out.mkdir(parents=True, exist_ok=True)
     entries: list[Entry] = []
     skipped: list[dict[str, str]] = []
+    jobs_done: list[str] = []
     if not args.no_packages:
         if (out / "pkg").exists():
             shutil.rmtree(out / "pkg")
@@ -826,7 +835,6 @@ def build(args: argparse.Namespace, log) -> int:
         saved = out / "saved"
         if saved.exists():
             shutil.rmtree(saved)
-        jobs_done: list[str] = []
         for py in args.python:
             if not Path(py).exists():
                 skipped.append({"job": f"save calls in {py}", "why": "no such interpreter"})
@@ -846,7 +854,7 @@ def build(args: argparse.Namespace, log) -> int:
             doc = json.loads(res_files[0].read_text())
             res_files[0].unlink()
             jobs_done += doc["jobs"]
-            skipped.extend({"job": f"{s['job']} ({py})", "why": s["why"]} for s in doc["skipped"])
+            skipped.extend({"job": s["job"], "python": py, "why": s["why"]} for s in doc["skipped"])
             for f in doc["files"]:
                 p = Path(f["path"])
                 if not p.is_file():
@@ -855,6 +863,8 @@ def build(args: argparse.Namespace, log) -> int:
                 entries.append(Entry(str(p.relative_to(out.resolve())), f["producer"], "save",
                                      hashlib.sha256(data).hexdigest(), len(data),
                                      content_kind(p.name, data[:64]) or "other"))
+    # a job one interpreter lacked the library for and another ran is not skipped
+    skipped = [s for s in skipped if s.get("python") is None or s["job"] not in jobs_done]
     # a byte-identical file counts once (the first producer keeps it): the corpus measures files, not copies
     seen: dict[str, Entry] = {}
     dupes = 0
