@@ -977,6 +977,18 @@ def render(t: dict[str, object], corpus: Path, jsonl: Path) -> str:
     return "\n".join(lines)
 
 
+def peers_table(results_json: Path) -> str:
+    """Honest files flagged per tool, from a `benchmarks/run.py --groups honest` run (results.json)."""
+    doc = json.loads(results_json.read_text(encoding="utf-8"))
+    rows = ["| tool | version | honest files flagged | wall time (s) |", "|---|---|---|---|"]
+    for name, s in doc["summary"].items():
+        if s.get("honest_total"):
+            pg = s.get("per_group", {}).get("honest", {})
+            rows.append(f"| {name} | {s.get('version', '')} | {len(s.get('honest_flagged', []))}/{s['honest_total']} "
+                        f"| {pg.get('wall_s', 0.0):.1f} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
+
+
 def update_results(md: str, meta: str) -> None:
     from bench_measure import replace_section
 
@@ -1010,6 +1022,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--jsonl", type=Path, required=True)
         p.add_argument("--update-results", action="store_true")
         p.add_argument("--modelseal", default=None, help="command, default: this interpreter -m scanner.cli")
+        p.add_argument("--peers", type=Path, default=None,
+                       help="results.json of `benchmarks/run.py --groups honest` to add the peers' counts")
     args = ap.parse_args(argv)
 
     def log(msg: str) -> None:
@@ -1031,6 +1045,13 @@ def main(argv: list[str] | None = None) -> int:
             return rc
     t = flagged_table(args.corpus, args.jsonl)
     md = render(t, args.corpus, args.jsonl)
+    if args.peers is not None and args.peers.exists():
+        peers = peers_table(args.peers)
+        if peers:
+            md = ("Every tool on the same corpus (`benchmarks/run.py --groups honest`; a flag is modelseal "
+                  "verdict suspicious/malicious, a picklescan dangerous import, any modelscan issue, a ModelAudit "
+                  "warning or critical):\n\n" + peers + "\n\nmodelseal's flags by rule id, producer and "
+                  "library:\n\n" + md)
     print(md)
     if args.update_results:
         update_results(md, f"Scanned {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; scan output "
