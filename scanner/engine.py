@@ -227,9 +227,10 @@ def _extension_check(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
     sev = Severity.HIGH if code_bearing and not expected["code_bearing"] else Severity.MEDIUM
     if fmt in NOT_A_MODEL and not expected["code_bearing"]:
         sev = Severity.MEDIUM
-    elif fmt in ("text", "empty") and "pickle" not in expected["formats"]:
-        # text under a binary container's name: that loader cannot open it, and the text itself was scanned;
-        # names pickle loaders take stay medium (protocol-0 pickles are text)
+    elif fmt in ("text", "empty") and set(expected["formats"]) <= _magic_formats(ctx.rules):
+        # text under a name whose readers all demand a magic number (zip, tar, gzip...): no such reader opens
+        # it, and the text itself was scanned. Pickle and protobuf (ONNX) names stay medium: protocol-0
+        # pickles are text, and protobuf parses whatever bytes it is given
         sev = Severity.LOW
     return [ctx.finding("FORMAT-EXTENSION-MISMATCH",
                         f"name says {ext} ({'/'.join(expected['formats'])}) but content is {fmt}", src,
@@ -242,6 +243,10 @@ def _extension_table(rules: RuleSet) -> dict[str, dict[str, object]]:
         for ext in entry["extensions"]:
             out[ext] = {"formats": tuple(entry["formats"]), "code_bearing": entry.get("code_bearing", True)}
     return out
+
+
+def _magic_formats(rules: RuleSet) -> frozenset[str]:
+    return rules.cached("magic_formats", lambda: frozenset(rules.doc("formats").get("magic_formats", [])))
 
 
 def table_code_bearing(rules: RuleSet) -> frozenset[str]:
