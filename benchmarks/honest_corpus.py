@@ -13,7 +13,12 @@ Three sources, each file recorded in `<out>/manifest.json` with its producer and
      --python, repeatable; a library that is not installed is skipped and listed);
   c. the repository's own fixtures are not part of it.
 
-The `save` sub-command runs the libraries, so it is only ever started in a child interpreter.
+The `save` sub-command runs the libraries, so it is only ever started in a child interpreter. The
+interpreters used on this machine: /work/oracle (torch 2.13 CPU, numpy, joblib, scikit-learn, keras, onnx,
+transformers, gguf, h5py, safetensors, lz4, networkx) and a venv with
+`pip install numpy scipy scikit-learn pandas joblib lz4 gensim statsmodels nltk lightgbm xgboost-cpu
+sklearn-crfsuite spacy catboost networkx optuna hdbscan`; pass yours with --python (repeatable; a job runs in
+the first interpreter that has its libraries).
 """
 
 from __future__ import annotations
