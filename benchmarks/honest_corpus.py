@@ -985,11 +985,16 @@ def render(t: dict[str, object], corpus: Path, jsonl: Path) -> str:
 def peers_table(results_json: Path) -> str:
     """Honest files flagged per tool, from a `benchmarks/run.py --groups honest` run (results.json)."""
     doc = json.loads(results_json.read_text(encoding="utf-8"))
-    rows = ["| tool | version | honest files flagged | wall time (s) |", "|---|---|---|---|"]
+    rows = ["| tool | version | honest files flagged | not scored (error / timeout) | wall time (s) |",
+            "|---|---|---|---|---|"]
+    errors = Counter(r["tool"] for r in doc.get("runs", []) if r.get("group") == "honest"
+                     for st in r.get("statuses", {}).values() if st == "error")
     for name, s in doc["summary"].items():
         if s.get("honest_total"):
+            s.setdefault("honest_errors", errors.get(name, 0))
             pg = s.get("per_group", {}).get("honest", {})
             rows.append(f"| {name} | {s.get('version', '')} | {len(s.get('honest_flagged', []))}/{s['honest_total']} "
+                        f"| {s.get('honest_errors', 0)}{' (timeout)' if pg.get('timed_out') else ''} "
                         f"| {pg.get('wall_s', 0.0):.1f} |")
     return "\n".join(rows) if len(rows) > 2 else ""
 

@@ -204,6 +204,8 @@ def summarize(results: list[RunResult], groups: list[corpus_mod.Group],
             "honest_total": sum(1 for r in mine for p in r.statuses if p in labels and labels[p].kind == "honest"),
             "honest_flagged": sorted(p for r in mine for p, s in r.statuses.items()
                                      if p in labels and labels[p].kind == "honest" and s == tools_mod.DETECTED),
+            "honest_errors": sum(1 for r in mine for p, s in r.statuses.items()
+                                 if p in labels and labels[p].kind == "honest" and s == tools_mod.ERROR),
             "wall_s": sum(r.wall_s for r in mine),
             "peak_rss_mb": max((r.peak_rss_mb for r in mine), default=0.0),
             "per_group": {r.group: {"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "rc": r.returncode,
@@ -289,9 +291,12 @@ def _honest_tables(summary: dict[str, dict[str, object]], groups: list[corpus_mo
     if not producer or not any(summary[t].get("honest_total") for t in tools):
         return []
     out = ["", "## Honest corpus: files flagged", "",
-           "| tool | honest files flagged |", "|---|---|"]
-    out += [f"| {t} | {len(summary[t].get('honest_flagged', []))}/{summary[t].get('honest_total', 0)} |"  # type: ignore[arg-type]
-            for t in tools]
+           "| tool | honest files flagged | not scored (tool error or timeout) |", "|---|---|---|"]
+    for t in tools:
+        pg = summary[t]["per_group"].get("honest", {})  # type: ignore[union-attr]
+        note = " (timeout)" if pg.get("timed_out") else ""
+        out.append(f"| {t} | {len(summary[t].get('honest_flagged', []))}/{summary[t].get('honest_total', 0)} "  # type: ignore[arg-type]
+                   f"| {summary[t].get('honest_errors', 0)}{note} |")
     per: dict[str, dict[str, int]] = {}
     totals: dict[str, int] = {}
     for p in producer.values():
