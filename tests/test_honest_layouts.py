@@ -253,3 +253,13 @@ def test_run_py_scores_the_honest_group_per_producer(tmp_path: Path, monkeypatch
     assert "numpy==2 np.save" not in md  # nothing of it flagged
     doc = json.loads((out / "results.json").read_text())
     assert doc["summary"]["modelseal"]["benign_total"] == 0  # honest files are scored apart from fixtures
+
+
+def test_unreadable_member_keeps_polyglot() -> None:
+    data = bytearray(_append_zip(TFL, {"labels.txt": b"cat\n"}))
+    for sig in (b"PK\x03\x04", b"PK\x01\x02"):  # method field: local header +8, central header +10
+        pos = data.find(sig, len(TFL))
+        off = 8 if sig == b"PK\x03\x04" else 10
+        data[pos + off:pos + off + 2] = (99).to_bytes(2, "little")
+    _, findings = scan_data(bytes(data), "m.tflite")
+    assert ("POLYGLOT", "high") in _loud(findings)

@@ -72,6 +72,8 @@ def _breaks_convention(src: Source, ctx: Any) -> str | None:
             return f"member {e.name!r} has a loader's extension"
         if e.is_dir or e.local is None:
             continue
+        if e.method not in st.cfg.methods or e.flags & 0x1:
+            return f"member {e.name!r} is encrypted or uses compression method {e.method}"
         child, _ = zf._member_source(st, e, e.name)
         if child is None:
             return f"member {e.name!r} could not be read"
