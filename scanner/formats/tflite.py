@@ -8,8 +8,8 @@ own, not a polyglot trick, as long as the zip holds what the convention allows: 
 A member that a loader routes on (a pickle, a Keras `config.json`, a torch record) or whose content is
 code-bearing keeps the POLYGLOT finding; every member is scanned either way.
 
-Nothing here interprets the flatbuffer itself: TFLite runtimes execute only their builtin and registered
-custom ops, which the runtime resolves (an unknown op fails to load).
+The operator codes are read by tflite_ops.py: builtin and registered custom ops are the runtime's own
+kernels (an unknown op fails to load); Flex ops are TensorFlow ops and judged as such.
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ def is_tflite(head: bytes, size: int) -> bool:
 
 
 def analyze(src: Source, ctx: Any) -> Iterable[Finding]:
+    from scanner.formats.tflite_ops import op_findings
+
+    return [*op_findings(src, ctx), *_metadata_zip(src, ctx)]
+
+
+def _metadata_zip(src: Source, ctx: Any) -> list[Finding]:
     from scanner.formats import zipfile as zf
 
     findings = zf.appended_zip(src, "data", ctx)
