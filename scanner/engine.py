@@ -36,6 +36,7 @@ ANALYZERS: dict[str, str] = {
     "onnx": "scanner.formats.onnx",
     "safetensors": "scanner.formats.safetensors",
     "gguf": "scanner.formats.gguf",
+    "tensorflow": "scanner.formats.tensorflow",
     "text": "scanner.formats.sidecar",
     "executable": "scanner.formats.executable",
 }

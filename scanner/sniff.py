@@ -15,7 +15,7 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 def sniff(src: Source) -> str:
     """Return a format name: pickle, zip, executable, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5,
-    safetensors, onnx, gguf, lz4, text, empty or data."""
+    safetensors, onnx, tensorflow, gguf, lz4, text, empty or data."""
     if src.size == 0:
         return "empty"
     head = src.head(4096)
@@ -53,6 +53,8 @@ def sniff(src: Source) -> str:
         return "zlib"
     if _looks_like_onnx(src):
         return "onnx"
+    if _looks_like_saved_model(src):
+        return "tensorflow"
     if _looks_like_text_pickle(src):
         return "pickle"
     if _is_text(head):
@@ -140,6 +142,12 @@ def _is_text(head: bytes) -> bool:
         if e.start < len(head) - 4:
             return False
     return True
+
+
+def _looks_like_saved_model(src: Source) -> bool:
+    from scanner.formats.tensorflow import looks_like_graph_def, looks_like_saved_model
+
+    return looks_like_saved_model(src) or looks_like_graph_def(src)
 
 
 def _looks_like_onnx(src: Source) -> bool:
