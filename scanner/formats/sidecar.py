@@ -19,6 +19,10 @@ TEMPLATE_KINDS = {"escape": "CHAT-TEMPLATE-SSTI", "dunder": "CHAT-TEMPLATE-DUNDE
 def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     if ctx.depth == 0:
         yield ctx.finding("FORMAT-NOT-MODEL", "not a model format (text)", src)
+    from scanner.formats.xml_model import looks_like_xml, xml_findings
+
+    if looks_like_xml(src.head(256)):  # PMML and other XML models: whatever their name (content decides)
+        yield from xml_findings(src, ctx)
     conf = ctx.rules.doc("sidecar").get("sidecar", {})
     name = src.name.rsplit("/", 1)[-1]
 
