@@ -1,4 +1,4 @@
-"""XML model files (PMML): entity declarations are judged by content, whatever the file is called."""
+"""XML models (PMML) and Core ML package manifests: judged as their loaders read them."""
 
 from __future__ import annotations
 
@@ -39,3 +39,18 @@ def test_plain_internal_entity_and_no_doctype_are_clean() -> None:
 def test_unclosed_doctype_is_reported_not_clean() -> None:
     _, findings = scan_data(_with_doctype(b'<!DOCTYPE PMML [<!ENTITY a "x">'), "m.pmml")
     assert any(f.rule_id == "XML-DOCTYPE" and f.severity >= Severity.MEDIUM for f in findings)
+
+
+def test_coreml_manifest_paths_are_checked_like_the_loader_joins_them() -> None:
+    import json
+
+    doc = json.loads((FIXTURES / "benign" / "coreml" / "relu.mlpackage" / "Manifest.json").read_text())
+    root = doc["rootModelIdentifier"]
+    for path, bad in (("com.apple.CoreML/model.mlmodel", False), ("/etc/passwd", True),
+                      ("com.apple.CoreML/../../../x.mlmodel", True), ("..\\..\\x.mlmodel", True)):
+        doc["itemInfoEntries"][root]["path"] = path
+        _, findings = scan_data(json.dumps(doc).encode(), "Manifest.json")
+        assert ("COREML-MANIFEST-PATH" in rule_ids(findings)) is bad, path
+    doc["rootModelIdentifier"] = "missing"
+    _, findings = scan_data(json.dumps(doc).encode(), "Manifest.json")
+    assert "COREML-MANIFEST-MALFORMED" in rule_ids(findings)
