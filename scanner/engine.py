@@ -37,6 +37,7 @@ ANALYZERS: dict[str, str] = {
     "safetensors": "scanner.formats.safetensors",
     "gguf": "scanner.formats.gguf",
     "tensorflow": "scanner.formats.tensorflow",
+    "paddle": "scanner.formats.paddle",
     "text": "scanner.formats.sidecar",
     "executable": "scanner.formats.executable",
 }

@@ -15,7 +15,7 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 def sniff(src: Source) -> str:
     """Return a format name: pickle, zip, executable, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5,
-    safetensors, onnx, tensorflow, gguf, lz4, text, empty or data."""
+    safetensors, onnx, tensorflow, paddle, gguf, lz4, text, empty or data."""
     if src.size == 0:
         return "empty"
     head = src.head(4096)
@@ -55,6 +55,8 @@ def sniff(src: Source) -> str:
         return "onnx"
     if _looks_like_saved_model(src):
         return "tensorflow"
+    if _looks_like_paddle(src):
+        return "paddle"
     if _looks_like_text_pickle(src):
         return "pickle"
     if _is_text(head):
@@ -148,6 +150,12 @@ def _looks_like_saved_model(src: Source) -> bool:
     from scanner.formats.tensorflow import looks_like_graph_def, looks_like_saved_model
 
     return looks_like_saved_model(src) or looks_like_graph_def(src)
+
+
+def _looks_like_paddle(src: Source) -> bool:
+    from scanner.formats.paddle import looks_like_program
+
+    return looks_like_program(src)
 
 
 def _looks_like_onnx(src: Source) -> bool:

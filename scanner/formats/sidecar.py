@@ -74,6 +74,11 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     if kind == "coreml":
         yield from _coreml_manifest(src, ctx, doc)
         return
+    from scanner.formats.paddle import is_pir_program, pir_findings
+
+    if is_pir_program(doc):  # paddle.jit.save's PIR program (`<prefix>.json`), run by paddle.jit.load
+        yield from pir_findings(doc, src, ctx)
+        return
     if sidecar_config.keras_like(doc) and not _archive_root(src, ("config.json", "metadata.json")):
         from scanner.formats.keras import walk_config
 
