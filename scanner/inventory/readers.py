@@ -6,7 +6,6 @@ Every read is bounded by META_LIMIT; what cannot be read is a note, never an exc
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import struct
 import zlib
