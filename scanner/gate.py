@@ -52,6 +52,7 @@ class GateResult:
     content_digest: str             # sha256 of a file, or the OMS-style manifest digest of a folder
     report: Report | None = None    # when scanned
     attestation: Any = None         # scanner.attest.verify.Verified when verified
+    provenance: Any = None          # scanner.attest.provenance_verify.ProvenanceVerified when checked
 
 
 @dataclass
@@ -91,8 +92,8 @@ class Gate:
             from scanner.attest.digest import hash_file
 
             sha, _ = hash_file(p)
-            return self._check_file(p, sha, p, bundle)
-        return self._check_folder(p, bundle)
+            return self._provenance(p, self._check_file(p, sha, p, bundle), sha)
+        return self._provenance(p, self._check_folder(p, bundle), None)
 
     @contextmanager
     def open_verified(self, path: str | os.PathLike[str],
@@ -105,7 +106,7 @@ class Gate:
         try:
             copy = workdir / p.name
             sha = _copy_and_hash(p, copy)
-            self._check_file(p, sha, copy, bundle)
+            self._provenance(p, self._check_file(p, sha, copy, bundle), sha)
             with open(copy, "rb") as fh:
                 yield fh
         finally:
@@ -128,6 +129,21 @@ class Gate:
         return hits
 
     # -- internals ------------------------------------------------------------------------------------
+    def _provenance(self, p: Path, result: GateResult, sha: str | None) -> GateResult:
+        """Enforce `trust.provenance` (required / denied datasets, licenses) on an accepted model."""
+        policy = self.trust.provenance
+        if policy is None or not policy.active:
+            return result
+        from dataclasses import replace
+
+        from scanner.attest.provenance_verify import verify_provenance
+
+        try:
+            pv = verify_provenance(p, [], self.trust, self.requirements, policy, file_sha256=sha)
+        except VerificationFailure as e:
+            raise UnsafeModelError(f"{p}: {e}") from None
+        return replace(result, provenance=pv)
+
     def _check_file(self, original: Path, sha: str, scan_path: Path, bundle: Any) -> GateResult:
         """Decide for one file whose sha256 is known; `scan_path` holds exactly those bytes."""
         reasons: list[str] = []
