@@ -180,3 +180,32 @@ def test_cyclonedx_validator_catches_a_broken_bom() -> None:
     bom = json.loads(r.output)
     bom["components"][0]["type"] = "ml-model"   # not a 1.6 component type
     assert _validate_cdx(json.dumps(bom)) is not None
+
+
+def test_text_output_escapes_terminal_sequences(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"transformers_version": "4.40.0\u001b[2J",
+                                                       "architectures": ["X\u202eY"]}))
+    r = runner.invoke(app, ["inventory", str(tmp_path)])
+    assert r.exit_code == 0
+    assert "\x1b" not in r.output and "\u202e" not in r.output
+    assert "\\x1b[2J" in r.output
+
+
+def test_explain_shows_inventory_and_provenance(tmp_path: Path) -> None:
+    from scanner.attest.sign import generate_key
+
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "config.json").write_text(json.dumps({"transformers_version": "4.44.0"}))
+    priv, _ = generate_key("p256")
+    (tmp_path / "k.pem").write_bytes(priv)
+    r = runner.invoke(app, ["attest", str(m), "--key", str(tmp_path / "k.pem"),
+                            "--dataset", "corpus=sha256:" + "ab" * 32 + ",license=MIT"])
+    assert r.exit_code == 0, r.output
+    out_html = tmp_path / "x.html"
+    r = runner.invoke(app, ["explain", str(m), "--html", str(out_html)])
+    assert r.exit_code == 0, r.output
+    assert "== inventory ==" in r.output and "transformers 4.44.0" in r.output
+    assert "dataset corpus sha256:abababababababab… , license MIT".replace("… ,", "…,") in r.output
+    page = out_html.read_text()
+    assert "Inventory and provenance" in page and "dataset corpus" in page

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from scanner.explain.textsafe import printable
 from scanner.inventory.facts import ModelInventory
 
 
@@ -30,7 +31,8 @@ def render_text(models: list[ModelInventory]) -> str:
         for a in m.advisories:
             out.append(f"  advisory (info): {a.file}: recorded {a.package} {a.version} is affected by "
                        f"{a.advisory}: {a.enables} ({a.reference})")
-    return "\n".join(out) + "\n"
+    # file names and every recorded value come from the files: no terminal escapes reach the screen
+    return "\n".join(printable(line, max_chars=2000) for line in out) + "\n"
 
 
 def _short(v: object, n: int = 160) -> str:
