@@ -132,6 +132,16 @@ def test_disallowed_license_fails(trained, keys) -> None:
     model, _, _ = trained
     code, out = cli("verify", model, "--key", keys["pub"][1], "--allow-license", "MIT")
     _fails(code, out, "dataset web has license CC-BY-4.0, not allowed")
+    # SPDX identifiers match case-insensitively; the option repeats
+    code, out = cli("verify", model, "--key", keys["pub"][1], "--allow-license", "mit", "--allow-license", "cc-by-4.0")
+    assert code == 0, out
+
+
+def test_dataset_without_license_fails_a_license_policy(tmp_path, keys) -> None:
+    model = make_model(tmp_path)
+    assert cli("attest", model, "--key", keys["pub"][0], "--dataset", "raw=sha256:" + "12" * 32)[0] == 0
+    assert cli("verify", model, "--key", keys["pub"][1])[0] == 0
+    _fails(*cli("verify", model, "--key", keys["pub"][1], "--allow-license", "MIT"), "dataset raw declares no license")
 
 
 def test_missing_provenance_fails(tmp_path, keys) -> None:

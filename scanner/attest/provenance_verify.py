@@ -38,8 +38,9 @@ class ProvenancePolicy:
                 out.add(d)
             return frozenset(out)
 
+        # SPDX license identifiers match case-insensitively (SPDX spec, annex on license expressions)
         licenses = None if allow_licenses is None else frozenset(
-            x.strip() for item in allow_licenses for x in item.split(",") if x.strip())
+            x.strip().lower() for item in allow_licenses for x in item.split(",") if x.strip())
         return cls(require, digests(require_datasets, "--require-dataset"), digests(deny_datasets, "--deny-dataset"),
                    licenses, tuple(Path(p) for p in dataset_paths))
 
@@ -176,7 +177,7 @@ def _apply_policy(datasets: list[DatasetLink], policy: ProvenancePolicy) -> None
             if not d.license:
                 raise VerificationFailure(f"dataset {d.name} declares no license (allowed: "
                                           f"{', '.join(sorted(policy.allow_licenses))})")
-            if d.license not in policy.allow_licenses:
+            if d.license.lower() not in policy.allow_licenses:
                 raise VerificationFailure(f"dataset {d.name} has license {d.license}, not allowed (allowed: "
                                           f"{', '.join(sorted(policy.allow_licenses))})")
     have = {d.sha256 for d in datasets}

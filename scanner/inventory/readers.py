@@ -128,10 +128,10 @@ def read_gguf(src: Source, facts: FileFacts) -> None:
         facts.notes.append("big-endian GGUF: metadata not read")
         return
     facts.properties["gguf_version"] = cur.unpack("<I")
+    general: dict[str, Any] = {}
     try:
         cur.unpack("<Q")            # tensor count
         n_kv = cur.unpack("<Q")
-        general: dict[str, Any] = {}
         for _ in range(min(n_kv, 100_000)):
             key = cur.string().decode("utf-8", "replace")
             vtype = cur.unpack("<I")
@@ -142,7 +142,6 @@ def read_gguf(src: Source, facts: FileFacts) -> None:
                 facts.properties.setdefault("chat_templates", {})[key] = sha256_hex(value.encode("utf-8"))
     except (ValueError, struct.error, UnicodeDecodeError) as e:
         facts.notes.append(f"GGUF metadata partly read: {e}")
-        general = locals().get("general", {})
     facts.properties["general"] = general
     if "general.architecture" in general:
         facts.properties["architecture"] = general["general.architecture"]
