@@ -72,6 +72,27 @@ def test_sklearn_version_from_pickle_state(name: str, fmt: str) -> None:
     assert "sklearn" in f.properties["modules"]
 
 
+def test_xgboost_version_from_the_booster_bytes() -> None:
+    f = facts_of(PROV / "xgboost_model.joblib")
+    assert (f.producer, f.producer_version) == ("xgboost", "3.2.0")
+
+
+def test_lightgbm_model_format_and_sklearn_version() -> None:
+    f = facts_of(PROV / "lightgbm_model.pkl")
+    assert (f.producer, f.producer_version) == ("lightgbm", None)
+    assert f.properties["model_format"] == "v4"
+    assert f.properties["sklearn_version"] == "1.9.1"
+    assert any("format version" in n for n in f.notes)
+
+
+def test_xgboost_json_booster_version() -> None:
+    from scanner.inventory.readers import _xgboost_version
+
+    assert _xgboost_version(b'{"learner": {}, "version": [1, 7, 6]}') == "1.7.6"
+    assert _xgboost_version(b"L" + struct.pack(">q", 7) + b"version[$U#U\x03\x02\x01\x05") == "2.1.5"
+    assert _xgboost_version(b"L" + struct.pack(">q", 7) + b"version[#U\x09") is None
+
+
 def test_onnx_export_producer_and_opsets() -> None:
     f = facts_of(PROV / "linear.onnx")
     assert (f.producer, f.producer_version) == ("pytorch", "2.13.0")

@@ -244,14 +244,60 @@ def read_pickle(src: Source, facts: FileFacts) -> None:
     if "joblib" in modules:
         facts.format = "joblib"
     version = _sklearn_version(data)
-    if version is not None or "sklearn" in modules:
+    if version is not None:
+        facts.properties["sklearn_version"] = version
+    if "xgboost" in modules:
+        facts.producer = "xgboost"
+        facts.producer_version = _xgboost_version(data)
+    elif "lightgbm" in modules:
+        facts.producer = "lightgbm"
+        fmt = re.search(rb"tree\nversion=(v[0-9]+)\n", data)   # the head of Booster.model_to_string()
+        if fmt:
+            facts.properties["model_format"] = fmt.group(1).decode()
+        facts.notes.append("lightgbm records its model format version, not the package version")
+    elif version is not None or "sklearn" in modules:
         facts.producer = "scikit-learn"
         facts.producer_version = version
-    elif "xgboost" in modules or "lightgbm" in modules:
-        facts.producer = "xgboost" if "xgboost" in modules else "lightgbm"
-        facts.notes.append("version not read: kept in the booster's raw model bytes")
     elif "torch" in modules:
         facts.producer = "torch"
+
+
+_UBJ_INT = {ord("i"): ">b", ord("U"): ">B", ord("I"): ">h", ord("l"): ">i", ord("L"): ">q"}
+
+
+def _xgboost_version(data: bytes) -> str | None:
+    """The learner's `version` array in the booster's raw model: UBJSON (xgboost >= 2) or JSON."""
+    m = re.search(rb'"version"\s*:\s*\[\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\]', data)
+    if m:
+        return ".".join(g.decode() for g in m.groups())
+    key = b"L" + struct.pack(">q", 7) + b"version["
+    i = data.find(key)
+    if i == -1:
+        return None
+    pos = i + len(key)
+    try:
+        fixed = None
+        if data[pos] == ord("$"):
+            fixed, pos = data[pos + 1], pos + 2
+        if data[pos] != ord("#"):
+            return None
+        cfmt = _UBJ_INT[data[pos + 1]]
+        (count,) = struct.unpack_from(cfmt, data, pos + 2)
+        pos += 2 + struct.calcsize(cfmt)
+        if not 1 <= count <= 4:
+            return None
+        parts = []
+        for _ in range(count):
+            marker = fixed
+            if marker is None:
+                marker, pos = data[pos], pos + 1
+            fmt = _UBJ_INT[marker]
+            (v,) = struct.unpack_from(fmt, data, pos)
+            pos += struct.calcsize(fmt)
+            parts.append(str(v))
+        return ".".join(parts)
+    except (KeyError, IndexError, struct.error):
+        return None
 
 
 def _sklearn_version(data: bytes) -> str | None:
