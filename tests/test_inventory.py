@@ -230,3 +230,25 @@ def test_explain_shows_inventory_and_provenance(tmp_path: Path) -> None:
     assert "dataset corpus sha256:abababababababab… , license MIT".replace("… ,", "…,") in r.output
     page = out_html.read_text()
     assert "Inventory and provenance" in page and "dataset corpus" in page
+
+
+def test_cyclonedx_datasets_from_a_provenance_statement(tmp_path: Path) -> None:
+    from scanner.attest.sign import generate_key
+
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "config.json").write_text(json.dumps({"transformers_version": "4.44.0"}))
+    priv, _ = generate_key("p256")
+    (tmp_path / "k.pem").write_bytes(priv)
+    r = runner.invoke(app, ["attest", str(m), "--key", str(tmp_path / "k.pem"), "--dataset",
+                            "corpus=sha256:" + "ab" * 32 + ",license=MIT,uri=https://example.org/c"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["inventory", "-f", "cyclonedx", str(m)])
+    assert _validate_cdx(r.output) is None
+    bom = json.loads(r.output)
+    (data,) = [c for c in bom["components"] if c["type"] == "data"]
+    assert data["name"] == "corpus" and data["hashes"] == [{"alg": "SHA-256", "content": "ab" * 32}]
+    assert data["licenses"] == [{"license": {"name": "MIT"}}]
+    assert data["data"][0]["contents"]["url"] == "https://example.org/c"
+    (model,) = [c for c in bom["components"] if c["type"] == "machine-learning-model"]
+    assert bom["dependencies"] == [{"ref": model["bom-ref"], "dependsOn": [data["bom-ref"]]}]

@@ -48,6 +48,9 @@ def collect(path: Path, *, allow_symlinks: bool = False) -> ModelInventory:
             src.close()
         files.append(facts)
     inv = ModelInventory(str(path), path.name, model.single_file, model.manifest_digest, files, card)
+    from scanner.inventory.explain_block import provenance_dependencies
+
+    inv.provenance = provenance_dependencies(path)
     for f in files:
         for adv in for_producer(f.producer, f.producer_version):
             inv.advisories.append(AdvisoryHit(f.name, adv.id, adv.package, f.producer_version or "", adv.enables,

@@ -55,6 +55,23 @@ def build_bom(models: list[ModelInventory], *, serial: str | None = None,
             datasets.setdefault(dref, {"type": "data", "bom-ref": dref, "name": name,
                                        "data": [{"type": "dataset", "name": name}]})
             deps.append(dref)
+        for d in m.provenance:  # a provenance statement's datasets carry digests and licenses
+            if d["role"] != "dataset":
+                continue
+            dref = _ref("dataset", d["sha256"] or d["name"])
+            comp_d: dict[str, Any] = {"type": "data", "bom-ref": dref, "name": d["name"],
+                                      "data": [{"type": "dataset", "name": d["name"]}],
+                                      "properties": [{"name": "modelseal:claimedBy",
+                                                      "value": f"{d['bundle']} (signature not checked)"}]}
+            if d["sha256"]:
+                comp_d["hashes"] = [{"alg": "SHA-256", "content": d["sha256"]}]
+            if d["license"]:
+                comp_d["licenses"] = [{"license": {"name": d["license"]}}]
+            if d["uri"]:
+                comp_d["data"][0]["contents"] = {"url": d["uri"]}
+            datasets[dref] = comp_d
+            if dref not in deps:
+                deps.append(dref)
         if deps:
             params["datasets"] = [{"ref": d} for d in deps]
         if params:

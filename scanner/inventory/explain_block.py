@@ -25,11 +25,11 @@ def _models(paths: list[Path]) -> list[Any]:
     return out
 
 
-def provenance_lines(path: Path) -> list[str]:
-    """What a provenance bundle next to `path` claims (unverified)."""
+def provenance_dependencies(path: Path) -> list[dict[str, Any]]:
+    """{role, name, sha256, license, uri, bundle} of what a provenance bundle next to `path` names (unverified)."""
     from scanner.attest.provenance_verify import default_provenance_bundles
 
-    lines: list[str] = []
+    out: list[dict[str, Any]] = []
     for b in default_provenance_bundles(path):
         try:
             doc = json.loads(b.read_bytes())
@@ -37,17 +37,30 @@ def provenance_lines(path: Path) -> list[str]:
             st = json.loads(base64.b64decode(payload)) if payload else doc
             deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
         except (OSError, ValueError, KeyError, TypeError):
-            lines.append(f"provenance {b.name}: unreadable")
             continue
-        lines.append(f"provenance {b.name} (signature not checked here; run modelseal verify):")
         for d in deps if isinstance(deps, list) else []:
             if not isinstance(d, dict):
                 continue
             ann = d.get("annotations") if isinstance(d.get("annotations"), dict) else {}
-            sha = (d.get("digest") or {}).get("sha256", "") if isinstance(d.get("digest"), dict) else ""
-            lic = f", license {ann['license']}" if ann.get("license") else ""
-            lines.append(f"  {ann.get('role', '?')} {d.get('name', '?')}"
-                         + (f" sha256:{str(sha)[:16]}…" if sha else "") + lic)
+            sha = d["digest"].get("sha256") if isinstance(d.get("digest"), dict) else None
+            out.append({"role": str(ann.get("role", "?")), "name": str(d.get("name", "?")),
+                        "sha256": sha if isinstance(sha, str) and len(sha) == 64 else None,
+                        "license": ann.get("license") if isinstance(ann.get("license"), str) else None,
+                        "uri": d.get("uri") if isinstance(d.get("uri"), str) else None, "bundle": b.name})
+    return out
+
+
+def provenance_lines(path: Path) -> list[str]:
+    """What a provenance bundle next to `path` claims (unverified), one line per dependency."""
+    lines: list[str] = []
+    bundle = None
+    for d in provenance_dependencies(path):
+        if d["bundle"] != bundle:
+            bundle = d["bundle"]
+            lines.append(f"provenance {bundle} (signature not checked here; run modelseal verify):")
+        sha = f" sha256:{d['sha256'][:16]}…" if d["sha256"] else ""
+        lic = f", license {d['license']}" if d["license"] else ""
+        lines.append(f"  {d['role']} {d['name']}{sha}{lic}")
     return lines
 
 

@@ -46,6 +46,8 @@ class ModelInventory:
     files: list[FileFacts]
     card: dict[str, Any] = field(default_factory=dict)        # model card front matter: license, datasets, ...
     advisories: list[AdvisoryHit] = field(default_factory=list)
+    # datasets / base models a provenance statement next to the model names (read, not verified here)
+    provenance: list[dict[str, Any]] = field(default_factory=list)
 
     def frameworks(self) -> dict[str, str | None]:
         """producer -> version (the first version any file records)."""
@@ -59,4 +61,4 @@ class ModelInventory:
         return {"path": self.path, "name": self.name, "singleFile": self.single_file,
                 "manifestDigest": {"sha256": self.manifest_sha256}, "frameworks": self.frameworks(),
                 "card": self.card, "files": [f.to_dict() for f in self.files],
-                "advisories": [a.to_dict() for a in self.advisories]}
+                "advisories": [a.to_dict() for a in self.advisories], "provenance": self.provenance}
