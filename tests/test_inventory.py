@@ -59,10 +59,23 @@ def test_keras_v3_archive() -> None:
     assert f.properties["class_name"] == "Sequential"
 
 
-def test_keras_hdf5_says_what_it_did_not_read() -> None:
+def test_keras_hdf5_root_attributes_read_in_the_sandbox() -> None:
     f = facts_of(PROV / "keras_model.h5")
-    assert f.format == "hdf5" and f.producer is None
-    assert any("HDF5 attributes" in n for n in f.notes)
+    assert (f.format, f.producer, f.producer_version) == ("hdf5", "keras", "3.15.1")
+    assert f.properties["backend"] == "torch"
+    assert not f.notes
+
+
+def test_hdf5_without_keras_attributes(tmp_path: Path) -> None:
+    # written by h5py with a non-string keras_version: not taken as a version
+    import h5py
+
+    p = tmp_path / "plain.h5"
+    with h5py.File(p, "w") as h:
+        h.attrs["keras_version"] = 3
+        h.attrs["other"] = "x"
+    f = facts_of(p)
+    assert f.format == "hdf5" and f.producer is None and "backend" not in f.properties
 
 
 @pytest.mark.parametrize("name,fmt", [("sklearn_model.joblib", "joblib"), ("sklearn_model.pkl", "pickle")])

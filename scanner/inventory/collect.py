@@ -38,8 +38,9 @@ def collect(path: Path, *, allow_symlinks: bool = False) -> ModelInventory:
                 if fmt in readers:
                     readers[fmt](src, facts)
                 elif fmt == "hdf5":
-                    facts.notes.append("HDF5 attributes (keras_version, backend) are not read outside the "
-                                       "scanner's sandbox")
+                    from scanner.inventory.hdf5_attrs import read_hdf5
+
+                    read_hdf5(src, facts)
                 elif fmt == "text":
                     card = read_text(src, facts, fd.name) or card
             except Exception as e:  # noqa: BLE001 - a reader failing on hostile bytes is a note, not a crash
