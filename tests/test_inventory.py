@@ -265,3 +265,20 @@ def test_cyclonedx_datasets_from_a_provenance_statement(tmp_path: Path) -> None:
     assert data["data"][0]["contents"]["url"] == "https://example.org/c"
     (model,) = [c for c in bom["components"] if c["type"] == "machine-learning-model"]
     assert bom["dependencies"] == [{"ref": model["bom-ref"], "dependsOn": [data["bom-ref"]]}]
+
+
+@pytest.mark.parametrize("prefix", [b"GGUF\x03\x00\x00\x00", b"\x10\x00\x00\x00\x00\x00\x00\x00{", b"PK\x03\x04",
+                                    b"\x80\x04\x95", b"\x08\x07\x12", b"---\n", b"{"])
+def test_readers_never_raise_on_garbage(prefix: bytes, tmp_path: Path) -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.binary(max_size=300))
+    def run(tail: bytes) -> None:
+        p = tmp_path / "f.bin"
+        p.write_bytes(prefix + tail)
+        (f,) = collect(p).files
+        assert f.sha256 and isinstance(f.notes, list)
+
+    run()
