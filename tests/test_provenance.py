@@ -269,3 +269,23 @@ def test_gate_open_verified_single_file(tmp_path, keys) -> None:
     with pytest.raises(gate.UnsafeModelError, match="denied dataset d"):
         with _gate(keys, deny_datasets=["11" * 32]).open_verified(f):
             pass
+
+
+def test_dataset_signed_with_model_signing_is_verified(tmp_path, keys) -> None:
+    """A dataset folder signed by `model_signing sign key` (fixtures/attest/oms-key-model): our folder digest is
+    the OMS subject digest, and its OMS signature is verified as the dataset's link of the chain."""
+    import shutil
+
+    from conftest import FIXTURES
+
+    data = tmp_path / "oms-data"
+    shutil.copytree(FIXTURES / "attest" / "oms-key-model", data, ignore=shutil.ignore_patterns("ignore-me"))
+    sig = json.loads((data / "model.sig").read_text())
+    oms_subject = json.loads(base64.b64decode(sig["dsseEnvelope"]["payload"]))["subject"][0]["digest"]["sha256"]
+    assert digest_model(data).manifest_digest == oms_subject
+    model = make_model(tmp_path)
+    assert cli("attest", model, "--key", keys["pub"][0], "--dataset", f"corpus={data},license=Apache-2.0")[0] == 0
+    code, out = cli("verify", model, "--key", keys["pub"][1], "--key", FIXTURES / "attest" / "oms-signing.pub.pem",
+                    "--dataset-path", data, "--require-dataset", oms_subject)
+    assert code == 0, out
+    assert "dataset corpus" in out and "-> signed by key" in out
