@@ -202,16 +202,22 @@ def verify(
                                       dataset_paths=dataset_path or ())
     except ValueError as e:
         raise _fail(str(e)) from None
+    pv = None
+    note: str | None = None
     try:
         pv = verify_provenance(path, [provenance] if provenance else [], trust, req, ppolicy)
     except VerificationFailure as e:
-        typer.echo(f"FAILED: {path}: {e}", err=True)
-        raise typer.Exit(1) from None
+        if ppolicy.active or provenance is not None:
+            typer.echo(f"FAILED: {path}: {e}", err=True)
+            raise typer.Exit(1) from None
+        note = f"note: {e} (not required: pass --require-provenance to enforce)"
     for v in results:
         typer.echo(f"OK: {v.bundle.name if v.bundle else path}: {v.describe()}")
     if pv is not None:
         for line in pv.chain(str(path)):
             typer.echo(f"OK: {line}" if line.startswith(str(path)) else line)
+    elif note is not None:
+        typer.echo(note)
     if not any(v.kind == "modelseal" for v in results):
         typer.echo("note: no modelseal scan attestation among them: the scan verdict was not checked")
 
