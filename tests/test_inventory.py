@@ -282,3 +282,17 @@ def test_readers_never_raise_on_garbage(prefix: bytes, tmp_path: Path) -> None:
         assert f.sha256 and isinstance(f.notes, list)
 
     run()
+
+
+def test_cyclonedx_lists_advisories_of_recorded_producers(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"transformers_version": "4.30.0"}))
+    r = runner.invoke(app, ["inventory", "-f", "cyclonedx", str(tmp_path)])
+    assert _validate_cdx(r.output) is None
+    bom = json.loads(r.output)
+    vulns = {v["id"]: v for v in bom["vulnerabilities"]}
+    assert set(vulns) == {"CVE-2024-3568", "CVE-2023-7018"}
+    (model,) = bom["components"]
+    (cfg,) = model["components"]
+    assert vulns["CVE-2024-3568"]["affects"] == [{"ref": cfg["bom-ref"]}]
+    r = runner.invoke(app, ["inventory", str(tmp_path)])
+    assert "advisory (info): config.json: recorded transformers 4.30.0 is affected by CVE-2024-3568" in r.output

@@ -33,6 +33,7 @@ def build_bom(models: list[ModelInventory], *, serial: str | None = None,
 
     components: list[dict[str, Any]] = []
     dependencies: list[dict[str, Any]] = []
+    vulnerabilities: list[dict[str, Any]] = []
     datasets: dict[str, dict[str, Any]] = {}
     for m in models:
         mref = _ref("model", m.manifest_sha256)
@@ -96,9 +97,12 @@ def build_bom(models: list[ModelInventory], *, serial: str | None = None,
             bref = _ref("base-model", b)
             components.append({"type": "machine-learning-model", "bom-ref": bref, "name": b})
             deps.append(bref)
-        if m.advisories:
-            comp["properties"] = [{"name": "modelseal:advisory", "value": f"{a.file}: {a.advisory} "
-                                   f"({a.package} {a.version})"} for a in m.advisories]
+        for a in m.advisories:  # the recorded producer version is in an advisory's range: a fact
+            vulnerabilities.append({
+                "id": a.advisory, "source": {"url": a.reference}, "description": a.enables,
+                "affects": [{"ref": _ref("file", f"{m.manifest_sha256[:16]}/{a.file}")}],
+                "properties": [{"name": "modelseal:recordedProducer", "value": f"{a.package} {a.version}"}],
+            })
         components.append(comp)
         dependencies.append({"ref": mref, "dependsOn": deps})
     components.extend(datasets.values())
@@ -111,6 +115,7 @@ def build_bom(models: list[ModelInventory], *, serial: str | None = None,
         },
         "components": components,
         "dependencies": dependencies,
+        **({"vulnerabilities": vulnerabilities} if vulnerabilities else {}),
     }
 
 
