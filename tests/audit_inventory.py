@@ -19,6 +19,7 @@ from audit_scan import (  # noqa: E402
     _inside_import,
     _is_module_import,
 )
+
 from conftest import FIXTURES, load_manifests  # noqa: E402
 from scanner.inventory.collect import collect  # noqa: E402
 
