@@ -139,6 +139,10 @@ from scanner.attest.cli_commands import register as _register_attest  # noqa: E4
 
 _register_attest(app)
 
+from scanner.inventory.cli_command import register as _register_inventory  # noqa: E402
+
+_register_inventory(app)
+
 
 def main() -> None:
     try:

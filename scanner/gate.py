@@ -52,6 +52,7 @@ class GateResult:
     content_digest: str             # sha256 of a file, or the OMS-style manifest digest of a folder
     report: Report | None = None    # when scanned
     attestation: Any = None         # scanner.attest.verify.Verified when verified
+    provenance: Any = None          # scanner.attest.provenance_verify.ProvenanceVerified when checked
 
 
 @dataclass
@@ -71,9 +72,12 @@ class GateCache:
 class Gate:
     def __init__(self, trust: Trust | None = None, *, cache: GateCache | None = None,
                  require_attestation: bool = False, policy: Any = None,
-                 requirements: Requirements | None = None) -> None:
+                 requirements: Requirements | None = None, loader_advisories: str = "refuse") -> None:
         from scanner.rules import Policy
 
+        if loader_advisories not in ("refuse", "warn", "ignore"):
+            raise ValueError(f"loader_advisories must be refuse, warn or ignore, not {loader_advisories!r}")
+        self.loader_advisories = loader_advisories  # installed loader listed in rules/advisories.toml
         self.trust = trust or Trust()
         self.cache = cache
         self.require_attestation = require_attestation
@@ -88,8 +92,8 @@ class Gate:
             from scanner.attest.digest import hash_file
 
             sha, _ = hash_file(p)
-            return self._check_file(p, sha, p, bundle)
-        return self._check_folder(p, bundle)
+            return self._provenance(p, self._check_file(p, sha, p, bundle), sha)
+        return self._provenance(p, self._check_folder(p, bundle), None)
 
     @contextmanager
     def open_verified(self, path: str | os.PathLike[str],
@@ -102,13 +106,44 @@ class Gate:
         try:
             copy = workdir / p.name
             sha = _copy_and_hash(p, copy)
-            self._check_file(p, sha, copy, bundle)
+            self._provenance(p, self._check_file(p, sha, copy, bundle), sha)
             with open(copy, "rb") as fh:
                 yield fh
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
+    def check_loader(self, loader: str) -> list[str]:
+        """Advisories (rules/advisories.toml) of the installed library behind `loader` (torch_load,
+        keras_load, onnx_load, gguf_chat_template, ...), read from distribution metadata, never imported.
+        UnsafeModelError when refusing; the advisory lines when warning or ignoring."""
+        from scanner.advisories import for_loader
+
+        hits = [a.line(v) for a, v in for_loader(loader)] if self.loader_advisories != "ignore" else []
+        if hits and self.loader_advisories == "refuse":
+            raise UnsafeModelError(f"refusing to load through {loader}: installed {hits[0]}"
+                                   + (f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""))
+        for line in hits:
+            import warnings
+
+            warnings.warn(f"{loader}: installed {line}", stacklevel=3)
+        return hits
+
     # -- internals ------------------------------------------------------------------------------------
+    def _provenance(self, p: Path, result: GateResult, sha: str | None) -> GateResult:
+        """Enforce `trust.provenance` (required / denied datasets, licenses) on an accepted model."""
+        policy = self.trust.provenance
+        if policy is None or not policy.active:
+            return result
+        from dataclasses import replace
+
+        from scanner.attest.provenance_verify import verify_provenance
+
+        try:
+            pv = verify_provenance(p, [], self.trust, self.requirements, policy, file_sha256=sha)
+        except VerificationFailure as e:
+            raise UnsafeModelError(f"{p}: {e}") from None
+        return replace(result, provenance=pv)
+
     def _check_file(self, original: Path, sha: str, scan_path: Path, bundle: Any) -> GateResult:
         """Decide for one file whose sha256 is known; `scan_path` holds exactly those bytes."""
         reasons: list[str] = []
@@ -281,7 +316,9 @@ def torch_load(path: str | os.PathLike[str], trust: Trust | None = None, *, gate
                **kwargs: Any) -> Any:
     """The real torch loader over verified bytes; `weights_only=True` unless the caller says otherwise."""
     kwargs.setdefault("weights_only", True)
-    with _gate(gate, trust).open_verified(path) as fh:
+    g = _gate(gate, trust)
+    g.check_loader("torch_load")
+    with g.open_verified(path) as fh:
         torch = importlib.import_module("torch")
         return getattr(torch, "load")(fh, **kwargs)  # noqa: B009 - see the comment above
 
@@ -289,14 +326,18 @@ def torch_load(path: str | os.PathLike[str], trust: Trust | None = None, *, gate
 def safetensors_load(path: str | os.PathLike[str], trust: Trust | None = None, *, gate: Gate | None = None,
                      framework: str = "numpy") -> dict[str, Any]:
     """Tensors from a verified safetensors file (`framework`: numpy, torch, …)."""
-    with _gate(gate, trust).open_verified(path) as fh:
+    g = _gate(gate, trust)
+    g.check_loader("safetensors_load")
+    with g.open_verified(path) as fh:
         module = importlib.import_module(f"safetensors.{framework}")
         return module.load(fh.read())  # type: ignore[no-any-return]
 
 
 def onnx_load(path: str | os.PathLike[str], trust: Trust | None = None, *, gate: Gate | None = None) -> Any:
     """A verified ONNX model. External data is not loaded: those files were not part of this check."""
-    with _gate(gate, trust).open_verified(path) as fh:
+    g = _gate(gate, trust)
+    g.check_loader("onnx_load")
+    with g.open_verified(path) as fh:
         onnx = importlib.import_module("onnx")
         return onnx.load(fh, load_external_data=False)
 
@@ -305,7 +346,9 @@ def keras_load(path: str | os.PathLike[str], trust: Trust | None = None, *, gate
                **kwargs: Any) -> Any:
     """A verified Keras model (`safe_mode=True` unless the caller says otherwise)."""
     kwargs.setdefault("safe_mode", True)
-    with _gate(gate, trust).open_verified(path) as fh:
+    g = _gate(gate, trust)
+    g.check_loader("keras_load")
+    with g.open_verified(path) as fh:
         keras = importlib.import_module("keras")
         return getattr(keras.models, "load_" + "model")(fh.name, **kwargs)
 

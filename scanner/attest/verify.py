@@ -49,6 +49,7 @@ class Trust:
     identities: tuple[tuple[str, str], ...] = ()
     trusted_root: Path | None = None
     staging: bool = False
+    provenance: Any = None   # a ProvenancePolicy (scanner/attest/provenance_verify.py) the gate enforces
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_keys", tuple(self.public_keys))
