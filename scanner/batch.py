@@ -8,8 +8,8 @@
 - `--cache DIR`: results keyed by the file's sha256 + its name + scanner code + rules digest + policy.
 
 Cache trust model: the cache must never make a file look cleaner than a fresh scan. So an entry is
-written only for a complete result of unchanged content (hashed before and after the scan, no analyzer
-crash, no format whose verdict depends on files next to it), is written atomically (one SQLite
+written only for a complete result of unchanged content (hashed before and after the scan, the same inode
+with the same ctime after the scan as when hashed and not changed just before, no analyzer crash, no format whose verdict depends on files next to it), is written atomically (one SQLite
 transaction), and is authenticated with an HMAC whose key never lives in the cache directory
 (`MODELSEAL_CACHE_KEY`, or a random per-user key file under $XDG_STATE_HOME/modelseal). An entry that fails any check — MAC, key fields, schema,
 file size — is ignored and the file rescanned. A poisoned cache (restored from an untrusted CI artifact,
@@ -265,14 +265,37 @@ def finding_from_dict(d: dict[str, Any], rules: RuleSet) -> Finding:
 
 # -- the unit of work ---------------------------------------------------------------------------------
 
-def _sha256_file(path: Path) -> str | None:
-    from scanner.engine import sha256_file
+# A file changed this recently may change again within one timestamp tick without its ctime moving, so
+# it is not cached (git's "racily clean" rule); older files' ctime moves on any write, rename or utime.
+RACY_NS = 20_000_000  # above a 100 Hz kernel tick (10 ms)
+
+
+def _hash_and_stat(path: Path) -> tuple[str | None, os.stat_result | None]:
+    """sha256 of the file and its status read through the same descriptor (no symlink followed)."""
+    from scanner.attest.digest import hash_stream
 
     try:
-        return sha256_file(path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
     except OSError:
-        return None
+        return None, None
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        st = os.fstat(fd)
+        now = time.time_ns()
+        sha, _ = hash_stream(fh)
+    return sha, st if st.st_ctime_ns < now - RACY_NS else None
 
+
+def _unchanged_since(path: Path, st0: os.stat_result | None) -> bool:
+    """The same inode, untouched (ctime) since it was hashed: what was scanned by path is what was hashed,
+    even if it was swapped away and back (A-B-A) during the scan."""
+    if st0 is None:
+        return False
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return all(getattr(st, a) == getattr(st0, a) for a in ("st_dev", "st_ino", "st_size", "st_ctime_ns",
+                                                            "st_mtime_ns"))
 
 class Worker:
     """Scans entries with one rule set and policy; one per process, built once. It only reads the cache:
@@ -294,7 +317,7 @@ class Worker:
             size = entry.path.stat().st_size
         except OSError:
             return scan_file(entry, self.rules, self.policy, digest=self.digest)
-        before = _sha256_file(entry.path) if size <= self.policy.limits.max_file_bytes else None
+        before, st0 = _hash_and_stat(entry.path) if size <= self.policy.limits.max_file_bytes else (None, None)
         name = os.path.basename(entry.display)  # what the analyzers see as the name (Source.name)
         if before is not None:
             hit = self.cache.get(before, name, size, self.rules)
@@ -302,7 +325,7 @@ class Worker:
                 fmt, findings = hit
                 return FileReport(entry.display, size, before, fmt, (*entry.findings, *findings))
         report = scan_file(entry, self.rules, self.policy, digest=True)
-        if self._cacheable(report, before, size):
+        if self._cacheable(report, before, size) and _unchanged_since(entry.path, st0):
             assert before is not None
             self.outbox.append((before, name, size, report.format, report.findings[len(entry.findings):]))
         return report

@@ -10,6 +10,7 @@ import shutil
 import signal
 import sqlite3
 import struct
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import scanner.engine as engine
 from conftest import FIXTURES
 from scanner.batch import (
+    RACY_NS,
     CACHE_DB,
     CONTEXT_DEPENDENT_FORMATS,
     JsonlWriter,
@@ -60,6 +62,7 @@ def _tree(root: Path) -> Path:
     benign = FIXTURES / "benign"
     if benign.is_dir():
         shutil.copytree(benign, root / "fixtures")
+    time.sleep(RACY_NS / 1e9 * 2)  # files changed just now are not cached (racily clean)
     return root
 
 
@@ -204,6 +207,7 @@ def _hostile_store(tmp_path: Path) -> Path:
     root = tmp_path / "one"
     root.mkdir()
     (root / "evil.pkl").write_bytes(EVIL_P0)
+    time.sleep(RACY_NS / 1e9 * 2)  # files changed just now are not cached (racily clean)
     return root
 
 

@@ -206,3 +206,33 @@ def test_cache_key_covers_policy_rules_and_scanner(tmp_path, monkeypatch):
     assert g.check(p).source == "scan"
     monkeypatch.setattr(gate, "_identity", lambda: (scanner_id, "sha256:other-rules"))
     assert g.check(p).source == "scan"
+
+
+def test_batch_cache_not_poisoned_by_a_swap_and_back_during_the_scan(tmp_path, monkeypatch):
+    """A-B-A: hostile when hashed, benign while scanned by path, hostile again when re-hashed."""
+    import time
+
+    from scanner import engine
+    from scanner.batch import RACY_NS, open_cache, scan_batch
+    from scanner.rules import Policy, load_ruleset
+
+    root = tmp_path / "store"
+    root.mkdir()
+    p = root / "model.pkl"
+    p.write_bytes(HOSTILE_PICKLE)
+    time.sleep(RACY_NS / 1e9 * 2)
+    spec = open_cache(tmp_path / "cache", load_ruleset(), Policy(), b"k" * 32)
+    real = engine.scan_file
+
+    def aba(entry, rules, policy, **kw):
+        entry.path.write_bytes(BENIGN_PICKLE)
+        try:
+            return real(entry, rules, policy, **kw)
+        finally:
+            entry.path.write_bytes(HOSTILE_PICKLE)
+
+    monkeypatch.setattr(engine, "scan_file", aba)
+    scan_batch([root], jobs=1, cache=spec)
+    monkeypatch.undo()
+    again = scan_batch([root], jobs=1, cache=spec)
+    assert again.verdict.value == "malicious"
