@@ -222,16 +222,16 @@ def test_batch_cache_not_poisoned_by_a_swap_and_back_during_the_scan(tmp_path, m
     p.write_bytes(HOSTILE_PICKLE)
     time.sleep(RACY_NS / 1e9 * 2)
     spec = open_cache(tmp_path / "cache", load_ruleset(), Policy(), b"k" * 32)
-    real = engine.scan_file
+    real = engine.scan_source
 
-    def aba(entry, rules, policy, **kw):
-        entry.path.write_bytes(BENIGN_PICKLE)
+    def aba(src, ctx, *a, **kw):
+        p.write_bytes(BENIGN_PICKLE)
         try:
-            return real(entry, rules, policy, **kw)
+            return real(engine.FileSource(p, src.display), ctx, *a, **kw)
         finally:
-            entry.path.write_bytes(HOSTILE_PICKLE)
+            p.write_bytes(HOSTILE_PICKLE)
 
-    monkeypatch.setattr(engine, "scan_file", aba)
+    monkeypatch.setattr(engine, "scan_source", aba)
     scan_batch([root], jobs=1, cache=spec)
     monkeypatch.undo()
     again = scan_batch([root], jobs=1, cache=spec)
