@@ -547,7 +547,9 @@ class Progress:
         self._last_draw = now
         frac = self.done / self.total if self.total else 1.0
         filled = int(frac * self.width)
-        name = "".join(ch if ch.isprintable() else "?" for ch in os.path.basename(path))[-30:]
+        from scanner.output.escape import escape
+
+        name = escape(os.path.basename(path))[-30:]
         line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {name}"
         pad = max(0, self._last_len - len(line))
         self._last_len = len(line)

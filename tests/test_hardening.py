@@ -236,3 +236,67 @@ def test_batch_cache_not_poisoned_by_a_swap_and_back_during_the_scan(tmp_path, m
     monkeypatch.undo()
     again = scan_batch([root], jobs=1, cache=spec)
     assert again.verdict.value == "malicious"
+
+
+# -- 3. one escaping function for every output ----------------------------------------------------------------
+
+HOSTILE_NAMES = ["evil\nOK  fake.pkl", "evil\x1b[31mred.pkl", "evil\rCLEAN.pkl", "evil\u202ekp.txt",
+                 "evil\u2066iso\u2069.pkl", "evil\u200bzw.pkl"]
+FORBIDDEN = ["\n", "\x1b", "\r", "\u202e", "\u2066", "\u2069", "\u200b"]
+
+
+def _cli(args, **kw):
+    from typer.testing import CliRunner
+
+    from scanner.cli import app
+
+    return CliRunner().invoke(app, args, **kw)
+
+
+@pytest.mark.parametrize("fmt", ["text", "lines"])
+def test_hostile_file_names_are_escaped_in_reports(tmp_path, fmt):
+    for n in HOSTILE_NAMES:
+        (tmp_path / n).write_bytes(HOSTILE_PICKLE)
+    res = _cli(["scan", "--format", fmt, "--jobs", "1", "--", str(tmp_path)])
+    assert res.exit_code == 1, res.output
+    body = res.stdout
+    report_lines = [ln for ln in body.splitlines() if "evil" in ln]
+    for line in report_lines:
+        assert not any(c in line for c in FORBIDDEN), repr(line)
+    for escaped in ("evil\\x0aOK", "evil\\x1b[31m", "evil\\x0dCLEAN", "evil\\u202ekp", "\\u2066iso\\u2069",
+                    "evil\\u200bzw"):
+        assert escaped in body, (escaped, body)
+    # one report line per hostile file name: no name spans or forges lines
+    if fmt == "lines":
+        assert len([ln for ln in body.splitlines() if ln.startswith(str(tmp_path))]) >= len(HOSTILE_NAMES)
+
+
+def test_backslash_is_escaped_so_escapes_are_unambiguous():
+    from scanner.output.escape import escape
+
+    assert escape("a\\x1b") == "a\\\\x1b"
+    assert escape("a\x1b") == "a\\x1b"
+    assert escape("naïve 模型") == "naïve 模型"
+    assert escape("a\udc80b") == "a\\udc80b"  # an undecodable byte of a file name
+
+
+def test_errors_on_stderr_are_escaped(tmp_path):
+    res = _cli(["scan", "--", str(tmp_path / "missing\x1b]0;title\x07\n.pkl")])
+    assert res.exit_code == 2
+    err = res.stderr
+    assert err.count("\n") == 1 and "\x1b" not in err and "\x07" not in err
+    assert "missing\\x1b]0;title\\x07\\x0a.pkl" in err
+
+
+def test_verify_failure_names_are_escaped(tmp_path):
+    from scanner.attest.sign import generate_key
+
+    priv, pub = generate_key("p256")
+    keyfile = tmp_path / "k.pub"
+    keyfile.write_bytes(pub)
+    m = tmp_path / "m\x1b[2Jodel\u202e.bin"
+    m.write_bytes(b"x")
+    res = _cli(["verify", str(m), "--key", str(keyfile)])
+    assert res.exit_code != 0
+    out = res.stdout + res.stderr
+    assert "\x1b" not in out and "\u202e" not in out and "m\\x1b[2Jodel\\u202e.bin" in out

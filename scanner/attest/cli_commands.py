@@ -11,8 +11,17 @@ import typer
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"modelseal: error: {message}", err=True)
+    from scanner.output.escape import escape
+
+    typer.echo(f"modelseal: error: {escape(message)}", err=True)
     return typer.Exit(code)
+
+
+def _say(message: str, err: bool = False) -> None:
+    """Paths, names and signer identities come from the model and its bundle: escaped, one line."""
+    from scanner.output.escape import escape
+
+    typer.echo(escape(message), err=err)
 
 
 def _password(env: str | None) -> bytes | None:
@@ -82,9 +91,9 @@ def attest(
     except OSError as e:
         raise _fail(f"cannot write {out}: {e.strerror or e}") from None
     report = result.report
-    typer.echo(f"{path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
-               f"manifest sha256:{result.model.manifest_digest}")
-    typer.echo(f"wrote {'statement' if unsigned else 'attestation'} {out}")
+    _say(f"{path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
+         f"manifest sha256:{result.model.manifest_digest}")
+    _say(f"wrote {'statement' if unsigned else 'attestation'} {out}")
     raise typer.Exit(report.exit_code())
 
 
@@ -139,10 +148,10 @@ def verify(
     try:
         results = verify_model(path, bundle or [], trust, req)
     except VerificationFailure as e:
-        typer.echo(f"FAILED: {path}: {e}", err=True)
+        _say(f"FAILED: {path}: {e}", err=True)
         raise typer.Exit(1) from None
     for v in results:
-        typer.echo(f"OK: {v.bundle.name if v.bundle else path}: {v.describe()}")
+        _say(f"OK: {v.bundle.name if v.bundle else path}: {v.describe()}")
     if not any(v.kind == "modelseal" for v in results):
         typer.echo("note: no modelseal scan attestation among them: the scan verdict was not checked")
 
@@ -165,7 +174,7 @@ def keygen(
         write_key_pair(private, pub, curve, _password(password_env))
     except (OSError, FileExistsError) as e:
         raise _fail(str(e)) from None
-    typer.echo(f"wrote {private} (private) and {pub} (public)")
+    _say(f"wrote {private} (private) and {pub} (public)")
 
 
 def register(app: typer.Typer) -> None:
