@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from scanner import __version__
+from scanner.attest.strictjson import loads as strict_loads
 from scanner.findings import FileReport, Finding, Location, Report, Severity
 from scanner.rules import Policy, RuleSet, load_ruleset
 from scanner.walk import WalkEntry, walk_paths
@@ -181,13 +182,13 @@ class ResultCache:
         if row is None or not isinstance(row[0], (bytes, str)) or len(row[0]) > MAX_CACHE_ENTRY_BYTES:
             return None
         try:
-            outer = json.loads(row[0])
+            outer = strict_loads(row[0], "cache entry")
             body_text = outer["body"]
             if not isinstance(body_text, str) or not isinstance(outer.get("mac"), str):
                 return None
             if not hmac.compare_digest(outer["mac"], self._mac(body_text)):
                 return None
-            body = json.loads(body_text)
+            body = strict_loads(body_text, "cache entry")
             expected = {"schema": CACHE_SCHEMA, "key": key, "sha256": sha256, "size": size,
                         "name": name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                         "scanner": self.spec.scanner, "rules_digest": self.spec.rules_digest,

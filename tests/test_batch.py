@@ -10,9 +10,9 @@ import shutil
 import signal
 import sqlite3
 import struct
-import time
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +20,9 @@ import pytest
 import scanner.engine as engine
 from conftest import FIXTURES
 from scanner.batch import (
-    RACY_NS,
     CACHE_DB,
     CONTEXT_DEPENDENT_FORMATS,
+    RACY_NS,
     JsonlWriter,
     Progress,
     ResultCache,

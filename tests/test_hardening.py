@@ -186,10 +186,9 @@ def test_cache_key_covers_the_file_name(tmp_path):
 
 
 def test_cache_key_covers_policy_rules_and_scanner(tmp_path, monkeypatch):
+    from scanner.attest.verify import Requirements
     from scanner.findings import Severity
     from scanner.rules import Policy
-
-    from scanner.attest.verify import Requirements
 
     p = tmp_path / "notes.bin"
     p.write_text("hello world\n")
@@ -300,3 +299,174 @@ def test_verify_failure_names_are_escaped(tmp_path):
     assert res.exit_code != 0
     out = res.stdout + res.stderr
     assert "\x1b" not in out and "\u202e" not in out and "m\\x1b[2Jodel\\u202e.bin" in out
+
+
+# -- 4. signed documents parse strictly, fail in one line, never accept symlinks or a foreign domain ----------
+
+@pytest.fixture(scope="module")
+def key_pair():
+    from scanner.attest.sign import generate_key
+
+    return generate_key("p256")
+
+
+def _signed_folder(tmp_path: Path, key_pair) -> tuple[Path, Path]:
+    from scanner.attest.attest import attest, default_output
+    from scanner.attest.sign import KeySigner
+    from scanner.rules import Policy
+
+    m = tmp_path / "model"
+    m.mkdir()
+    (m / "config.json").write_text('{"a": 1}\n')
+    (m / "weights.txt").write_text("0.1 0.2\n")
+    out = default_output(m)
+    out.write_bytes(attest(m, Policy(), KeySigner.from_pem(key_pair[0])).document())
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(key_pair[1])
+    return m, pub
+
+
+def _verify(m: Path, pub: Path, *extra: str):
+    return _cli(["verify", str(m), "--key", str(pub), *extra])
+
+
+def _one_failed_line(res) -> str:
+    out = res.stdout + res.stderr
+    assert res.exit_code == 1, out
+    assert out.count("\n") == 1 and out.startswith("FAILED: "), out
+    assert "Traceback" not in out
+    return out
+
+
+def _dup_outer(raw: str) -> str:
+    # a second mediaType after the first: json.loads keeps the last, protobuf refuses the document
+    return raw.replace('"mediaType"', '"mediaType": "x/evil", "mediaType"', 1)
+
+
+def _dup_envelope(raw: str) -> str:
+    return raw.replace('"payloadType"', '"payloadType": "text/plain", "payloadType"', 1)
+
+
+@pytest.mark.parametrize("mutate", [_dup_outer, _dup_envelope], ids=["bundle", "envelope"])
+def test_duplicate_keys_in_a_bundle_are_refused(tmp_path, key_pair, mutate):
+    m, pub = _signed_folder(tmp_path, key_pair)
+    b = m / "modelseal.sigstore.json"
+    assert _verify(m, pub).exit_code == 0
+    b.write_text(mutate(b.read_text()))
+    out = _one_failed_line(_verify(m, pub))
+    assert "duplicate key" in out
+
+
+def test_duplicate_keys_in_a_signed_statement_are_refused(tmp_path, key_pair):
+    import json
+
+    from scanner.attest.attest import scan_model
+    from scanner.attest.sign import KeySigner
+    from scanner.attest.statement import PAYLOAD_TYPE, build_statement, canonical_json
+    from scanner.rules import Policy
+
+    m, pub = _signed_folder(tmp_path, key_pair)
+    model, report = scan_model(m, Policy())
+    payload = canonical_json(build_statement(model, report, Policy())).decode()
+    # a duplicate "predicateType" a first-wins reader would take as another kind of statement
+    assert payload.startswith("{")
+    dup = '{"predicateType":"https://in-toto.io/attestation/other",' + payload[1:]
+    bundle = KeySigner.from_pem(key_pair[0]).sign(PAYLOAD_TYPE, dup.encode())
+    (m / "modelseal.sigstore.json").write_text(json.dumps(bundle))
+    out = _one_failed_line(_verify(m, pub))
+    assert "duplicate key 'predicateType'" in out
+
+
+@pytest.mark.parametrize("raw", [b'{"a": 1, "a": 2}', b'{"a": NaN}', b"[" * 100_000, b'{"a": "\xff"}', b"{"])
+def test_strict_json_errors_are_one_line(raw):
+    from scanner.attest.strictjson import StrictJSONError, loads
+
+    with pytest.raises(StrictJSONError) as e:
+        loads(raw, "bundle")
+    assert "\n" not in str(e.value) and str(e.value).startswith("bundle is not valid JSON")
+
+
+def test_malformed_certificate_chain_fails_in_one_line(tmp_path, key_pair):
+    import json
+
+    m, pub = _signed_folder(tmp_path, key_pair)
+    b = m / "modelseal.sigstore.json"
+    doc = json.loads(b.read_text())
+    doc["verificationMaterial"] = {"x509CertificateChain": {"certificates": [{"rawBytes": "bm90IGEgY2VydA=="},
+                                                                             {"rawBytes": 5}]},
+                                   "tlogEntries": [{"logIndex": "x"}]}
+    b.write_text(json.dumps(doc))
+    res = _cli(["verify", str(m), "--identity", "a@example.com", "--issuer", "https://issuer.example",
+                "--trusted-root", str(Path(__file__).resolve().parent.parent / "tests" / "data" / "no-root.json")])
+    out = res.stdout + res.stderr
+    assert res.exit_code in (1, 2) and out.count("\n") == 1 and "Traceback" not in out, out
+    res = _cli(["verify", str(m), "--identity", "a@example.com", "--issuer", "https://issuer.example"])
+    _one_failed_line(res)
+
+
+def test_allow_extra_never_accepts_a_symlinked_subfolder(tmp_path, key_pair):
+    m, pub = _signed_folder(tmp_path, key_pair)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "evil.pkl").write_bytes(HOSTILE_PICKLE)
+    assert _verify(m, pub, "--allow-extra").exit_code == 0
+    (m / "extra.txt").write_text("more\n")
+    assert _verify(m, pub, "--allow-extra").exit_code == 0  # extra files: accepted when asked
+    (m / "plugins").symlink_to(elsewhere, target_is_directory=True)
+    out = _one_failed_line(_verify(m, pub, "--allow-extra"))
+    assert "symlink" in out
+    (m / "plugins").unlink()
+    (m / "cfg-link.json").symlink_to(m / "config.json")
+    assert "symlink" in _one_failed_line(_verify(m, pub, "--allow-extra"))
+
+
+def _pae_blob_and_message_bundle(tmp_path: Path, key_pair) -> tuple[Path, Path]:
+    """The PAE of an attestation the key really signed, as a file, with that DSSE signature as a 'message
+    signature' of the file: the key never signed this file."""
+    import base64
+    import json
+
+    from scanner.attest.dsse import pae
+
+    m, _ = _signed_folder(tmp_path, key_pair)
+    doc = json.loads((m / "modelseal.sigstore.json").read_text())
+    env = doc["dsseEnvelope"]
+    blob = tmp_path / "payload.bin"
+    blob.write_bytes(pae(env["payloadType"], base64.b64decode(env["payload"])))
+    msg = {"mediaType": doc["mediaType"], "verificationMaterial": doc["verificationMaterial"],
+           "messageSignature": {"signature": env["signatures"][0]["sig"]}}
+    bundle = tmp_path / "payload.bin.sig"
+    bundle.write_text(json.dumps(msg))
+    return blob, bundle
+
+
+def test_message_signature_is_not_a_fallback_for_an_attestation_key(tmp_path, key_pair):
+    blob, bundle = _pae_blob_and_message_bundle(tmp_path, key_pair)
+    pub = tmp_path / "pub.pem"
+    out = _one_failed_line(_verify(blob, pub, "--bundle", str(bundle)))
+    assert "--artifact-signature" in out
+    # even when asked for, bytes that are a DSSE encoding are an envelope's, not a signed file
+    out = _one_failed_line(_verify(blob, pub, "--bundle", str(bundle), "--artifact-signature"))
+    assert "pre-authentication" in out
+
+
+def test_key_message_signature_verifies_when_asked(tmp_path, key_pair):
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    priv = load_pem_private_key(key_pair[0], None)
+    f = tmp_path / "artifact.bin"
+    f.write_bytes(b"weights" * 100)
+    sig = priv.sign(f.read_bytes(), ec.ECDSA(hashes.SHA256()))
+    b = tmp_path / "artifact.bin.sig"
+    b.write_text(json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                             "verificationMaterial": {"publicKey": {"hint": "x"}, "tlogEntries": []},
+                             "messageSignature": {"signature": base64.b64encode(sig).decode()}}))
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(key_pair[1])
+    assert _verify(f, pub, "--artifact-signature").exit_code == 0
+    assert "--artifact-signature" in _one_failed_line(_verify(f, pub))

@@ -286,6 +286,9 @@ def _key_message_bundle(data: bytes, key, *, with_digest: bool = True, hint: str
     return json.dumps(doc).encode()
 
 
+ARTIFACT = Requirements(artifact_signature=True)
+
+
 def _pub_pem(key, path: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
 
@@ -305,21 +308,23 @@ def test_key_message_signature(tmp_path, curve, with_digest):
     bundle = tmp_path / "model.bin.sig"
     bundle.write_bytes(_key_message_bundle(model.read_bytes(), key, with_digest=with_digest, hint="not ours"))
     trust = Trust(public_keys=(_pub_pem(key, tmp_path / "pub.pem"),))
-    (v,) = verify_model(model, [], trust, Requirements())
+    with pytest.raises(VerificationFailure, match="--artifact-signature"):
+        verify_model(model, [], trust, Requirements())
+    (v,) = verify_model(model, [], trust, ARTIFACT)
     assert v.kind == "message" and v.signer.startswith("key ")
     assert v.digests == {"model.bin": hashlib.sha256(model.read_bytes()).hexdigest()}
 
     other = _pub_pem(ec.generate_private_key(key.curve), tmp_path / "other.pem")
     with pytest.raises(VerificationFailure, match="does not verify with the trusted key"):
-        verify_model(model, [], Trust(public_keys=(other,)), Requirements())
+        verify_model(model, [], Trust(public_keys=(other,)), ARTIFACT)
     with pytest.raises(VerificationFailure, match="no trusted public key"):
-        verify_model(model, [], Trust(identities=(BEACON,)), Requirements())
+        verify_model(model, [], Trust(identities=(BEACON,)), ARTIFACT)
     with pytest.raises(VerificationFailure, match="is a folder"):
-        verify_model(tmp_path, [bundle], trust, Requirements())
+        verify_model(tmp_path, [bundle], trust, ARTIFACT)
 
     model.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(VerificationFailure, match="model.bin was modified" if with_digest else "may have been modified"):
-        verify_model(model, [], trust, Requirements())
+        verify_model(model, [], trust, ARTIFACT)
 
 
 # -- the CLI on real bundles -------------------------------------------------------------------------

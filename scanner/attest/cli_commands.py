@@ -117,6 +117,9 @@ def verify(
     ignore: Annotated[list[str] | None, typer.Option(
         "--ignore", help="Path (relative to the model) left out of the check, as model_signing --ignore-paths.")] = None,
     allow_symlinks: Annotated[bool, typer.Option("--allow-symlinks", help="Follow symlinks inside the model.")] = False,
+    artifact_signature: Annotated[bool, typer.Option(
+        "--artifact-signature", help="Accept a key-signed plain message signature of FILE (cosign sign-blob "
+        "style). Without it only attestations, OMS signatures and keyless message signatures verify.")] = False,
 ) -> None:
     """Verify attestations, OMS signatures and Sigstore artifact signatures against the model on disk, offline.
 
@@ -144,7 +147,8 @@ def verify(
         if not k.is_file():
             raise _fail(f"no such key file: {k}")
     trust = Trust(tuple(key or ()), tuple(zip(identities, issuers, strict=True)), trusted_root, staging)
-    req = Requirements(allow_extra, frozenset(verdicts), age, tuple(ignore or ()), allow_symlinks)
+    req = Requirements(allow_extra, frozenset(verdicts), age, tuple(ignore or ()), allow_symlinks,
+                       artifact_signature=artifact_signature)
     try:
         results = verify_model(path, bundle or [], trust, req)
     except VerificationFailure as e:
