@@ -273,7 +273,10 @@ def _snapshot(p: Path, workdir: Path, policy: Any) -> ModelDigest:
         except OSError as e:
             raise UnsafeModelError(f"{p}: cannot open: {e.strerror or e}") from None
         dst = workdir / name
-        sha, size = _copy_fd(fd, dst, p.name)
+        try:
+            sha, size = _copy_fd(fd, dst, p.name)
+        except OSError as e:  # a read error, or no room for the copy
+            raise UnsafeModelError(f"{p}: cannot copy: {e.strerror or e}") from None
         return ModelDigest(dst, True, (FileDigest(p.name, dst, size, sha),))
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeModelError(f"{p} is not a regular file or folder")

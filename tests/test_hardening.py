@@ -470,3 +470,20 @@ def test_key_message_signature_verifies_when_asked(tmp_path, key_pair):
     pub.write_bytes(key_pair[1])
     assert _verify(f, pub, "--artifact-signature").exit_code == 0
     assert "--artifact-signature" in _one_failed_line(_verify(f, pub))
+
+
+def test_gate_refuses_cleanly_when_the_copy_cannot_be_made(tmp_path, monkeypatch):
+    p = tmp_path / "model.pkl"
+    p.write_bytes(BENIGN_PICKLE)
+
+    def full(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gate, "_copy_fd", full)
+    with pytest.raises(gate.UnsafeModelError, match="No space left"):
+        gate.Gate().check(p)
+    m = tmp_path / "m"
+    m.mkdir()
+    (m / "a.txt").write_text("x")
+    with pytest.raises(gate.UnsafeModelError, match="No space left"):
+        gate.Gate().check(m)
