@@ -487,3 +487,52 @@ def test_gate_refuses_cleanly_when_the_copy_cannot_be_made(tmp_path, monkeypatch
     (m / "a.txt").write_text("x")
     with pytest.raises(gate.UnsafeModelError, match="No space left"):
         gate.Gate().check(m)
+
+
+def test_mutated_bundles_fail_in_one_line(tmp_path):
+    """Byte flips, truncations, certificate-chain and statement mutations of a real model_signing bundle:
+    every outcome is a one-line VerificationFailure (never another exception, never a multi-line message)."""
+    import base64
+    import json
+    import random
+    import shutil
+
+    from conftest import FIXTURES
+    from scanner.attest.verify import Requirements, Trust, VerificationFailure, verify_model
+
+    oms = FIXTURES / "attest" / "oms"
+    m = tmp_path / "m"
+    shutil.copytree(oms / "p256", m)
+    raw = (m / "model.sig").read_bytes()
+    rnd = random.Random(10)
+    trusts = [Trust(public_keys=(oms / "keys" / "p256.pub.pem",)), Trust(identities=(("a@b.c", "https://x"),))]
+
+    def variant(i: int) -> bytes:
+        b = bytearray(raw)
+        d = json.loads(raw)
+        if i % 4 == 0:
+            for _ in range(rnd.randint(1, 5)):
+                b[rnd.randrange(len(b))] = rnd.randrange(256)
+            return bytes(b)
+        if i % 4 == 1:
+            return bytes(b[:rnd.randrange(len(b))])
+        if i % 4 == 2:
+            vm = d["verificationMaterial"]
+            vm.pop("publicKey", None)
+            raw_cert = rnd.choice(["", "AAAA", 5, None, base64.b64encode(rnd.randbytes(50)).decode()])
+            vm["x509CertificateChain"] = {"certificates": [{"rawBytes": raw_cert}]}
+            vm["tlogEntries"] = rnd.choice([[], [{}], [{"logIndex": "1"}], "x"])
+            return json.dumps(d).encode()
+        st = json.loads(base64.b64decode(d["dsseEnvelope"]["payload"]))
+        st[rnd.choice(["subject", "predicate", "predicateType", "_type"])] = rnd.choice(
+            [None, 5, "x", [], {}, [{"name": 5}], {"serialization": 5}])
+        d["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(st).encode()).decode()
+        return json.dumps(d).encode()
+
+    for i in range(120):
+        (m / "model.sig").write_bytes(variant(i))
+        for t in trusts:
+            try:
+                verify_model(m, [], t, Requirements())
+            except VerificationFailure as e:
+                assert "\n" not in str(e), str(e)
