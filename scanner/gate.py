@@ -100,10 +100,11 @@ class Gate:
         """A read-only file object over a private copy of `path` whose bytes are the ones checked.
 
         The copy keeps the file's name (loaders look at suffixes); `f.name` is its path."""
-        if Path(path).is_dir():
-            raise UnsafeModelError(f"{path}: a folder; use verified_copy")
-        with self.verified_copy(path, bundle) as (_, copy), open(copy, "rb") as fh:
-            yield fh
+        with self.verified_copy(path, bundle) as (_, copy):
+            if not copy.is_file():  # decided on what was copied, not on a look before
+                raise UnsafeModelError(f"{path}: a folder; use verified_copy")
+            with open(copy, "rb") as fh:
+                yield fh
 
     @contextmanager
     def verified_copy(self, path: str | os.PathLike[str],

@@ -82,7 +82,7 @@ def test_verified_copy_of_a_folder_is_the_scanned_one(tmp_path, monkeypatch):
     assert not copy.exists()
 
 
-def _race(tmp_path: Path, flip, check, iterations: int = 60) -> None:
+def _race(tmp_path: Path, flip, check, iterations: int = 40) -> None:
     """A thread flips what is at the path while the gate checks it; every acceptance must be of benign bytes."""
     stop = threading.Event()
 
@@ -130,6 +130,45 @@ def test_swapping_thread_never_poisons_the_cache(tmp_path):
     _race(tmp_path, flip, check)
     assert set(accepted) <= {BENIGN_SHA}
     assert all(r.content_digest == BENIGN_SHA for r in cache.entries.values())
+
+
+def test_swapping_thread_in_a_folder_never_poisons_the_cache(tmp_path):
+    m = tmp_path / "model"
+    m.mkdir()
+    (m / "config.json").write_text('{"a": 1}\n')
+    p = m / "model.pkl"
+    p.write_bytes(BENIGN_PICKLE)
+    ben, hos = tmp_path / "b.tmp", tmp_path / "h.tmp"
+
+    def flip(i: int) -> None:
+        src, data = (ben, BENIGN_PICKLE) if i % 2 else (hos, HOSTILE_PICKLE)
+        src.write_bytes(data)
+        os.replace(src, p)
+
+    cache = gate.GateCache()
+    g = gate.Gate(cache=cache)
+    accepted = 0
+
+    def check() -> None:
+        nonlocal accepted
+        try:
+            with g.verified_copy(m) as (result, copy):
+                assert (copy / "model.pkl").read_bytes() == BENIGN_PICKLE
+                accepted += 1
+        except gate.UnsafeModelError:
+            pass
+
+    _race(tmp_path, flip, check, iterations=40)
+    for r in cache.entries.values():
+        assert r.report is not None and not r.report.failing()
+    assert all(r.content_digest == _manifest(m, BENIGN_PICKLE) for r in cache.entries.values())
+
+
+def _manifest(m: Path, pkl: bytes) -> str:
+    from scanner.attest.digest import manifest_digest
+
+    return manifest_digest([hashlib.sha256((m / "config.json").read_bytes()).hexdigest(),
+                            hashlib.sha256(pkl).hexdigest()])
 
 
 def test_symlink_flips_never_accept_the_hostile_target(tmp_path):
