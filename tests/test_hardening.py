@@ -575,3 +575,20 @@ def test_mutated_bundles_fail_in_one_line(tmp_path):
                 verify_model(m, [], t, Requirements())
             except VerificationFailure as e:
                 assert "\n" not in str(e), str(e)
+
+
+def test_sarif_shows_escaped_text_and_valid_uris(tmp_path):
+    import json
+
+    d = tmp_path / "rel"
+    d.mkdir()
+    (d / "ev\u202eil\n.pkl").write_bytes(HOSTILE_PICKLE)
+    os.chdir(tmp_path)
+    res = _cli(["scan", "--format", "sarif", "--jobs", "1", "--", "rel"])
+    assert res.exit_code == 1, res.output
+    doc = json.loads(res.stdout)
+    (result,) = doc["runs"][0]["results"][:1]
+    uri = result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert uri == "rel/ev%E2%80%AEil%0A.pkl"
+    texts = [r["message"]["text"] for r in doc["runs"][0]["results"]]
+    assert all(not any(c in t for c in FORBIDDEN) for t in texts)
