@@ -144,9 +144,10 @@ def test_staged_file_names_are_never_options(tmp_path: Path) -> None:
     # a config that would allow the payload, under a name that reads as --config=evil.toml
     (proj / "evil.toml").write_text('[tool.modelseal]\nfail_on = "critical"\nallow_globals = ["posix.system", '
                                     '"os.system"]\n')
-    names = ["--help", "--config=evil.toml", "-o", "--output=model.pt", "-h", "--version"]
+    names = ["--help", "--config=evil.toml", "-o", "--output=model.pt", "--output=f", "-h", "--version"]
     for n in names:
         (proj / n).write_text("just text\n")
+    (proj / "-o").write_bytes(EVIL_P2)  # an option-looking name is a file like any other: scanned
     shutil.copy2(BENIGN_TORCH, proj / "model.pt")
     (proj / "weights.pkl").write_bytes(EVIL_P2)
     _git(proj, env, "add", "--", "evil.toml", "model.pt", "weights.pkl", *names)
@@ -154,6 +155,7 @@ def test_staged_file_names_are_never_options(tmp_path: Path) -> None:
     out = bad.stdout + bad.stderr
     assert bad.returncode != 0, out
     assert [line for line in out.splitlines() if line.startswith("weights.pkl: CRITICAL ")], out
+    assert [line for line in out.splitlines() if line.startswith("-o: CRITICAL ")], out
     assert "Usage" not in out and "No such option" not in out and "error" not in out.lower(), out
     assert (proj / "model.pt").read_bytes() == BENIGN_TORCH.read_bytes()
     assert not (proj / "f").exists()
