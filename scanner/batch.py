@@ -269,6 +269,7 @@ def finding_from_dict(d: dict[str, Any], rules: RuleSet) -> Finding:
 # A file changed this recently may change again within one timestamp tick without its ctime moving, so
 # it is not cached (git's "racily clean" rule); older files' ctime moves on any write, rename or utime.
 RACY_NS = 20_000_000  # above a 100 Hz kernel tick (10 ms)
+COARSE_RACY_NS = 3_000_000_000
 
 
 def _hash_and_stat(path: Path) -> tuple[str | None, os.stat_result | None]:
@@ -283,7 +284,9 @@ def _hash_and_stat(path: Path) -> tuple[str | None, os.stat_result | None]:
         st = os.fstat(fd)
         now = time.time_ns()
         sha, _ = hash_stream(fh)
-    return sha, st if st.st_ctime_ns < now - RACY_NS else None
+    # a whole-millisecond ctime hints at a file system with coarse timestamps (1 s, 2 s): wait longer
+    margin = RACY_NS if st.st_ctime_ns % 1_000_000 else COARSE_RACY_NS
+    return sha, st if st.st_ctime_ns < now - margin else None
 
 
 def _unchanged_since(path: Path, st0: os.stat_result | None) -> bool:
