@@ -132,6 +132,40 @@ def test_swapping_thread_never_poisons_the_cache(tmp_path):
     assert all(r.content_digest == BENIGN_SHA for r in cache.entries.values())
 
 
+def test_symlink_flips_of_a_file_never_accept_the_hostile_target(tmp_path):
+    p = tmp_path / "model.pkl"
+    p.write_bytes(BENIGN_PICKLE)
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(HOSTILE_PICKLE)
+    good = tmp_path / "good.tmp"
+    link = tmp_path / "link.tmp"
+
+    def flip(i: int) -> None:
+        if i % 2:
+            link.unlink(missing_ok=True)
+            link.symlink_to(bad)
+            os.replace(link, p)  # the path becomes a symlink to hostile bytes
+        else:
+            good.write_bytes(BENIGN_PICKLE)
+            os.replace(good, p)
+
+    cache = gate.GateCache()
+    g = gate.Gate(cache=cache)
+    accepted = []
+
+    def check() -> None:
+        try:
+            accepted.append(g.check(p).content_digest)
+            with g.open_verified(p) as fh:
+                assert fh.read() == BENIGN_PICKLE
+        except gate.UnsafeModelError:
+            pass
+
+    _race(tmp_path, flip, check)
+    assert set(accepted) <= {BENIGN_SHA}
+    assert all(r.content_digest == BENIGN_SHA for r in cache.entries.values())
+
+
 def test_swapping_thread_in_a_folder_never_poisons_the_cache(tmp_path):
     m = tmp_path / "model"
     m.mkdir()
