@@ -626,3 +626,33 @@ def test_sarif_shows_escaped_text_and_valid_uris(tmp_path):
     assert uri == "rel/ev%E2%80%AEil%0A.pkl"
     texts = [r["message"]["text"] for r in doc["runs"][0]["results"]]
     assert all(not any(c in t for c in FORBIDDEN) for t in texts)
+
+
+def test_batch_cache_still_serves_symlinked_snapshot_files(tmp_path, monkeypatch):
+    """Hugging Face cache layout: snapshots/<rev>/name -> ../../blobs/<sha>; hashed through the link's target."""
+    import time
+
+    from scanner import engine
+    from scanner.batch import RACY_NS, open_cache, scan_batch
+    from scanner.rules import Policy, load_ruleset
+
+    repo = tmp_path / "models--x--y"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    (repo / "blobs" / "b1").write_bytes(HOSTILE_PICKLE)
+    (repo / "snapshots" / "abc" / "model.pkl").symlink_to("../../blobs/b1")
+    time.sleep(RACY_NS / 1e9 * 2)
+    spec = open_cache(tmp_path / "cache", load_ruleset(), Policy(), b"k" * 32)
+    first = scan_batch([repo], jobs=1, cache=spec)
+    calls = []
+    real = engine.scan_file
+    monkeypatch.setattr(engine, "scan_file", lambda e, *a, **k: calls.append(e.display) or real(e, *a, **k))
+    second = scan_batch([repo], jobs=1, cache=spec)
+    assert first.verdict.value == second.verdict.value == "malicious"
+    assert not calls, calls
+    # the link re-pointed to other bytes: rescanned, never served from the old entry
+    (repo / "blobs" / "b2").write_bytes(BENIGN_PICKLE)
+    (repo / "snapshots" / "abc" / "model.pkl").unlink()
+    (repo / "snapshots" / "abc" / "model.pkl").symlink_to("../../blobs/b2")
+    (repo / "blobs" / "b1").unlink()
+    assert scan_batch([repo], jobs=1, cache=spec).verdict.value == "clean"
