@@ -656,3 +656,19 @@ def test_batch_cache_still_serves_symlinked_snapshot_files(tmp_path, monkeypatch
     (repo / "snapshots" / "abc" / "model.pkl").symlink_to("../../blobs/b2")
     (repo / "blobs" / "b1").unlink()
     assert scan_batch([repo], jobs=1, cache=spec).verdict.value == "clean"
+
+
+def test_trusted_root_with_duplicate_keys_is_refused(tmp_path, key_pair):
+    import json
+
+    m, _ = _signed_folder(tmp_path, key_pair)
+    doc = json.loads((m / "modelseal.sigstore.json").read_text())
+    doc["verificationMaterial"] = {"x509CertificateChain": {"certificates": []}, "tlogEntries": []}
+    (m / "modelseal.sigstore.json").write_text(json.dumps(doc))
+    root = tmp_path / "root.json"
+    root.write_text('{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1", '
+                    '"tlogs": [], "tlogs": [], "certificateAuthorities": []}')
+    res = _cli(["verify", str(m), "--identity", "a@example.com", "--issuer", "https://i.example",
+                "--trusted-root", str(root)])
+    out = _one_failed_line(res)
+    assert "trusted root is not valid JSON: duplicate key 'tlogs'" in out
