@@ -469,12 +469,8 @@ def test_malformed_certificate_chain_fails_in_one_line(tmp_path, key_pair):
                                                                              {"rawBytes": 5}]},
                                    "tlogEntries": [{"logIndex": "x"}]}
     b.write_text(json.dumps(doc))
-    res = _cli(["verify", str(m), "--identity", "a@example.com", "--issuer", "https://issuer.example",
-                "--trusted-root", str(Path(__file__).resolve().parent.parent / "tests" / "data" / "no-root.json")])
-    out = res.stdout + res.stderr
-    assert res.exit_code in (1, 2) and out.count("\n") == 1 and "Traceback" not in out, out
     res = _cli(["verify", str(m), "--identity", "a@example.com", "--issuer", "https://issuer.example"])
-    _one_failed_line(res)
+    assert "invalid Sigstore bundle" in _one_failed_line(res)  # pydantic's many lines folded into one
 
 
 def test_allow_extra_never_accepts_a_symlinked_subfolder(tmp_path, key_pair):
