@@ -11,8 +11,17 @@ import typer
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"modelseal: error: {message}", err=True)
+    from scanner.output.escape import escape
+
+    typer.echo(f"modelseal: error: {escape(message)}", err=True)
     return typer.Exit(code)
+
+
+def _say(message: str, err: bool = False) -> None:
+    """Paths, names and signer identities come from the model and its bundle: escaped, one line."""
+    from scanner.output.escape import escape
+
+    typer.echo(escape(message), err=err)
 
 
 def _password(env: str | None) -> bytes | None:
@@ -90,9 +99,9 @@ def attest(
     except OSError as e:
         raise _fail(f"cannot write {out}: {e.strerror or e}") from None
     report = result.report
-    typer.echo(f"{path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
-               f"manifest sha256:{result.model.manifest_digest}")
-    typer.echo(f"wrote {'statement' if unsigned else 'attestation'} {out}")
+    _say(f"{path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
+         f"manifest sha256:{result.model.manifest_digest}")
+    _say(f"wrote {'statement' if unsigned else 'attestation'} {out}")
     if deps or frameworks:
         _write_provenance(result, signer, deps, frameworks, out)
     raise typer.Exit(report.exit_code())
@@ -125,7 +134,7 @@ def _write_provenance(result: object, signer: object, deps: list, frameworks: li
         raise _fail(str(e)) from None
     except OSError as e:
         raise _fail(f"cannot write {out}: {e.strerror or e}") from None
-    typer.echo(f"wrote provenance {out} ({sum(d.role == 'dataset' for d in deps)} dataset(s))")
+    _say(f"wrote provenance {out} ({sum(d.role == 'dataset' for d in deps)} dataset(s))")
 
 
 def verify(
@@ -161,6 +170,9 @@ def verify(
     dataset_path: Annotated[list[Path] | None, typer.Option(
         "--dataset-path", help="A local copy of a training dataset: digested, matched, its own signature "
                                "verified (repeatable).")] = None,
+    artifact_signature: Annotated[bool, typer.Option(
+        "--artifact-signature", help="Accept a key-signed plain message signature of FILE (cosign sign-blob "
+        "style). Without it only attestations, OMS signatures and keyless message signatures verify.")] = False,
 ) -> None:
     """Verify attestations, OMS signatures and Sigstore artifact signatures against the model on disk, offline.
 
@@ -188,11 +200,12 @@ def verify(
         if not k.is_file():
             raise _fail(f"no such key file: {k}")
     trust = Trust(tuple(key or ()), tuple(zip(identities, issuers, strict=True)), trusted_root, staging)
-    req = Requirements(allow_extra, frozenset(verdicts), age, tuple(ignore or ()), allow_symlinks)
+    req = Requirements(allow_extra, frozenset(verdicts), age, tuple(ignore or ()), allow_symlinks,
+                       artifact_signature=artifact_signature)
     try:
         results = verify_model(path, bundle or [], trust, req)
     except VerificationFailure as e:
-        typer.echo(f"FAILED: {path}: {e}", err=True)
+        _say(f"FAILED: {path}: {e}", err=True)
         raise typer.Exit(1) from None
     from scanner.attest.provenance_verify import ProvenancePolicy, verify_provenance
 
@@ -208,16 +221,16 @@ def verify(
         pv = verify_provenance(path, [provenance] if provenance else [], trust, req, ppolicy)
     except VerificationFailure as e:
         if ppolicy.active or provenance is not None:
-            typer.echo(f"FAILED: {path}: {e}", err=True)
+            _say(f"FAILED: {path}: {e}", err=True)
             raise typer.Exit(1) from None
         note = f"note: {e} (not required: pass --require-provenance to enforce)"
     for v in results:
-        typer.echo(f"OK: {v.bundle.name if v.bundle else path}: {v.describe()}")
+        _say(f"OK: {v.bundle.name if v.bundle else path}: {v.describe()}")
     if pv is not None:
         for line in pv.chain(str(path)):
-            typer.echo(f"OK: {line}" if line.startswith(str(path)) else line)
+            _say(f"OK: {line}" if line.startswith(str(path)) else line)
     elif note is not None:
-        typer.echo(note)
+        _say(note)
     if not any(v.kind == "modelseal" for v in results):
         typer.echo("note: no modelseal scan attestation among them: the scan verdict was not checked")
 
@@ -240,7 +253,7 @@ def keygen(
         write_key_pair(private, pub, curve, _password(password_env))
     except (OSError, FileExistsError) as e:
         raise _fail(str(e)) from None
-    typer.echo(f"wrote {private} (private) and {pub} (public)")
+    _say(f"wrote {private} (private) and {pub} (public)")
 
 
 def register(app: typer.Typer) -> None:
