@@ -24,9 +24,11 @@ class Limits:
     max_depth: int = 8                      # nesting of containers
     max_members: int = 100_000
     max_member_bytes: int = 4 * GiB         # decompressed size of one member that is read
-    max_total_bytes: int = 16 * GiB         # decompressed bytes read in one top-level file
+    max_total_bytes: int = 4 * GiB          # decompressed bytes in one top-level file, nested archives included
     max_ratio: int = 200                    # decompression ratio beyond which a member is a bomb
     min_bomb_bytes: int = 16 * MiB          # output below this size is never called a bomb by ratio alone
+    max_bytes_after_bomb: int = 64 * MiB    # once a bomb is reported, decompressed bytes left for the rest
+    max_file_seconds: int = 30              # wall clock for one top-level file (checked between steps)
     # headers and configs
     max_header_bytes: int = 100 * MiB       # safetensors header, GGUF metadata, ONNX/Keras configs
     max_json_depth: int = 200
@@ -35,8 +37,8 @@ class Limits:
     # HDF5 object graph and ONNX graphs
     max_hdf5_objects: int = 200_000         # groups, datasets, links and attributes visited in one file
     max_hdf5_depth: int = 64                # group nesting
-    max_hdf5_seconds: int = 30              # wall time of the sandboxed HDF5 library walk of one file
-    max_hdf5_memory: int = 4 * GiB          # address space the sandboxed HDF5 walk may add to the process
+    max_hdf5_seconds: int = 8               # wall time of the sandboxed HDF5 library walk of one file
+    max_hdf5_memory: int = 512 * MiB        # address space the sandboxed HDF5 walk may add (scan + child < 1 GiB)
     max_graph_depth: int = 32               # ONNX subgraphs inside subgraphs (If / Loop / Scan)
     max_graph_nodes: int = 5_000_000        # ONNX nodes over the graph, its subgraphs and functions
     max_onnx_inline_bytes: int = 64 * MiB   # larger ONNX files are parsed as a skeleton (tensor payloads skipped)

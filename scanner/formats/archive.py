@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from scanner.findings import Finding
-from scanner.formats.inflate import Inflated, inflate, make_decompressor
+from scanner.formats.inflate import Inflated, Spool, inflate, make_decompressor
 from scanner.sniff import ZF_HEADER, joblib_zf_length
 from scanner.source import Source
 
@@ -49,7 +49,7 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
         start = ZF_HEADER + (src.read_at(ZF_HEADER, 1) == b" ")
         if joblib_zf_length(src.head(ZF_HEADER)) is None:
             out.append(ctx.finding("ARCHIVE-MALFORMED", "joblib ZF header with an unreadable length", src, offset=0))
-    pieces: list[bytes] = []
+    spool = Spool()  # concatenated members form one content; it never sits in memory whole
     total = 0
     pos = start
     streams = 0
@@ -67,9 +67,8 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
             out.append(ctx.finding("ARCHIVE-MALFORMED", f"cannot start {fmt} decompression: {e}", src, offset=pos))
             break
         res: Inflated = inflate(src, pos, src.size - pos, decomp, cap=cap - total, max_ratio=ctx.limits.max_ratio,
-                                ratio_floor=floor, charge=lambda n: ctx.charge(n, src))
-        pieces.append(res.data)
-        total += len(res.data)
+                                ratio_floor=floor, charge=lambda n: ctx.charge(n, src), sink=spool)
+        total += res.size
         if res.error:
             out.append(ctx.finding("ARCHIVE-MALFORMED", f"{fmt} stream is corrupt: {res.error}; scanned what "
                                    "decompressed", src, offset=pos))
@@ -108,10 +107,11 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
                                src, offset=pos, evidence=repr(rest)))
         out.extend(ctx.scan_child(src.child_slice(f"<after {fmt} stream>", pos, src.size - pos)))
         break
-    data = b"".join(pieces)
-    pieces.clear()
-    name = _inner_name(src, fmt)
-    out.extend(ctx.scan_child(src.child_bytes(name, data)))
+    inner = spool.source(src, _inner_name(src, fmt))
+    try:
+        out.extend(ctx.scan_child(inner))
+    finally:
+        inner.close()
     return out
 
 
