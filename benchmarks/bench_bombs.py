@@ -22,7 +22,6 @@ import os
 import struct
 import subprocess
 import sys
-import tarfile
 import tempfile
 import zlib
 from collections.abc import Callable

@@ -12,7 +12,7 @@ from typing import Any
 from scanner.findings import Finding
 from scanner.formats.inflate import Inflated, Spool, inflate, make_decompressor
 from scanner.sniff import ZF_HEADER, joblib_zf_length
-from scanner.source import Source
+from scanner.source import LimitExceeded, Source
 
 DRIVE = re.compile(r"^[A-Za-z]:")
 STREAM_MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
@@ -49,7 +49,9 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
         start = ZF_HEADER + (src.read_at(ZF_HEADER, 1) == b" ")
         if joblib_zf_length(src.head(ZF_HEADER)) is None:
             out.append(ctx.finding("ARCHIVE-MALFORMED", "joblib ZF header with an unreadable length", src, offset=0))
-    spool = Spool()  # concatenated members form one content; it never sits in memory whole
+    # concatenated members form one content; it never sits in memory whole, and a tar inside is counted as
+    # it comes out, so a listing bomb stops before it is inflated
+    spool = Spool(watch=TarCounter(ctx.limits.max_members, src).feed)
     total = 0
     pos = start
     streams = 0
@@ -113,6 +115,73 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
     finally:
         inner.close()
     return out
+
+
+class TarCounter:
+    """Counts tar member headers in a stream as it is inflated (only when the stream starts like a tar) and
+    raises LimitExceeded past `limit`: tar.gz listing bombs are refused without inflating them whole."""
+
+    _META = frozenset(b"xgLKX")  # pax / GNU long-name headers describe the next member: not members
+
+    def __init__(self, limit: int, src: Source) -> None:
+        self.limit, self.src = limit, src
+        self.buf = bytearray()   # bytes from `base` on
+        self.base = 0            # stream offset of buf[0]
+        self.next = 0            # stream offset of the next header
+        self.count = 0
+        self.active: bool | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.active is False:
+            return
+        self.buf += data
+        while self.next + 512 <= self.base + len(self.buf):
+            at = self.next - self.base
+            hdr = bytes(self.buf[at:at + 512])
+            if self.active is None:
+                self.active = _is_tar_header(hdr)
+                if not self.active:
+                    self.buf.clear()
+                    return
+            if hdr == bytes(512):
+                self.next += 512
+                continue
+            size = _tar_size(hdr[124:136])
+            if size is None:
+                self.active = False  # tarfile reports the bad header; nothing more to count
+                self.buf.clear()
+                return
+            if hdr[156] not in self._META:
+                self.count += 1
+                if self.count > self.limit:
+                    raise LimitExceeded("max_members", f"more than {self.limit} tar members (counted while "
+                                        "decompressing; the archive was not inflated further)", self.src.loc())
+            self.next += 512 + (size + 511) // 512 * 512
+        drop = min(len(self.buf), self.next - self.base)
+        if drop > 0:
+            del self.buf[:drop]
+            self.base += drop
+
+
+def _is_tar_header(hdr: bytes) -> bool:
+    if hdr[257:262] == b"ustar":
+        return True
+    digits = hdr[148:156].replace(b"\x00", b" ").strip()
+    try:
+        return int(digits or b"x", 8) == sum(hdr[:148]) + 256 + sum(hdr[156:])
+    except ValueError:
+        return False
+
+
+def _tar_size(field: bytes) -> int | None:
+    if field[:1] in (b"\x80", b"\xff"):  # base-256 (GNU)
+        n = int.from_bytes(field[1:], "big")
+        return None if field[:1] == b"\xff" else n
+    digits = field.replace(b"\x00", b" ").strip()
+    try:
+        return int(digits or b"0", 8)
+    except ValueError:
+        return None
 
 
 def _skip_nuls(src: Source, pos: int, limit: int = 1 << 20) -> int:

@@ -113,13 +113,16 @@ class Spool:
     """Where inflated output goes: memory up to SPOOL_MEMORY, then an anonymous temporary file. Keeps the
     running CRC-32 so zip members are checked without holding them."""
 
-    def __init__(self, memory: int = SPOOL_MEMORY) -> None:
+    def __init__(self, memory: int = SPOOL_MEMORY, watch: Callable[[bytes], None] | None = None) -> None:
         self._f = tempfile.SpooledTemporaryFile(max_size=memory)  # noqa: SIM115 - owned by the source
         self._memory = memory
+        self._watch = watch  # sees every piece first; may raise LimitExceeded to stop inflating
         self.size = 0
         self.crc = 0
 
     def write(self, data: bytes) -> None:
+        if self._watch is not None:
+            self._watch(data)
         self._f.write(data)
         self.crc = zlib.crc32(data, self.crc)
         self.size += len(data)
@@ -139,6 +142,7 @@ class SpoolSource(Source):
 
     def __init__(self, display: str, member: str, fh: object, size: int) -> None:
         self._fh = fh
+        self.crc: int | None = None  # CRC-32 of the whole content when it was inflated whole
         super().__init__(display, member, size)
 
     def read_at(self, offset: int, n: int) -> bytes:
