@@ -35,6 +35,10 @@ class Limits:
     max_json_depth: int = 200
     max_string_bytes: int = 64 * MiB
     max_array_items: int = 10_000_000
+    # chat templates (checked before Jinja2 parses them)
+    max_template_tags: int = 20_000          # {{ }} and {% %} tags
+    max_template_filters: int = 2_000        # `|` outside string literals, summed over the template
+    max_template_nesting: int = 64           # block nesting and bracket depth within a tag
     # HDF5 object graph and ONNX graphs
     max_hdf5_objects: int = 200_000         # groups, datasets, links and attributes visited in one file
     max_hdf5_depth: int = 64                # group nesting
@@ -43,7 +47,7 @@ class Limits:
     max_graph_depth: int = 32               # ONNX subgraphs inside subgraphs (If / Loop / Scan)
     max_graph_nodes: int = 5_000_000        # ONNX nodes over the graph, its subgraphs and functions
     max_onnx_inline_bytes: int = 64 * MiB   # larger ONNX files are parsed as a skeleton (tensor payloads skipped)
-    max_proto_fields: int = 10_000_000      # protobuf fields walked to build an ONNX skeleton
+    max_proto_fields: int = 2_000_000       # protobuf fields in an ONNX model (parsing makes an object of each)
 
     def with_overrides(self, values: dict[str, object]) -> Limits:
         known = {f.name for f in fields(self)}
