@@ -52,6 +52,7 @@ class Budget:
     deadline: float | None = None   # time.monotonic() by which the scan of the file must end
     bomb_at: int | None = None      # total_bytes when the first bomb was reported: what follows is capped
     stopped: LimitExceeded | None = None  # the bound that stopped the scan: later members are not scanned
+    stop_reported: bool = False
 
 
 @dataclass
@@ -104,7 +105,15 @@ class ScanContext:
     def _stop(self, e: LimitExceeded) -> None:
         if self.budget.stopped is None:
             self.budget.stopped = e
-        raise e
+        raise self.budget.stopped  # the same exception all the way up: reported once
+
+    def limit_findings(self, e: LimitExceeded, src: Source) -> list[Finding]:
+        """The finding for a LimitExceeded caught by an analyzer or the engine (a budget stop only once)."""
+        if e is self.budget.stopped:
+            if self.budget.stop_reported:
+                return []
+            self.budget.stop_reported = True
+        return [Finding("LIMIT-EXCEEDED", _sev(self, "LIMIT-EXCEEDED"), str(e), e.location or src.loc(), e.limit)]
 
     def scan_child(self, src: Source, fmt: str | None = None) -> list[Finding]:
         """Scan a member found inside a container (sniffed unless `fmt` is given), one level deeper."""
@@ -113,7 +122,7 @@ class ScanContext:
         try:
             self.check_deadline(src)
         except LimitExceeded as e:
-            return [Finding("LIMIT-EXCEEDED", _sev(self, "LIMIT-EXCEEDED"), str(e), src.loc(), e.limit)]
+            return self.limit_findings(e, src)
         self.budget.members += 1
         if self.budget.members > self.limits.max_members:
             return [self.finding("LIMIT-EXCEEDED", f"more than {self.limits.max_members} members; rest not scanned",
@@ -150,8 +159,7 @@ def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[
         for f in analyze(src, ctx):
             findings.append(f)
     except LimitExceeded as e:
-        findings.append(Finding("LIMIT-EXCEEDED", _sev(ctx, "LIMIT-EXCEEDED"), str(e),
-                                e.location or src.loc(), e.limit))
+        findings.extend(ctx.limit_findings(e, src))
     except RecursionError:
         findings.append(ctx.finding("SCAN-INTERNAL-ERROR", "nesting too deep for the analyzer", src,
                                     evidence="RecursionError"))
@@ -279,7 +287,7 @@ def scan_file(entry: WalkEntry, rules: RuleSet, policy: Policy, *, digest: bool 
 def _stop_finding(ctx: ScanContext, findings: list[Finding]) -> list[Finding]:
     """A budget stop is always reported, even if an analyzer caught the exception on its way up."""
     e = ctx.budget.stopped
-    if e is None or any(f.rule_id == "LIMIT-EXCEEDED" and f.evidence == e.limit for f in findings):
+    if e is None or ctx.budget.stop_reported:
         return []
     return [Finding("LIMIT-EXCEEDED", _sev(ctx, "LIMIT-EXCEEDED"), str(e), e.location or Location(), e.limit)]
 

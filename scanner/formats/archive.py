@@ -23,15 +23,21 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     from scanner.sniff import sniff
 
     fmt = sniff(src)
-    if fmt == "tar":
-        return _tar(src, ctx)
-    if fmt == "7z":
-        from scanner.formats.sevenzip import analyze_7z
+    out: list[Finding] = []
+    try:
+        if fmt == "tar":
+            _tar(src, ctx, out)
+        elif fmt == "7z":
+            from scanner.formats.sevenzip import analyze_7z
 
-        return analyze_7z(src, ctx)
-    if fmt in ("gzip", "bz2", "xz", "lzma", "zlib", "lz4"):
-        return _stream(src, ctx, fmt)
-    return [ctx.finding("ARCHIVE-MALFORMED", f"archive analyzer got content sniffed as {fmt}", src)]
+            out.extend(analyze_7z(src, ctx))
+        elif fmt in ("gzip", "bz2", "xz", "lzma", "zlib", "lz4"):
+            _stream(src, ctx, fmt, out)
+        else:
+            out.append(ctx.finding("ARCHIVE-MALFORMED", f"archive analyzer got content sniffed as {fmt}", src))
+    except LimitExceeded as e:  # a bound stopped the work: keep what was found before it
+        out.extend(ctx.limit_findings(e, src))
+    return out
 
 
 def _lim(ctx: Any) -> tuple[int, int]:
@@ -39,8 +45,7 @@ def _lim(ctx: Any) -> tuple[int, int]:
     return cap, int(getattr(ctx.limits, "min_bomb_bytes", 16 * 1024 * 1024))
 
 
-def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
-    out: list[Finding] = []
+def _stream(src: Source, ctx: Any, fmt: str, out: list[Finding]) -> list[Finding]:
     cap, floor = _lim(ctx)
     start = 0
     kind = {"gzip": "gzip", "bz2": "bz2", "xz": "xz", "lzma": "lzma-alone", "zlib": "zlib", "lz4": "lz4"}[fmt]
@@ -239,8 +244,7 @@ def _inner_name(src: Source, fmt: str) -> str:
 
 # -- tar ------------------------------------------------------------------------------------------------------
 
-def _tar(src: Source, ctx: Any) -> list[Finding]:
-    out: list[Finding] = []
+def _tar(src: Source, ctx: Any, out: list[Finding]) -> list[Finding]:
     members: list[tarfile.TarInfo] = []
     fh = src.open()
     try:

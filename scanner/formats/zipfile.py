@@ -68,8 +68,11 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
         st.add("ZIP-MALFORMED", f"not a readable zip: {e}; walking local headers instead")
         _walk_locals(st, 0, src.size, label="local header without central directory")
         return st.out
-    _structure(st, layout)
-    _members(st, layout)
+    try:
+        _structure(st, layout)
+        _members(st, layout)
+    except LimitExceeded as e:  # a shared budget ran out: keep what was found so far
+        st.out.extend(ctx.limit_findings(e, src))
     return st.out
 
 
