@@ -57,7 +57,7 @@ def zero_stream(kind: str, n: int) -> bytes:
         b = bz2.BZ2Compressor(9)
         return _zeros_through(b.compress, b.flush, n)
     if kind in ("xz", "lzma"):
-        x = lzma.LZMACompressor(lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE, preset=6)
+        x = lzma.LZMACompressor(lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE, preset=1)
         return _zeros_through(x.compress, x.flush, n)
     if kind == "lz4":
         import lz4.frame
@@ -338,15 +338,77 @@ def families(scale: float) -> list[tuple[str, str, Callable[[Path], bool]]]:
     ]
 
 
+def fuzz_child(examples: int) -> None:
+    """Replay the property fuzz (tests/test_property_fuzz.py strategies and policy, plus default limits) and
+    print the slowest inputs as JSON: this process's peak RSS is measured by the parent."""
+    import time
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT))
+    import test_property_fuzz as tp
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from scanner.rules import Policy
+
+    times: list[tuple[float, str, int, str]] = []
+    default = Policy()
+
+    def timed(name: str, data: bytes) -> None:
+        for label, pol in (("fuzz", tp.POLICY), ("default", default)):
+            t = time.perf_counter()
+            tp.scan_data(data, name, policy=pol, rules=tp.RULES)
+            times.append((time.perf_counter() - t, name, len(data), label))
+
+    common = settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck),
+                      derandomize=True, database=None)
+
+    @common
+    @given(tp.mutated())
+    def mutated(case: tuple[str, bytes]) -> None:
+        timed(*case)
+
+    @common
+    @given(st.sampled_from(tp.MAGICS), st.binary(max_size=2048))
+    def magics(magic: bytes, tail: bytes) -> None:
+        timed("random.bin", magic + tail)
+
+    mutated()
+    magics()
+    times.sort(reverse=True)
+    print(json.dumps({"inputs": len(times), "slowest": times[:5]}))
+
+
+def fuzz(examples: int, timeout: float) -> list[str]:
+    from bench_measure import run_measured
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    m = run_measured([sys.executable, str(Path(__file__).resolve()), "--fuzz-child", str(examples)], env=env,
+                     timeout=timeout)
+    try:
+        doc = json.loads(m.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return [f"fuzz replay failed: {m.stderr.strip()[-300:]}"]
+    slow = ", ".join(f"{t:.2f} s ({name}, {size} B, {pol} limits)" for t, name, size, pol in doc["slowest"][:3])
+    return [f"Property-fuzz replay ({doc['inputs']} scans of {examples} mutated fixtures and {examples} random "
+            f"tails, fuzz and default limits): slowest {slow}; whole run {m.wall_s:.0f} s, peak RSS "
+            f"{m.peak_rss_mb:.0f} MB (HDF5 child included)."]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None, help="substrings of family names to run")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--fuzz", type=int, default=0, help="also replay the property fuzz with N examples each")
+    ap.add_argument("--fuzz-child", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(ROOT))
+    if args.fuzz_child:
+        fuzz_child(args.fuzz_child)
+        return 0
     from bench_measure import replace_section, run_measured
 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -379,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lines.append(f"| {family} | {size} | {m.wall_s:.2f} | {m.peak_rss_mb:.0f} | {m.returncode} | {rules} |")
     lines.append("")
+    if args.fuzz:
+        lines.extend(fuzz(args.fuzz, args.timeout * 10))
+        lines.append("")
     lines.append(f"Scale {args.scale}; machine: {os.cpu_count()} cores shared with other jobs.")
     section = "\n".join(lines) + "\n<!-- end bombs -->"
     print(section)
