@@ -299,6 +299,24 @@ def joblib_zeros(path: Path, n: int) -> bool:
     return r.returncode == 0
 
 
+def honest_npy_gz(path: Path, n: int) -> bool:
+    """Not a bomb: a gzip of an .npy of `n` bytes of float32 noise (ratio ~1), written in steps. It must come
+    out without ARCHIVE-BOMB or LIMIT-EXCEEDED (and exit 0)."""
+    import gzip
+
+    count = n // 4
+    head = b"{'descr': '<f4', 'fortran_order': False, 'shape': (%d,), }" % count
+    head = head.ljust(118) + b"\n"
+    with gzip.open(path, "wb", compresslevel=1) as fh:
+        fh.write(b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head)
+        left = count * 4
+        while left > 0:
+            k = min(left, 4 * MiB)
+            fh.write(os.urandom(k))
+            left -= k
+    return True
+
+
 # -- the families ----------------------------------------------------------------------------------------
 
 def families(scale: float) -> list[tuple[str, str, Callable[[Path], bool]]]:
@@ -313,6 +331,7 @@ def families(scale: float) -> list[tuple[str, str, Callable[[Path], bool]]]:
 
     n6 = max(1000, int(1_000_000 * scale))
     return [
+        ("honest: gzip of a 512 MiB .npy of noise", "weights.npy.gz", lambda p: honest_npy_gz(p, g // 2)),
         ("gzip of 1 GiB zeros", "weights.bin.gz", write(lambda: zero_stream("gzip", g))),
         ("bz2 of 1 GiB zeros", "weights.bin.bz2", write(lambda: zero_stream("bz2", g))),
         ("xz of 1 GiB zeros", "weights.bin.xz", write(lambda: zero_stream("xz", g))),

@@ -114,8 +114,7 @@ def test_overlapping_entries_are_found_before_inflating() -> None:
 
 def test_directory_with_more_records_than_the_limit_is_refused_before_listing() -> None:
     data = bombs.many_entry_zip(1000)  # end record says 1000; a lying count is covered below
-    lying = data[:-22] + data[-22:-12].replace((1000).to_bytes(2, "little") * 2, (50).to_bytes(2, "little") * 2) \
-        + data[-12:]
+    lying = data[:-14] + (50).to_bytes(2, "little") * 2 + data[-10:]  # both entry counts of the end record
     for blob in (data, lying):
         ctx, findings = run(blob, "many.zip", max_members=100)
         assert "max_members" in limit_hits(findings)
@@ -141,11 +140,8 @@ def test_targz_listing_bomb_is_counted_while_inflating() -> None:
     assert "max_members" in limit_hits(findings)
     assert ctx.budget.total_bytes <= 2 * MiB, ctx.budget.total_bytes
     assert ctx.budget.members == 0
-
-
-def test_honest_targz_is_counted_and_scanned() -> None:
-    data = bombs.many_entry_targz(50)
-    ctx, findings = run(data, "few.tar.gz", max_members=100)
+    # under the limit the same archive is counted and scanned in full
+    ctx, findings = run(bombs.many_entry_targz(50), "few.tar.gz", max_members=100)
     assert not limit_hits(findings) and ctx.budget.members == 51  # the tar, then its 50 members
 
 
