@@ -138,6 +138,13 @@ def is_tar_header(head: bytes) -> bool:
     chksum = _nti(block[148:156])
     if chksum is None:
         return False
+    # every other number frombuf reads with nti must parse too (mode, uid, gid, size, mtime, devmajor/minor,
+    # and the old GNU sparse map of type `S`)
+    fields = [(100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (329, 337), (337, 345)]
+    if block[156:157] == b"S":
+        fields += [(386 + 24 * i + d, 386 + 24 * i + d + 12) for i in range(4) for d in (0, 12)] + [(483, 495)]
+    if any(_nti(block[a:b]) is None for a, b in fields):
+        return False
     unsigned = 256 + sum(struct.unpack_from("148B8x356B", block))
     signed = 256 + sum(struct.unpack_from("148b8x356b", block))
     return chksum in (unsigned, signed)
