@@ -109,9 +109,12 @@ def _decodes(name: str, head: bytes) -> bool:
                 "bz2": bz2.BZ2Decompressor, "lzma": lambda: lzma.LZMADecompressor(lzma.FORMAT_AUTO),
                 "xz": lambda: lzma.LZMADecompressor(lzma.FORMAT_AUTO)}
     try:
-        return bool(decoders[name]().decompress(head, 1 << 16))
+        out = decoders[name]().decompress(head, 1 << 16)
     except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
         return False
+    # a whole trial window taken without error counts even with no output yet (a bz2 block yields nothing
+    # until its end, up to 900 kB in): only a short stream that yields nothing is no stream
+    return bool(out) or len(head) >= TRIAL_BYTES
 
 
 def _nti(field: bytes) -> int | None:
@@ -249,7 +252,8 @@ def _is_template_text(src: Source, head: bytes) -> bool:
     except UnicodeDecodeError as e:
         if e.start < len(data) - 4 or len(data) == src.size:
             return False
-    return any(m in data for m in TEMPLATE_MARKS)
+    # past the read window the rest is unknown: text (the sidecar reader then reports its own size limit)
+    return len(data) < src.size or any(m in data for m in TEMPLATE_MARKS)
 
 
 def _looks_like_onnx(src: Source) -> bool:
