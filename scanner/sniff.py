@@ -237,23 +237,33 @@ def _is_text(head: bytes) -> bool:
 
 
 TEMPLATE_MARKS = (b"{{", b"{%", b"{#")
-TEMPLATE_READ = 16 << 20
+TEMPLATE_CHUNK = 1 << 20
 
 
 def _is_template_text(src: Source, head: bytes) -> bool:
     """UTF-8 with NUL bytes is still text to jinja2 (and to transformers, which reads .jinja files as UTF-8):
-    a template with control characters must reach the template analyzer, not end as data. Whole file up to
-    16 MiB; past that the head decides."""
+    a template with control characters must reach the template analyzer, not end as data. Text when the whole
+    file decodes as UTF-8 and holds a Jinja delimiter; read in chunks, stopping at the first invalid byte
+    (binary data fails within bytes) or the first delimiter."""
+    import codecs
+
     if b"\x00" not in head or not _is_text(head.replace(b"\x00", b"")):
         return False
-    data = src.read_at(0, min(src.size, TEMPLATE_READ))
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if e.start < len(data) - 4 or len(data) == src.size:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pos, tail = 0, b""
+    while pos < src.size:
+        chunk = src.read_at(pos, TEMPLATE_CHUNK)
+        if not chunk:
+            break
+        pos += len(chunk)
+        try:
+            decoder.decode(chunk, final=pos >= src.size)
+        except UnicodeDecodeError:
             return False
-    # past the read window the rest is unknown: text (the sidecar reader then reports its own size limit)
-    return len(data) < src.size or any(m in data for m in TEMPLATE_MARKS)
+        if any(m in tail + chunk for m in TEMPLATE_MARKS):
+            return True
+        tail = chunk[-1:]
+    return False
 
 
 def _looks_like_onnx(src: Source) -> bool:

@@ -160,6 +160,12 @@ def test_template_with_nul_is_text_and_analyzed() -> None:
     assert "CHAT-TEMPLATE-SSTI" in rule_ids(findings)
 
 
+def test_template_behind_megabytes_of_nul_is_text() -> None:
+    t = bytes(3 << 20) + b"{{ cycler.__init__.__globals__.os.popen('id').read() }}"
+    assert sniff(_src(t)) == "text"
+    assert sniff(_src(bytes(3 << 20))) == "data"
+
+
 def test_binary_with_nul_and_no_template_stays_data() -> None:
     assert sniff(_src(bytes(8192))) == "data"
     assert sniff(_src(b"\x00\x01\x02abc" * 100)) == "data"
