@@ -88,12 +88,12 @@ def alternate_formats(src: Source, primary: str) -> list[str]:
 
 def joblib_codec(src: Source) -> str | None:
     """The compressor joblib.load picks for these bytes, when that codec also starts decoding them."""
-    head = src.head(TRIAL_BYTES)
+    head = src.head(ZF_HEADER)
     if head.startswith(b"ZF"):
         return "zlib" if joblib_zf_length(head) is not None else None
     for name, prefix in JOBLIB_PREFIXES:
         if head.startswith(prefix):
-            return name if _decodes(name, head) else None
+            return name if _decodes(name, src.head(TRIAL_BYTES)) else None
     return None
 
 
