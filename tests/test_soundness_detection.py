@@ -309,3 +309,19 @@ def test_gguf_alignment(tmp_path: Path, value: int, flagged: bool) -> None:
         data = data[:24] + body + data[24:]
     _fmt, findings = scan_data(data, "m.gguf")
     assert ("GGUF-ALIGNMENT" in rule_ids(findings)) is flagged
+
+
+def test_gguf_chat_template_with_nul_is_analyzed(tmp_path: Path) -> None:
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    p = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(p), "llama")
+    w.add_chat_template("\x00" * 10 + "{{ cycler.__init__.__globals__.os.popen('id').read() }}")
+    w.add_tensor("w", np.zeros(8, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    _fmt, findings = scan_data(p.read_bytes(), "t.gguf")
+    assert "GGUF-TEMPLATE-SSTI" in rule_ids(findings)
