@@ -256,11 +256,14 @@ def _is_template_text(src: Source, head: bytes) -> bool:
         if not chunk:
             break
         pos += len(chunk)
+        if chunk.count(0) == len(chunk):  # NUL padding: valid UTF-8, no delimiter
+            tail = b"\x00"
+            continue
         try:
             decoder.decode(chunk, final=pos >= src.size)
         except UnicodeDecodeError:
             return False
-        if any(m in tail + chunk for m in TEMPLATE_MARKS):
+        if any(m in chunk for m in TEMPLATE_MARKS) or tail + chunk[:1] in TEMPLATE_MARKS:
             return True
         tail = chunk[-1:]
     return False

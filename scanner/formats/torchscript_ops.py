@@ -80,9 +80,11 @@ class _Resolver:
         return False
 
     def run(self, tree: ast.AST) -> None:
+        nodes = list(ast.walk(tree))
+        binds = [n for n in nodes if isinstance(n, (ast.Assign, ast.AnnAssign, ast.NamedExpr))]
         for _ in range(MAX_PASSES):  # aliases may be used before the line that binds them (flow-insensitive)
             changed = False
-            for node in ast.walk(tree):
+            for node in binds:
                 if isinstance(node, ast.Assign):
                     for t in node.targets:
                         if isinstance(t, ast.Tuple) and isinstance(node.value, ast.Tuple):
@@ -94,7 +96,7 @@ class _Resolver:
                     changed |= self.bind(node.target, self.value(node.value))
             if not changed:
                 break
-        for node in ast.walk(tree):
+        for node in nodes:
             if isinstance(node, (ast.Attribute, ast.Call)):
                 self.value(node)
 
