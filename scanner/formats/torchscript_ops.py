@@ -3,13 +3,20 @@
 
 The importer binds `torch` to the builtin module `aten` and `ops` to the op-namespace table; an attribute of
 a builtin module is the operator `ns::attr` (`autograd` stays `aten`), `getattr(x, "lit")` is `x.lit`, and a
-name assigned such a value keeps it. Python's parser reads the code (NFKC-folding identifiers, a superset of
-TorchScript's ASCII ones); nothing is compiled or run."""
+name assigned such a value keeps it. The code is read with Python's tokenizer (no `compile`, nothing run);
+identifiers are NFKC-folded, a superset of TorchScript's ASCII ones."""
 
 from __future__ import annotations
 
-import ast
+import codecs
+import io
+import tokenize
+import unicodedata
 from dataclasses import dataclass
+
+MAX_PASSES = 8
+MAX_TOKENS = 2_000_000
+SKIP = (tokenize.COMMENT, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.ENCODING)
 
 
 @dataclass(frozen=True)
@@ -24,13 +31,20 @@ class Op:
 
 Value = Ns | Op
 ROOTS: dict[str, Value] = {"torch": Ns("aten"), "ops": Ns("")}
-MAX_PASSES = 8
 
 
 @dataclass(frozen=True)
 class OpRef:
     qualname: str
     lineno: int
+    col: int
+
+
+@dataclass(frozen=True)
+class _Tok:
+    kind: int
+    text: str
+    line: int
     col: int
 
 
@@ -48,68 +62,132 @@ def _attr(base: Value | None, field: str) -> Value | None:
     return None
 
 
+def _string(text: str) -> str | None:
+    """The value of a plain string literal token (no f-strings)."""
+    i = 0
+    while i < len(text) and text[i] in "rRbBuU":
+        i += 1
+    prefix, body = text[:i].lower(), text[i:]
+    if "f" in prefix or "b" in prefix:
+        return None
+    q = 3 if body[:3] in ('"""', "'''") else 1
+    inner = body[q:-q]
+    if "r" in prefix:
+        return inner
+    try:
+        return codecs.decode(inner.encode("latin-1", "backslashreplace"), "unicode_escape")
+    except (UnicodeDecodeError, UnicodeEncodeError, ValueError):
+        return None
+
+
 class _Resolver:
-    def __init__(self) -> None:
+    def __init__(self, toks: list[_Tok]) -> None:
+        self.t = toks
         self.env: dict[str, Value] = dict(ROOTS)
         self.refs: dict[tuple[int, int], OpRef] = {}
 
-    def value(self, node: ast.AST) -> Value | None:
-        if isinstance(node, ast.Name):
-            return self.env.get(node.id)
-        if isinstance(node, ast.Attribute):
-            v = _attr(self.value(node.value), node.attr)
-            self._note(v, node)
-            return v
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
-                and isinstance(node.args[1].value, str):
-            v = _attr(self.value(node.args[0]), node.args[1].value)
-            self._note(v, node)
-            return v
-        return None
+    def _is(self, i: int, text: str) -> bool:
+        return i < len(self.t) and self.t[i].kind == tokenize.OP and self.t[i].text == text
 
-    def _note(self, v: Value | None, node: ast.AST) -> None:
-        if isinstance(v, Op):
-            key = (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
-            self.refs.setdefault(key, OpRef(v.qualname, key[0], key[1]))
+    def chain(self, i: int, note: bool) -> tuple[Value | None, int]:
+        """Resolve the primary at token i and its `.name` tail; returns the value and the next index."""
+        t = self.t
+        if i >= len(t) or t[i].kind != tokenize.NAME:
+            return None, i
+        start = t[i]
+        if t[i].text == "getattr" and self._is(i + 1, "("):
+            base, j = self.chain(i + 2, note)
+            if self._is(j, ",") and j + 1 < len(t) and t[j + 1].kind == tokenize.STRING and self._is(j + 2, ")"):
+                lit = _string(t[j + 1].text)
+                v = _attr(base, lit) if lit is not None else None
+                self._note(v, start, note)
+                i = j + 3
+            else:
+                return None, i + 1
+        else:
+            v = self.env.get(t[i].text)
+            i += 1
+        while self._is(i, ".") and i + 1 < len(t) and t[i + 1].kind == tokenize.NAME:
+            v = _attr(v, t[i + 1].text)
+            self._note(v, start, note)
+            i += 2
+        return v, i
 
-    def bind(self, target: ast.AST, v: Value | None) -> bool:
-        if isinstance(target, ast.Name) and v is not None and self.env.get(target.id) != v:
-            self.env[target.id] = v
-            return True
-        return False
+    def _note(self, v: Value | None, tok: _Tok, note: bool) -> None:
+        if note and isinstance(v, Op):
+            self.refs.setdefault((tok.line, tok.col), OpRef(v.qualname, tok.line, tok.col))
 
-    def run(self, tree: ast.AST) -> None:
-        nodes = list(ast.walk(tree))
-        binds = [n for n in nodes if isinstance(n, (ast.Assign, ast.AnnAssign, ast.NamedExpr))]
+    def _statements(self) -> list[tuple[int, int]]:
+        out, start = [], 0
+        for k, tok in enumerate(self.t):
+            if tok.kind in (tokenize.NEWLINE, tokenize.ENDMARKER) or (tok.kind == tokenize.OP and tok.text == ";"):
+                if k > start:
+                    out.append((start, k))
+                start = k + 1
+        return out
+
+    def _split(self, a: int, b: int, sep: str) -> list[tuple[int, int]]:
+        parts, depth, s = [], 0, a
+        for k in range(a, b):
+            tok = self.t[k]
+            if tok.kind == tokenize.OP:
+                if tok.text in "([{":
+                    depth += 1
+                elif tok.text in ")]}":
+                    depth -= 1
+                elif depth == 0 and tok.text == sep:
+                    parts.append((s, k))
+                    s = k + 1
+        parts.append((s, b))
+        return parts
+
+    def _exact(self, a: int, b: int) -> Value | None:
+        v, end = self.chain(a, False)
+        return v if end == b else None
+
+    def _bind(self, a: int, b: int) -> bool:
+        """`targets = value` statements (tuples and chained `=` too): names that now hold a namespace or op."""
+        pieces = self._split(a, b, "=")
+        if len(pieces) < 2:
+            return False
+        vals = self._split(*pieces[-1], ",")
+        resolved = [self._exact(x, y) for x, y in vals]
+        changed = False
+        for ta, tb in pieces[:-1]:
+            targets = self._split(ta, tb, ",")
+            for n, (x, y) in enumerate(targets):
+                # `name = v` or annotated `name: T = v`
+                if y - x >= 1 and self.t[x].kind == tokenize.NAME and (y - x == 1 or self._is(x + 1, ":")):
+                    v = resolved[n] if len(targets) == len(resolved) else (resolved[0] if len(vals) == 1 else None)
+                    if v is not None and self.env.get(self.t[x].text) != v:
+                        self.env[self.t[x].text] = v
+                        changed = True
+        return changed
+
+    def run(self) -> None:
+        stmts = self._statements()
+        binds = [s for s in stmts if any(self._is(k, "=") for k in range(*s))]
         for _ in range(MAX_PASSES):  # aliases may be used before the line that binds them (flow-insensitive)
-            changed = False
-            for node in binds:
-                if isinstance(node, ast.Assign):
-                    for t in node.targets:
-                        if isinstance(t, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                            for a, b in zip(t.elts, node.value.elts, strict=False):
-                                changed |= self.bind(a, self.value(b))
-                        else:
-                            changed |= self.bind(t, self.value(node.value))
-                elif isinstance(node, (ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
-                    changed |= self.bind(node.target, self.value(node.value))
-            if not changed:
+            if not any([self._bind(a, b) for a, b in binds]):
                 break
-        for node in nodes:
-            if isinstance(node, (ast.Attribute, ast.Call)):
-                self.value(node)
+        for i, tok in enumerate(self.t):
+            if tok.kind == tokenize.NAME and not (i > 0 and self._is(i - 1, ".")):
+                self.chain(i, True)
 
 
 def resolve_ops(text: str) -> list[OpRef] | None:
-    """Every operator reference in the code (None: Python's parser rejects it)."""
+    """Every operator reference in the code (None: Python's tokenizer rejects it)."""
+    toks: list[_Tok] = []
     try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type in SKIP:
+                continue
+            s = unicodedata.normalize("NFKC", tok.string) if tok.type == tokenize.NAME else tok.string
+            toks.append(_Tok(tok.type, s, tok.start[0], tok.start[1]))
+            if len(toks) > MAX_TOKENS:
+                return None
+    except (tokenize.TokenError, IndentationError, SyntaxError, ValueError):
         return None
-    r = _Resolver()
-    try:
-        r.run(tree)
-    except RecursionError:
-        return None
+    r = _Resolver(toks)
+    r.run()
     return sorted(r.refs.values(), key=lambda o: (o.lineno, o.col))
