@@ -152,6 +152,7 @@ def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[
             findings.extend(_extension_check(src, fmt, ctx))
             fmt = _refine(src, fmt)
             findings.extend(_leading_pickle(src, fmt, ctx))
+            findings.extend(_alternates(src, fmt, ctx))
         findings.extend(_appended_zip(src, fmt, ctx))
         analyze = analyzer_for(fmt)
         if analyze is None:
@@ -200,6 +201,19 @@ def _leading_pickle(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
         return []
     return [ctx.finding("POLYGLOT", f"the first bytes are also a pickle: pickle loaders run it, {fmt} readers "
                         "read the rest; both were scanned", src, offset=0), *pk.analyze(src, ctx)]
+
+
+def _alternates(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
+    """Bytes another supported loader reads as a different format from byte 0 (joblib's compressor
+    prefixes, tar by checksum, HDF5 user blocks): scanned as that format too (docs/soundness.md)."""
+    from scanner.sniff import alternate_formats
+
+    out: list[Finding] = []
+    for alt in alternate_formats(src, fmt):
+        out.append(ctx.finding("POLYGLOT", f"the same bytes are also {alt} to the loaders that test for it "
+                               f"first; {fmt} and {alt} both scanned", src, offset=0, evidence=f"{fmt}+{alt}"))
+        out.extend(ctx.scan_child(src, alt))
+    return out
 
 
 def _appended_zip(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:

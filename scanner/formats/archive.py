@@ -17,12 +17,15 @@ from scanner.source import LimitExceeded, Source
 DRIVE = re.compile(r"^[A-Za-z]:")
 STREAM_MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
 BOMB_HEAD = 1 << 20
+ARCHIVE_FORMATS = frozenset({"tar", "7z", "gzip", "bz2", "xz", "lzma", "zlib", "lz4"})
 
 
 def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
-    from scanner.sniff import sniff
+    from scanner.sniff import is_tar_header, joblib_codec, sniff
 
     fmt = sniff(src)
+    if fmt not in ARCHIVE_FORMATS:  # routed here as an alternate reading of a polyglot (engine._alternates)
+        fmt = joblib_codec(src) or ("tar" if is_tar_header(src.head(512)) else fmt)
     out: list[Finding] = []
     try:
         if fmt == "tar":

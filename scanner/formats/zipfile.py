@@ -86,7 +86,9 @@ def appended_zip(src: Source, fmt: str, ctx: Any) -> list[Finding]:
     if fmt not in APPENDED_HOSTS or src.size < zs.EOCD_LEN:
         return []
     offsets, _tail, _ = zs.find_end_records(src)
-    exact = False
+    # zipfile._EndRecData takes the last signature with a whole record, comment or trailing bytes after it
+    # notwithstanding: that one opens as a zip even when it does not end the file
+    exact = bool(offsets) and _zipfile_opens(src, offsets[0])
     for off in offsets:
         rec = src.read_at(off, zs.EOCD_LEN)
         clen = int.from_bytes(rec[20:22], "little")
@@ -96,6 +98,14 @@ def appended_zip(src: Source, fmt: str, ctx: Any) -> list[Finding]:
     if not exact:
         return []
     return analyze_appended(src, ctx)
+
+
+def _zipfile_opens(src: Source, off: int) -> bool:
+    """zipfile reads the central directory `cd_size` bytes before the end record (the `concat` shift) and
+    needs a central header there (or no members)."""
+    rec = src.read_at(off, zs.EOCD_LEN)
+    n_total, cd_size = int.from_bytes(rec[10:12], "little"), int.from_bytes(rec[12:16], "little")
+    return n_total > 0 and cd_size <= off and src.read_at(off - cd_size, 4) == zs.CDH_SIG
 
 
 def analyze_appended(src: Source, ctx: Any) -> list[Finding]:
