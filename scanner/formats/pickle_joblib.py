@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from scanner.findings import Severity
 from scanner.formats.pickle_values import Call, Global, Unknown, const, render
 
 if TYPE_CHECKING:
@@ -38,6 +41,7 @@ _CODES = {"?": 1, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8
           "P": 8, "e": 2, "f": 4, "d": 8, "g": 16, "F": 8, "D": 16, "G": 32, "O": 8, "M": 8, "m": 8}
 _NPY_ITEM_HASOBJECT = 0x01
 _ERROR_RULES = frozenset({"PICKLE-MALFORMED"})  # the plain loader raises there: nothing after it runs
+_TOPS: dict[int, tuple[object, frozenset[str]]] = {}  # policy tables -> top-level modules they name
 
 
 class PlainHooks:
@@ -128,12 +132,41 @@ def _plain_continuation(m: Machine) -> None:
     sub.index = m.index
     res = sub.run(m.pos, m.end)
     have = {(f.rule_id, f.message, f.location) for f in m.findings}
+    garbage = _unimportable(m, sub)
     for f in res.findings:
         if sub.error is not None and f.rule_id in _ERROR_RULES:
             continue
-        if (f.rule_id, f.message, f.location) not in have:
-            m.findings.append(f)
+        if (f.rule_id, f.message, f.location) in have:
+            continue
+        if f.rule_id == "PICKLE-UNKNOWN-GLOBAL" and any(f.message.startswith((f"imports {g}", f"calls {g}"))
+                                                        for g in garbage):
+            f = replace(f, severity=Severity.INFO, message="plain pickle.load reading of joblib array bytes "
+                        f"(a module no installation has): {f.message}")
+        m.findings.append(f)
     m.globals.extend(res.globals)
+
+
+def _unimportable(m: Machine, sub: Machine) -> set[str]:
+    """Unknown globals of the plain reading whose top-level module is neither in the standard library nor
+    named anywhere in the policy tables. Read plainly, honest joblib data (a nested object-array pickle
+    meets the outer memo: MEMOIZE indexes shift) imports names like `NumpyArrayWrapper.dtype`; the loader
+    fails there with ModuleNotFoundError. Kept visible as info, never dropped."""
+    if m.classifier is None:
+        return set()
+    t = m.classifier.t
+    hit = _TOPS.get(id(t))
+    if hit is None or hit[0] is not t:
+        hit = _TOPS[id(t)] = (t, frozenset(n.split(".", 1)[0] for n in (*t.allow, *t.deny)))
+    known = hit[1]
+    out = set()
+    for full, seen in sub.seen.items():
+        if seen.decision.status != "unknown":
+            continue
+        top = full.split(".", 1)[0]
+        if top not in sys.stdlib_module_names and top not in known:
+            out.add(full)
+            out.add(seen.decision.name)
+    return out
 
 
 def _skip_array(m: Machine, inst: Call) -> None:
