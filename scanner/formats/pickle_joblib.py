@@ -130,6 +130,7 @@ def _plain_continuation(m: Machine) -> None:
     sub.proto = m.proto
     sub.frame_end = m.frame_end
     sub.index = m.index
+    _loader_type_errors(sub)
     res = sub.run(m.pos, m.end)
     have = {(f.rule_id, f.message, f.location) for f in m.findings}
     garbage = _unimportable(m, sub)
@@ -144,6 +145,42 @@ def _plain_continuation(m: Machine) -> None:
                         f"(a module no installation has): {f.message}")
         m.findings.append(f)
     m.globals.extend(res.globals)
+
+
+def _loader_type_errors(sub: Machine) -> None:
+    """Read plainly, honest joblib data hands STACK_GLOBAL the objects the outer stream built (an estimator
+    where a module name should be). The C unpickler raises `STACK_GLOBAL requires str` there, so the plain
+    reading stops too - for an instance NEWOBJ / copyreg built of a class that is not a kind of str."""
+    from scanner.formats.pickle_machine import Stop
+
+    popped: list[object] = []
+    pop, emit = sub._pop, sub.emit
+
+    def _pop() -> object:
+        v = pop()
+        popped.append(v)
+        del popped[:-2]
+        return v
+
+    def _emit(rule: str, message: str, **kw: Any) -> None:
+        if rule == "PICKLE-UNRESOLVED-GLOBAL":
+            bad = next((v for v in popped if _surely_not_str(v)), None)
+            if bad is not None:
+                raise Stop(f"STACK_GLOBAL requires str, got an instance of {instance_class(bad)}")  # type: ignore[arg-type]
+        emit(rule, message, **kw)
+
+    sub._pop = _pop  # type: ignore[method-assign]
+    sub.emit = _emit  # type: ignore[method-assign]
+
+
+def _surely_not_str(v: object) -> bool:
+    if not isinstance(v, Call) or not _new_only(v):
+        return False
+    cls = instance_class(v)
+    if cls is None:
+        return False
+    leaf = cls.rsplit(".", 1)[-1].lower()
+    return not any(w in leaf for w in ("str", "unicode", "text", "bytes"))
 
 
 def _unimportable(m: Machine, sub: Machine) -> set[str]:
