@@ -229,6 +229,17 @@ def test_companion_with_object_pickle_is_scanned(tmp_path: Path) -> None:
     assert any(f.rule_id == "PICKLE-DANGEROUS-CALL" for f in report.findings)
 
 
+def test_companion_of_a_gzip_joblib_file_resolves_next_to_it(tmp_path: Path) -> None:
+    import gzip
+
+    p = _compat(tmp_path / "m", "model.pkl_01.npy")
+    gz = p.with_suffix(".pkl.gz")
+    gz.write_bytes(gzip.compress(p.read_bytes()))
+    p.unlink()
+    (tmp_path / "m" / "model.pkl_01.npy").write_bytes(b"\x80\x02" + PAYLOAD_OPS + b"N.")
+    assert any(f.rule_id == "PICKLE-DANGEROUS-CALL" for f in scan_path(gz).findings)
+
+
 @pytest.mark.parametrize("name", ["missing.npy", "../outside.npy", "/etc/passwd", "C:\\x.npy", "link.npy"])
 def test_companion_not_scannable_is_reported(tmp_path: Path, name: str) -> None:
     p = _compat(tmp_path / "m", name)

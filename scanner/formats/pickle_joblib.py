@@ -306,6 +306,28 @@ def dtype_info(dtype: object) -> tuple[int, bool] | None:
     return itemsize, bool(flags & _NPY_ITEM_HASOBJECT)
 
 
+# what joblib.load decompresses itself (joblib/compressor.py prefixes, numpy_pickle_compat's ZF header)
+_JOBLIB_COMPRESSED = (b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x5d\x00", b"\x04\x22\x4d\x18", b"ZF0x")
+
+
+def _pickle_file(src: Any) -> Path | None:
+    """The file joblib.load was given for this pickle: the file itself, or a file joblib decompresses whole
+    (one level, no container). Its folder is where NumpyUnpickler._dirname points."""
+    if src is None:
+        return None
+    if src.path is not None:
+        return Path(src.path)
+    if not src.member or "!" in src.member or not re.match(r"<[a-z0-9-]+>", src.member):
+        return None  # archive.py names a whole decompressed stream "<fmt>name"
+    top = Path(src.display)
+    try:
+        with open(top, "rb") as fh:
+            head = fh.read(6)
+    except OSError:
+        return None
+    return top if head.startswith(_JOBLIB_COMPRESSED) else None
+
+
 def _companion(m: Machine, inst: Call, cls: str) -> None:
     """NDArrayWrapper.read: np.load(os.path.join(dirname(pickle), filename), allow_pickle=True) - the
     companion is opened and may be unpickled. ZNDArrayWrapper.read: the companion is zlib data set as the
@@ -323,8 +345,10 @@ def _companion(m: Machine, inst: Call, cls: str) -> None:
         m.emit("PICKLE-JOBLIB-ARRAY", f"joblib NDArrayWrapper loads companion file {name!r} outside the model"
                " folder (path traversal)", evidence=name, key="companion")
         return
+    if cls == ZCOMPAT_WRAPPER:
+        return  # read_zfile + ndarray.__setstate__ of raw bytes: opened, never unpickled
     src, ctx = m.src, m.ctx
-    path = src.path if src is not None else None
+    path = _pickle_file(src)
     if path is None or ctx is None:
         m.emit("PICKLE-JOBLIB-ARRAY", f"joblib NDArrayWrapper loads companion file {name!r} next to a pickle that"
                " is not a file on disk: the companion is not scanned", evidence=name, key="companion")
@@ -345,8 +369,6 @@ def _companion(m: Machine, inst: Call, cls: str) -> None:
         m.emit("PICKLE-JOBLIB-ARRAY", f"joblib NDArrayWrapper loads companion file {name!r}, which is a link or"
                " not a regular file: not followed, not scanned", evidence=name, key="companion")
         return
-    if cls == ZCOMPAT_WRAPPER:
-        return  # read_zfile + ndarray.__setstate__ raw bytes: no unpickling; the file is scanned on its own
     from scanner.source import FileSource
 
     child = FileSource(target, display=str(target))
