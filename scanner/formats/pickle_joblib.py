@@ -142,7 +142,8 @@ def _plain_continuation(m: Machine) -> None:
         if f.rule_id == "PICKLE-UNKNOWN-GLOBAL" and any(f.message.startswith((f"imports {g}", f"calls {g}"))
                                                         for g in garbage):
             f = replace(f, severity=Severity.INFO, message="plain pickle.load reading of joblib array bytes "
-                        f"(a module no installation has): {f.message}")
+                        "(top-level module neither stdlib nor named by the policy: the loader fails there unless"
+                        f" such a module is installed): {f.message}")
         m.findings.append(f)
     m.globals.extend(res.globals)
 
