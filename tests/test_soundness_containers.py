@@ -199,6 +199,22 @@ def test_wrapper_built_by_calling_the_class_is_not_sized_from_state() -> None:
     assert any(f.rule_id == "PICKLE-JOBLIB-ARRAY" and f.severity >= Severity.HIGH for f in findings)
 
 
+def test_build_on_a_value_derived_from_a_wrapper_is_reported() -> None:
+    import copy
+
+    with fake_joblib() as (W, _):
+        w = W()  # no attributes: NEWOBJ without BUILD, nothing for joblib to read yet
+
+        class Derived:
+            def __reduce__(self):
+                return (copy.copy, (w,), {"shape": (4,), "dtype": np.dtype("u1")})
+
+        head = pickle.dumps([Derived()], protocol=2)
+    _, findings = scan_data(head, "x.pkl")
+    assert any(f.rule_id == "PICKLE-JOBLIB-ARRAY" and "built from a joblib array wrapper" in f.message
+               for f in findings), [(f.rule_id, f.message) for f in findings]
+
+
 # -- old joblib companions ------------------------------------------------------------------------------------
 
 def _compat(folder: Path, filename: str) -> Path:

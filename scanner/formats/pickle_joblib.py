@@ -79,14 +79,15 @@ def after_build(m: Machine, inst: Call) -> None:
         _skip_array(m, inst)
     elif cls in COMPAT_WRAPPERS:
         _companion(m, inst, cls)
-    elif _carries_wrapper(inst):
+    elif not _ALL_WRAPPERS.isdisjoint(m.seen) and _carries_wrapper(inst):
         # joblib tests isinstance(stack top, wrapper) after every BUILD: a call that may hand back a wrapper
         # (copy.copy(w), getitem([w], 0), object.__new__(W) ...) could make it read array bytes we cannot size
         _fail(m, "an object built from a joblib array wrapper gets BUILD: joblib may read array data here",
               render(inst, 200))
 
 
-def _carries_wrapper(inst: Call, budget: int = 256) -> bool:
+def _carries_wrapper(inst: Call, budget: int = 4096) -> bool:
+    """A wrapper class or instance among the callee and arguments (bounded; past the bound: assume so)."""
     todo: list[object] = [inst.func, inst.args, inst.kwargs]
     while todo and budget > 0:
         budget -= 1
