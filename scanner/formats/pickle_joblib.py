@@ -21,11 +21,13 @@ from scanner.formats.pickle_values import Call, Global, Unknown, const, render
 if TYPE_CHECKING:
     from scanner.formats.pickle_machine import Machine
 
-WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
-COMPAT_WRAPPER = "joblib.numpy_pickle_compat.NDArrayWrapper"
-ZCOMPAT_WRAPPER = "joblib.numpy_pickle_compat.ZNDArrayWrapper"
-COMPAT_WRAPPERS = (COMPAT_WRAPPER, ZCOMPAT_WRAPPER)
-_ALL_WRAPPERS = frozenset((WRAPPER, *COMPAT_WRAPPERS))
+# joblib's classes, and the copies vendored as sklearn.externals.joblib (scikit-learn <= 0.22), whose own
+# NumpyUnpickler treats them the same way
+_JOBLIB = ("joblib", "sklearn.externals.joblib")
+WRAPPERS = frozenset(f"{p}.numpy_pickle.NumpyArrayWrapper" for p in _JOBLIB)
+ZCOMPAT_WRAPPERS = frozenset(f"{p}.numpy_pickle_compat.ZNDArrayWrapper" for p in _JOBLIB)
+COMPAT_WRAPPERS = frozenset(f"{p}.numpy_pickle_compat.NDArrayWrapper" for p in _JOBLIB) | ZCOMPAT_WRAPPERS
+_ALL_WRAPPERS = WRAPPERS | COMPAT_WRAPPERS
 # constructions that run only cls.__new__ (+ BUILD): the wrapper's attributes are exactly the BUILD state
 _CONSTRUCTORS = ("copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__")
 _NEW_KINDS = frozenset({"NEWOBJ", "NEWOBJ_EX"})
@@ -75,7 +77,7 @@ def after_build(m: Machine, inst: Call) -> None:
     if isinstance(m.hooks, PlainHooks):
         return  # pickle.load / torch.load / joblib's nested Unpickler: BUILD only sets the state
     cls = instance_class(inst)
-    if cls == WRAPPER:
+    if cls in WRAPPERS:
         _skip_array(m, inst)
     elif cls in COMPAT_WRAPPERS:
         _companion(m, inst, cls)
@@ -347,7 +349,7 @@ def _companion(m: Machine, inst: Call, cls: str) -> None:
         m.emit("PICKLE-JOBLIB-ARRAY", f"joblib NDArrayWrapper loads companion file {name!r} outside the model"
                " folder (path traversal)", evidence=name, key="companion")
         return
-    if cls == ZCOMPAT_WRAPPER:
+    if cls in ZCOMPAT_WRAPPERS:
         return  # read_zfile + ndarray.__setstate__ of raw bytes: opened, never unpickled
     src, ctx = m.src, m.ctx
     path = _pickle_file(src)
