@@ -8,9 +8,10 @@
 - `--cache DIR`: results keyed by the file's sha256 + its name + scanner code + rules digest + policy.
 
 Cache trust model: the cache must never make a file look cleaner than a fresh scan. So an entry is
-written only for a complete result of unchanged content (hashed before and after the scan, no analyzer
-crash, no format whose verdict depends on files next to it), is written atomically (one SQLite
-transaction), and is authenticated with an HMAC whose key never lives in the cache directory
+written only for a complete result of unchanged content (hashed before and after the scan; the same
+inode with the same ctime after the scan as when hashed, and not changed just before: an A-B-A swap during
+the scan is seen; no analyzer crash, no format whose verdict depends on files next to it), is written
+atomically (one SQLite transaction), and is authenticated with an HMAC whose key never lives in the cache directory
 (`MODELSEAL_CACHE_KEY`, or a random per-user key file under $XDG_STATE_HOME/modelseal). An entry that fails any check — MAC, key fields, schema,
 file size — is ignored and the file rescanned. A poisoned cache (restored from an untrusted CI artifact,
 edited by another user) therefore costs a rescan, never a pass. The directory is created private (0700).
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from scanner import __version__
+from scanner.attest.strictjson import loads as strict_loads
 from scanner.findings import FileReport, Finding, Location, Report, Severity
 from scanner.rules import Policy, RuleSet, load_ruleset
 from scanner.walk import WalkEntry, walk_paths
@@ -181,13 +183,13 @@ class ResultCache:
         if row is None or not isinstance(row[0], (bytes, str)) or len(row[0]) > MAX_CACHE_ENTRY_BYTES:
             return None
         try:
-            outer = json.loads(row[0])
+            outer = strict_loads(row[0], "cache entry")
             body_text = outer["body"]
             if not isinstance(body_text, str) or not isinstance(outer.get("mac"), str):
                 return None
             if not hmac.compare_digest(outer["mac"], self._mac(body_text)):
                 return None
-            body = json.loads(body_text)
+            body = strict_loads(body_text, "cache entry")
             expected = {"schema": CACHE_SCHEMA, "key": key, "sha256": sha256, "size": size,
                         "name": name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                         "scanner": self.spec.scanner, "rules_digest": self.spec.rules_digest,
@@ -265,13 +267,51 @@ def finding_from_dict(d: dict[str, Any], rules: RuleSet) -> Finding:
 
 # -- the unit of work ---------------------------------------------------------------------------------
 
-def _sha256_file(path: Path) -> str | None:
-    from scanner.engine import sha256_file
+# A file changed this recently may change again within one timestamp tick without its ctime moving, so
+# it is not cached (git's "racily clean" rule); older files' ctime moves on any write, rename or utime.
+RACY_NS = 20_000_000  # above a 100 Hz kernel tick (10 ms)
+COARSE_RACY_NS = 3_000_000_000
+
+
+Snap = tuple[os.stat_result, "os.stat_result | None"]  # the file's status, and its symlink's (HF caches)
+_SAME = ("st_dev", "st_ino", "st_size", "st_ctime_ns", "st_mtime_ns")
+
+
+def _hash_and_stat(path: Path) -> tuple[str | None, Snap | None]:
+    """sha256 of the file and its status read through the same descriptor. An in-tree symlink the walk
+    kept (a Hugging Face snapshot link) is hashed as its target, the link's own status recorded too."""
+    from scanner.attest.digest import hash_stream
 
     try:
-        return sha256_file(path)
+        link = os.lstat(path) if os.path.islink(path) else None
+        target = os.path.realpath(path) if link is not None else path
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
     except OSError:
-        return None
+        return None, None
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        st = os.fstat(fd)
+        now = time.time_ns()
+        sha, _ = hash_stream(fh)
+    # a whole-millisecond ctime hints at a file system with coarse timestamps (1 s, 2 s): wait longer
+    margin = RACY_NS if st.st_ctime_ns % 1_000_000 else COARSE_RACY_NS
+    fresh = any(s.st_ctime_ns >= now - margin for s in (st, link) if s is not None)
+    return sha, None if fresh else (st, link)
+
+
+def _unchanged_since(path: Path, snap: Snap | None) -> bool:
+    """The same inodes (link and file), untouched (ctime) since hashing: what was scanned by path is what
+    was hashed, even if it was swapped away and back (A-B-A) during the scan."""
+    if snap is None:
+        return False
+    st0, link0 = snap
+    try:
+        link = os.lstat(path) if link0 is not None else None
+        st = os.stat(os.path.realpath(path) if link0 is not None else path, follow_symlinks=False)
+    except OSError:
+        return False
+    if link0 is not None and (link is None or any(getattr(link, a) != getattr(link0, a) for a in _SAME)):
+        return False
+    return all(getattr(st, a) == getattr(st0, a) for a in _SAME)
 
 
 class Worker:
@@ -294,7 +334,7 @@ class Worker:
             size = entry.path.stat().st_size
         except OSError:
             return scan_file(entry, self.rules, self.policy, digest=self.digest)
-        before = _sha256_file(entry.path) if size <= self.policy.limits.max_file_bytes else None
+        before, snap = _hash_and_stat(entry.path) if size <= self.policy.limits.max_file_bytes else (None, None)
         name = os.path.basename(entry.display)  # what the analyzers see as the name (Source.name)
         if before is not None:
             hit = self.cache.get(before, name, size, self.rules)
@@ -302,7 +342,7 @@ class Worker:
                 fmt, findings = hit
                 return FileReport(entry.display, size, before, fmt, (*entry.findings, *findings))
         report = scan_file(entry, self.rules, self.policy, digest=True)
-        if self._cacheable(report, before, size):
+        if self._cacheable(report, before, size) and _unchanged_since(entry.path, snap):
             assert before is not None
             self.outbox.append((before, name, size, report.format, report.findings[len(entry.findings):]))
         return report
@@ -524,7 +564,9 @@ class Progress:
         self._last_draw = now
         frac = self.done / self.total if self.total else 1.0
         filled = int(frac * self.width)
-        name = "".join(ch if ch.isprintable() else "?" for ch in os.path.basename(path))[-30:]
+        from scanner.output.escape import escape
+
+        name = escape(os.path.basename(path))[-30:]
         line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {name}"
         pad = max(0, self._last_len - len(line))
         self._last_len = len(line)

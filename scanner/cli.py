@@ -25,7 +25,10 @@ class OutputFormat(str, Enum):
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"modelseal: error: {message}", err=True)
+    """One escaped line on stderr: messages carry paths and names from the scanned tree."""
+    from scanner.output.escape import escape
+
+    typer.echo(f"modelseal: error: {escape(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -139,6 +142,10 @@ from scanner.attest.cli_commands import register as _register_attest  # noqa: E4
 
 _register_attest(app)
 
+from scanner.inventory.cli_command import register as _register_inventory  # noqa: E402
+
+_register_inventory(app)
+
 
 def main() -> None:
     try:
@@ -147,7 +154,9 @@ def main() -> None:
         typer.echo("modelseal: interrupted", err=True)
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - never a traceback for the user
-        typer.echo(f"modelseal: internal error: {type(e).__name__}: {e}", err=True)
+        from scanner.output.escape import escape
+
+        typer.echo(f"modelseal: internal error: {type(e).__name__}: {escape(e)}", err=True)
         sys.exit(2)
 
 

@@ -6,13 +6,14 @@ import hashlib
 import importlib
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from scanner import __version__
-from scanner.findings import FileReport, Finding, Report, Severity
+from scanner.findings import FileReport, Finding, Location, Report, Severity
 from scanner.limits import Limits
 from scanner.rules import Policy, RuleSet, load_ruleset
 from scanner.sniff import extension, sniff
@@ -37,6 +38,8 @@ ANALYZERS: dict[str, str] = {
     "onnx": "scanner.formats.onnx",
     "safetensors": "scanner.formats.safetensors",
     "gguf": "scanner.formats.gguf",
+    "tensorflow": "scanner.formats.tensorflow",
+    "paddle": "scanner.formats.paddle",
     "text": "scanner.formats.sidecar",
     "executable": "scanner.formats.executable",
     "tflite": "scanner.formats.tflite",
@@ -46,10 +49,14 @@ NOT_A_MODEL = ("text", "data", "empty")
 
 @dataclass
 class Budget:
-    """Counters shared by everything scanned under one top-level file."""
+    """Counters shared by everything scanned under one top-level file (nested archives share one budget)."""
 
     total_bytes: int = 0
     members: int = 0
+    deadline: float | None = None   # time.monotonic() by which the scan of the file must end
+    bomb_at: int | None = None      # total_bytes when the first bomb was reported: what follows is capped
+    stopped: LimitExceeded | None = None  # the bound that stopped the scan: later members are not scanned
+    stop_reported: bool = False
 
 
 @dataclass
@@ -77,17 +84,49 @@ class ScanContext:
             evidence = evidence[: self.limits.max_evidence_chars] + "…"
         from scanner.findings import Location
 
+        if rule_id == "ARCHIVE-BOMB" and self.budget.bomb_at is None:
+            self.budget.bomb_at = self.budget.total_bytes  # a file that is a bomb gets little more inflating
         return Finding(rule_id, sev, message, loc or Location(), evidence, reference or meta.reference)
 
     def charge(self, nbytes: int, src: Source) -> None:
         """Account decompressed bytes against the per-file total; raise when the budget is spent."""
-        self.budget.total_bytes += nbytes
-        if self.budget.total_bytes > self.limits.max_total_bytes:
-            raise LimitExceeded("max_total_bytes",
-                                f"more than {self.limits.max_total_bytes} decompressed bytes in one file", src.loc())
+        b, lim = self.budget, self.limits
+        b.total_bytes += nbytes
+        if b.total_bytes > lim.max_total_bytes:
+            self._stop(LimitExceeded("max_total_bytes",
+                                     f"more than {lim.max_total_bytes} decompressed bytes in one file", src.loc()))
+        if b.bomb_at is not None and b.total_bytes - b.bomb_at > lim.max_bytes_after_bomb:
+            self._stop(LimitExceeded("max_bytes_after_bomb", f"a bomb was found and {lim.max_bytes_after_bomb} "
+                                     "more bytes were decompressed; rest of the file not scanned", src.loc()))
+        self.check_deadline(src)
+
+    def check_deadline(self, src: Source) -> None:
+        """Raise once the file's wall-clock budget (max_file_seconds) is spent; analyzers call it in long loops."""
+        if self.budget.deadline is not None and time.monotonic() > self.budget.deadline:
+            self._stop(LimitExceeded("max_file_seconds", f"scan of the file took longer than "
+                                     f"{self.limits.max_file_seconds} s; rest not scanned", src.loc()))
+
+    def _stop(self, e: LimitExceeded) -> None:
+        if self.budget.stopped is None:
+            self.budget.stopped = e
+        raise self.budget.stopped  # the same exception all the way up: reported once
+
+    def limit_findings(self, e: LimitExceeded, src: Source) -> list[Finding]:
+        """The finding for a LimitExceeded caught by an analyzer or the engine (a budget stop only once)."""
+        if e is self.budget.stopped:
+            if self.budget.stop_reported:
+                return []
+            self.budget.stop_reported = True
+        return [Finding("LIMIT-EXCEEDED", _sev(self, "LIMIT-EXCEEDED"), str(e), e.location or src.loc(), e.limit)]
 
     def scan_child(self, src: Source, fmt: str | None = None) -> list[Finding]:
         """Scan a member found inside a container (sniffed unless `fmt` is given), one level deeper."""
+        if self.budget.stopped is not None:
+            return []  # reported once where it happened (and by scan_file if an analyzer swallowed it)
+        try:
+            self.check_deadline(src)
+        except LimitExceeded as e:
+            return self.limit_findings(e, src)
         self.budget.members += 1
         if self.budget.members > self.limits.max_members:
             return [self.finding("LIMIT-EXCEEDED", f"more than {self.limits.max_members} members; rest not scanned",
@@ -115,6 +154,7 @@ def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[
             findings.extend(_extension_check(src, fmt, ctx))
             fmt = _refine(src, fmt)
             findings.extend(_leading_pickle(src, fmt, ctx))
+            findings.extend(_alternates(src, fmt, ctx))
         findings.extend(_appended_zip(src, fmt, ctx))
         analyze = analyzer_for(fmt)
         if analyze is None:
@@ -124,8 +164,7 @@ def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[
         for f in analyze(src, ctx):
             findings.append(f)
     except LimitExceeded as e:
-        findings.append(Finding("LIMIT-EXCEEDED", _sev(ctx, "LIMIT-EXCEEDED"), str(e),
-                                e.location or src.loc(), e.limit))
+        findings.extend(ctx.limit_findings(e, src))
     except RecursionError:
         findings.append(ctx.finding("SCAN-INTERNAL-ERROR", "nesting too deep for the analyzer", src,
                                     evidence="RecursionError"))
@@ -169,6 +208,19 @@ def _leading_pickle(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
         return []
     return [ctx.finding("POLYGLOT", f"the first bytes are also a pickle: pickle loaders run it, {fmt} readers "
                         "read the rest; both were scanned", src, offset=0), *pk.analyze(src, ctx)]
+
+
+def _alternates(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
+    """Bytes another supported loader reads as a different format from byte 0 (joblib's compressor
+    prefixes, tar by checksum, HDF5 user blocks): scanned as that format too (docs/soundness.md)."""
+    from scanner.sniff import alternate_formats
+
+    out: list[Finding] = []
+    for alt in alternate_formats(src, fmt):
+        out.append(ctx.finding("POLYGLOT", f"the same bytes are also {alt} to the loaders that test for it "
+                               f"first; {fmt} and {alt} both scanned", src, offset=0, evidence=f"{fmt}+{alt}"))
+        out.extend(ctx.scan_child(src, alt))
+    return out
 
 
 def _appended_zip(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
@@ -280,7 +332,9 @@ def scan_file(entry: WalkEntry, rules: RuleSet, policy: Policy, *, digest: bool 
             f = ctx.finding("LIMIT-EXCEEDED", f"file of {src.size} bytes exceeds max_file_bytes; not scanned",
                             src, evidence="max_file_bytes")
             return FileReport(entry.display, src.size, None, "unknown", (*entry.findings, f))
+        ctx.budget.deadline = time.monotonic() + policy.limits.max_file_seconds
         fmt, findings = scan_source(src, ctx)
+        findings.extend(_stop_finding(ctx, findings))
         sha = known_sha256 or (sha256_file(entry.path) if digest else None)
         return FileReport(entry.display, src.size, sha, fmt, (*entry.findings, *findings))
     except OSError as e:
@@ -288,6 +342,14 @@ def scan_file(entry: WalkEntry, rules: RuleSet, policy: Policy, *, digest: bool 
                           f"cannot read: {e.strerror or e}")
     finally:
         src.close()
+
+
+def _stop_finding(ctx: ScanContext, findings: list[Finding]) -> list[Finding]:
+    """A budget stop is always reported, even if an analyzer caught the exception on its way up."""
+    e = ctx.budget.stopped
+    if e is None or ctx.budget.stop_reported:
+        return []
+    return [Finding("LIMIT-EXCEEDED", _sev(ctx, "LIMIT-EXCEEDED"), str(e), e.location or Location(), e.limit)]
 
 
 def scan(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, rules: RuleSet | None = None,

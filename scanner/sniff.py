@@ -15,7 +15,7 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 def sniff(src: Source) -> str:
     """Return a format name: pickle, zip, executable, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5,
-    safetensors, onnx, gguf, lz4, text, empty or data."""
+    safetensors, onnx, tensorflow, paddle, gguf, lz4, text, empty or data."""
     if src.size == 0:
         return "empty"
     head = src.head(4096)
@@ -41,11 +41,11 @@ def sniff(src: Source) -> str:
         return "lz4"
     if head.startswith(b"7z\xbc\xaf\x27\x1c"):
         return "7z"
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    if is_tar_header(head):  # tarfile (and torch's legacy loader) go by the header checksum, not `ustar`
         return "tar"
     if _is_safetensors(head, src.size):
         return "safetensors"
-    if head.startswith(b"]\x00\x00") and len(head) >= 13:
+    if head.startswith(LZMA_PREFIX) and len(head) >= 13:
         return "lzma"
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
         return "zlib"
@@ -53,11 +53,108 @@ def sniff(src: Source) -> str:
         return "zlib"
     if _looks_like_onnx(src):
         return "onnx"
+    if _looks_like_saved_model(src):
+        return "tensorflow"
+    if _looks_like_paddle(src):
+        return "paddle"
     if _looks_like_text_pickle(src):
         return "pickle"
-    if _is_text(head):
+    if _is_text(head) or _is_template_text(src, head):
         return "text"
     return "data"
+
+
+# joblib's own prefix tests (joblib/compressor.py, numpy_pickle_utils._detect_compressor), in its order;
+# the codec then decides, so a prefix is a candidate only when the codec starts decoding without error
+JOBLIB_PREFIXES = (("zlib", b"x"), ("gzip", b"\x1f\x8b"), ("bz2", b"BZ"), ("lzma", b"]\x00"),
+                   ("xz", b"\xfd7zXZ"), ("lz4", b"\x04\x22\x4d\x18"))
+LZMA_PREFIX = b"]\x00"  # joblib's test; liblzma then accepts any power-of-two-ish dictionary size
+TAR_BLOCK = 512
+TRIAL_BYTES = 1 << 16
+
+
+def alternate_formats(src: Source, primary: str) -> list[str]:
+    """Other formats some supported loader takes the same bytes for, read from byte 0: joblib's compressor
+    prefixes (tested before anything else), tar by header checksum (torch.load tries `tarfile` first), HDF5
+    by its signature at 0 or any power of two >= 512 (H5FD_locate_signature). The engine scans each as a
+    polyglot; `primary` is what sniff() returned."""
+    out: list[str] = []
+    head = src.head(TAR_BLOCK)
+    codec = joblib_codec(src)
+    if codec is not None and codec != primary and primary not in ("zip", "pickle", "torch-legacy"):
+        out.append(codec)
+    if primary != "tar" and is_tar_header(head):
+        out.append("tar")
+    if primary not in ("hdf5", "zip") and (head.startswith(HDF5_MAGIC) or _hdf5_userblock(src)):
+        out.append("hdf5")
+    return out
+
+
+def joblib_codec(src: Source) -> str | None:
+    """The compressor joblib.load picks for these bytes, when that codec also starts decoding them."""
+    head = src.head(ZF_HEADER)
+    if head.startswith(b"ZF"):
+        return "zlib" if joblib_zf_length(head) is not None else None
+    for name, prefix in JOBLIB_PREFIXES:
+        if head.startswith(prefix):
+            return name if _decodes(name, src.head(TRIAL_BYTES)) else None
+    return None
+
+
+def _decodes(name: str, head: bytes) -> bool:
+    """The codec yields bytes from the head without an error (a bare prefix yields nothing: not a stream)."""
+    import bz2
+    import lzma
+    import zlib
+
+    if name == "lz4":
+        return len(head) > 7  # not tried (the library is optional); the analyzer reports what it cannot read
+    decoders = {"zlib": lambda: zlib.decompressobj(15), "gzip": lambda: zlib.decompressobj(31),
+                "bz2": bz2.BZ2Decompressor, "lzma": lambda: lzma.LZMADecompressor(lzma.FORMAT_AUTO),
+                "xz": lambda: lzma.LZMADecompressor(lzma.FORMAT_AUTO)}
+    try:
+        out = decoders[name]().decompress(head, 1 << 16)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError):
+        return False
+    # a whole trial window taken without error counts even with no output yet (a bz2 block yields nothing
+    # until its end, up to 900 kB in): only a short stream that yields nothing is no stream
+    return bool(out) or len(head) >= TRIAL_BYTES
+
+
+def _nti(field: bytes) -> int | None:
+    """tarfile.nti: base-256 when the first byte is 0o200/0o377, else NUL-terminated octal (None: invalid)."""
+    if field[0] in (0o200, 0o377):
+        n = int.from_bytes(field[1:], "big")
+        return n - 256 ** (len(field) - 1) if field[0] == 0o377 else n
+    text = field.split(b"\x00", 1)[0]
+    try:
+        return int(text.decode("ascii").strip() or "0", 8)
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def is_tar_header(head: bytes) -> bool:
+    """tarfile.TarInfo.frombuf's test: a full 512-byte block, not all NUL, whose checksum field (read by nti)
+    equals the unsigned or the signed sum of the block with that field as spaces. No magic needed: V7 and
+    pre-POSIX GNU headers open too."""
+    if len(head) < TAR_BLOCK:
+        return False
+    block = head[:TAR_BLOCK]
+    if block.count(0) == TAR_BLOCK:
+        return False
+    chksum = _nti(block[148:156])
+    if chksum is None:
+        return False
+    # every other number frombuf reads with nti must parse too (mode, uid, gid, size, mtime, devmajor/minor,
+    # and the old GNU sparse map of type `S`)
+    fields = [(100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (329, 337), (337, 345)]
+    if block[156:157] == b"S":
+        fields += [(386 + 24 * i + d, 386 + 24 * i + d + 12) for i in range(4) for d in (0, 12)] + [(483, 495)]
+    if any(_nti(block[a:b]) is None for a, b in fields):
+        return False
+    unsigned = 256 + sum(struct.unpack_from("148B8x356B", block))
+    signed = 256 + sum(struct.unpack_from("148b8x356b", block))
+    return chksum in (unsigned, signed)
 
 
 EXECUTABLE_MAGICS = (b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe")
@@ -73,8 +170,9 @@ def _is_executable(head: bytes) -> bool:
 
 
 def _hdf5_userblock(src: Source) -> bool:
+    """H5FD_locate_signature tries 0, 512, 1024, ... every power of two below the end of the file."""
     off = 512
-    while off < min(src.size, 1 << 20):
+    while off + len(HDF5_MAGIC) <= src.size:
         if src.read_at(off, 8) == HDF5_MAGIC:
             return True
         off *= 2
@@ -140,6 +238,51 @@ def _is_text(head: bytes) -> bool:
         if e.start < len(head) - 4:
             return False
     return True
+
+
+def _looks_like_saved_model(src: Source) -> bool:
+    from scanner.formats.tensorflow import looks_like_graph_def, looks_like_saved_model
+
+    return looks_like_saved_model(src) or looks_like_graph_def(src)
+
+
+def _looks_like_paddle(src: Source) -> bool:
+    from scanner.formats.paddle import looks_like_program
+
+    return looks_like_program(src)
+
+
+TEMPLATE_MARKS = (b"{{", b"{%", b"{#")
+TEMPLATE_CHUNK = 1 << 20
+
+
+def _is_template_text(src: Source, head: bytes) -> bool:
+    """UTF-8 with NUL bytes is still text to jinja2 (and to transformers, which reads .jinja files as UTF-8):
+    a template with control characters must reach the template analyzer, not end as data. Text when the whole
+    file decodes as UTF-8 and holds a Jinja delimiter; read in chunks, stopping at the first invalid byte
+    (binary data fails within bytes) or the first delimiter."""
+    import codecs
+
+    if b"\x00" not in head or not _is_text(head.replace(b"\x00", b"")):
+        return False
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pos, tail = 0, b""
+    while pos < src.size:
+        chunk = src.read_at(pos, TEMPLATE_CHUNK)
+        if not chunk:
+            break
+        pos += len(chunk)
+        if chunk.count(0) == len(chunk):  # NUL padding: valid UTF-8, no delimiter
+            tail = b"\x00"
+            continue
+        try:
+            decoder.decode(chunk, final=pos >= src.size)
+        except UnicodeDecodeError:
+            return False
+        if any(m in chunk for m in TEMPLATE_MARKS) or tail + chunk[:1] in TEMPLATE_MARKS:
+            return True
+        tail = chunk[-1:]
+    return False
 
 
 def _looks_like_onnx(src: Source) -> bool:

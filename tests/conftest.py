@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from scanner.walk import WalkEntry
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
-SHARED = ROOT.parent / "shared"
+# optional extras outside the repository (keyless Sigstore bundles); a worktree may point at them
+SHARED = Path(os.environ.get("MODELSEAL_SHARED") or ROOT.parent / "shared")
 
 if sys.version_info >= (3, 11):
     import tomllib

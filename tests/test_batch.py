@@ -12,6 +12,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from conftest import FIXTURES
 from scanner.batch import (
     CACHE_DB,
     CONTEXT_DEPENDENT_FORMATS,
+    RACY_NS,
     JsonlWriter,
     Progress,
     ResultCache,
@@ -60,6 +62,7 @@ def _tree(root: Path) -> Path:
     benign = FIXTURES / "benign"
     if benign.is_dir():
         shutil.copytree(benign, root / "fixtures")
+    time.sleep(RACY_NS / 1e9 * 2)  # files changed just now are not cached (racily clean)
     return root
 
 
@@ -204,6 +207,7 @@ def _hostile_store(tmp_path: Path) -> Path:
     root = tmp_path / "one"
     root.mkdir()
     (root / "evil.pkl").write_bytes(EVIL_P0)
+    time.sleep(RACY_NS / 1e9 * 2)  # files changed just now are not cached (racily clean)
     return root
 
 

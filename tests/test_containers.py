@@ -146,7 +146,8 @@ def test_torch_zip_reads_no_storage_bytes() -> None:
     ctx = ScanContext(load_ruleset(), Policy())
     scan_source(src, ctx)
     for a, b in storages:
-        touched = [(o, n) for o, n in src.reads if o < b and o + n > a and n < len(raw)]
+        # only the 6-byte .npy magic is peeked (np.load reads such a member as an array: soundness doc)
+        touched = [(o, n) for o, n in src.reads if o < b and o + n > a and n < len(raw) and (o, n) != (a, 6)]
         assert not touched, f"storage bytes [{a},{b}) were read: {touched}"
 
 

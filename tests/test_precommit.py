@@ -40,6 +40,7 @@ def test_manifest_parses_and_names_the_scan_entry() -> None:
     assert hook["language"] == "python"
     argv = shlex.split(hook["entry"])
     assert argv[:2] == ["modelseal", "scan"] and "--format" in argv and argv[argv.index("--format") + 1] == "lines"
+    assert argv[-1] == "--", "file names must come after --: never parsed as options"
     assert hook["types"] == ["file"] and hook["pass_filenames"] is True
     # the entry is the installed console script
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
@@ -119,8 +120,7 @@ def _check_commits(proj: Path, env: dict[str, str]) -> None:
     assert _git(proj, env, "log", "--format=%s").stdout.split("\n")[0] == "benign model and source"
 
 
-def test_local_system_hook_refuses_hostile_commit(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+def _local_config() -> dict:
     hook = dict(next(h for h in _manifest() if h["id"] == "modelseal"))
     argv = shlex.split(hook["entry"])
     script = Path(sys.executable).parent / "modelseal"
@@ -129,7 +129,52 @@ def test_local_system_hook_refuses_hostile_commit(tmp_path: Path) -> None:
     config = {"repos": [{"repo": "local", "hooks": [{k: v for k, v in hook.items()
                                                      if k in {"id", "name", "entry", "language", "types",
                                                               "require_serial", "args"}}]}]}
-    _check_commits(_project(tmp_path, env, config), env)
+    return config
+
+
+def test_local_system_hook_refuses_hostile_commit(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    _check_commits(_project(tmp_path, env, _local_config()), env)
+
+
+def test_staged_file_names_are_never_options(tmp_path: Path) -> None:
+    """Files named like options are scanned as files: no config from the tree, no output file, no help."""
+    env = _env(tmp_path)
+    proj = _project(tmp_path, env, _local_config())
+    # a config that would allow the payload, under a name that reads as --config=evil.toml
+    (proj / "evil.toml").write_text('[tool.modelseal]\nfail_on = "critical"\nallow_globals = ["posix.system", '
+                                    '"os.system"]\n')
+    names = ["--help", "--config=evil.toml", "-o", "--output=model.pt", "--output=f", "-h", "--version"]
+    for n in names:
+        (proj / n).write_text("just text\n")
+    (proj / "-o").write_bytes(EVIL_P2)  # an option-looking name is a file like any other: scanned
+    shutil.copy2(BENIGN_TORCH, proj / "model.pt")
+    (proj / "weights.pkl").write_bytes(EVIL_P2)
+    _git(proj, env, "add", "--", "evil.toml", "model.pt", "weights.pkl", *names)
+    bad = _run(["git", "commit", "-m", "names"], proj, env)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0, out
+    assert [line for line in out.splitlines() if line.startswith("weights.pkl: CRITICAL ")], out
+    assert [line for line in out.splitlines() if line.startswith("-o: CRITICAL ")], out
+    assert "Usage" not in out and "No such option" not in out and "error" not in out.lower(), out
+    assert (proj / "model.pt").read_bytes() == BENIGN_TORCH.read_bytes()
+    assert not (proj / "f").exists()
+    # the option-named files were given to the scanner as paths
+    assert set(names) <= set(os.listdir(proj))
+
+
+def test_cli_double_dash_makes_every_later_argument_a_path(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from scanner.cli import app
+
+    os.chdir(tmp_path)
+    for n in ("--help", "--config=x.toml", "-o", "--output=f"):
+        Path(n).write_text("text\n")
+    res = CliRunner().invoke(app, ["scan", "--format", "lines", "--", "--help", "--config=x.toml", "-o",
+                                   "--output=f"])
+    assert res.exit_code == 0, res.output
+    assert not Path("f").exists() and "Usage" not in res.output
 
 
 def test_real_repo_hook_refuses_hostile_commit(tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
 """Real Sigstore bundles (OpenSSF Model Signing, sigstore-conformance) verify offline; tampered ones fail.
 
-The bundles live in ../shared/sigstore-fixtures (not part of this project): these tests skip without them.
+The repository owns models signed by the real model_signing with local keys (fixtures/attest/oms, written by
+fixtures/gen_oms.py): those tests always run. The keyless bundles live in ../shared/sigstore-fixtures (or
+$MODELSEAL_SHARED), an optional extra: the tests marked `needs_shared` skip without them, and
+`test_no_verification_test_skips_with_repo_fixtures_only` proves nothing else does.
 Tampering works on copies under tmp_path.
 """
 
@@ -15,14 +18,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FIXTURES, SHARED
+from conftest import FIXTURES, SHARED, tomllib
 from scanner.attest.digest import digest_model
 from scanner.attest.statement import PREDICATE_TYPE
 from scanner.attest.verify import Requirements, Trust, VerificationFailure, verify_bundle, verify_model
 from scanner.cli import app
 
 SIG = SHARED / "sigstore-fixtures"
-needs_shared = pytest.mark.skipif(not SIG.is_dir(), reason="../shared/sigstore-fixtures not present")
+SHARED_SKIP = "optional extra: ../shared/sigstore-fixtures (keyless Sigstore bundles) not present"
+needs_shared = pytest.mark.skipif(not SIG.is_dir(), reason=SHARED_SKIP)
+OMS = FIXTURES / "attest" / "oms"
+CASES = tomllib.loads((OMS / "cases.toml").read_text())["case"]
 
 IBM = ("stefanb@us.ibm.com", "https://sigstore.verify.ibm.com/oauth2")
 BEACON = ("https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/"
@@ -45,7 +51,83 @@ def oms(model: Path, trust: Trust, **req):
     return verify_model(model, [model / "model.sig"], trust, Requirements(ignore=("ignore-me",), **req))
 
 
-# -- OMS signatures ----------------------------------------------------------------------------------
+# -- OMS signatures the repository owns (real model_signing, local keys) -------------------------------------
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['model']}@{Path(c['key']).stem}")
+def test_repo_oms_fixture(case):
+    model = OMS / case["model"]
+    trust = Trust(public_keys=(OMS / case["key"],))
+    if case["expect"] == "ok":
+        (v,) = verify_model(model, [], trust, Requirements())
+        assert v.kind == "oms" and set(v.files) == set(case["files"])
+        assert v.signer.startswith("key ")
+    else:
+        with pytest.raises(VerificationFailure, match=case["expect"]) as e:
+            verify_model(model, [], trust, Requirements())
+        assert "\n" not in str(e.value)
+
+
+def test_repo_oms_cases_cover_every_fixture_and_both_outcomes():
+    listed = {c["model"].split("/")[0] for c in CASES}
+    on_disk = {p.name for p in OMS.iterdir() if p.is_dir() and p.name != "keys"}
+    assert listed == on_disk
+    assert {c["expect"] == "ok" for c in CASES} == {True, False}
+    assert all(c["real"] in ("accepts", "refuses") for c in CASES)
+    # every twin the real tool refuses, modelseal refuses too
+    assert all(c["expect"] != "ok" for c in CASES if c["real"] == "refuses")
+
+
+def test_repo_oms_digest_equals_model_signing_subject():
+    for name in ("p256", "p521"):
+        (v,) = verify_model(OMS / name, [], Trust(public_keys=(OMS / "keys" / f"{name}.pub.pem",)), Requirements())
+        assert digest_model(OMS / name).manifest_digest == v.statement["subject"][0]["digest"]["sha256"]
+
+
+def test_repo_oms_cli(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["verify", str(OMS / "p256"), "--key", str(OMS / "keys" / "p256.pub.pem")])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("OK: model.sig: OMS model signature signed by key ")
+    r = runner.invoke(app, ["verify", str(OMS / "tamper-modified"), "--key", str(OMS / "keys" / "p256.pub.pem")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "weights.bin was modified" in r.output
+    # the gate refuses an OMS signature as a scan attestation: it proves who signed, not what a scan found
+    from scanner import gate
+
+    with pytest.raises(gate.UnsafeModelError, match="no trusted attestation"):
+        gate.Gate(gate.Trust(public_keys=[OMS / "keys" / "p256.pub.pem"]), require_attestation=True).check(OMS / "p256")
+
+
+def test_no_verification_test_skips_with_repo_fixtures_only(tmp_path):
+    """A fresh clone has no ../shared: run the verification tests that way; only the optional keyless-extra
+    tests may skip, and the repository's own signature tests must all run and pass."""
+    import os
+    import subprocess
+    import sys
+
+    if os.environ.get("MODELSEAL_INNER_RUN"):
+        pytest.skip("inner run")
+    env = {**os.environ, "MODELSEAL_SHARED": str(tmp_path / "no-shared"), "MODELSEAL_INNER_RUN": "1"}
+    root = Path(__file__).resolve().parent.parent
+    junit = tmp_path / "junit.xml"
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+                          f"--junitxml={junit}", "tests/test_verify_fixtures.py", "tests/test_attest.py",
+                          "tests/test_gate.py", "-k", "not test_no_verification_test_skips"],
+                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    import xml.etree.ElementTree as ET
+
+    cases = ET.parse(junit).getroot().iter("testcase")
+    ran, skipped = [], []
+    for c in cases:
+        sk = c.find("skipped")
+        (skipped if sk is not None else ran).append((c.get("name"), sk.get("message", "") if sk is not None else ""))
+    allowed = (SHARED_SKIP, "live Sigstore test", "could not import 'torch'")
+    bad = [(n, m) for n, m in skipped if not any(a in m for a in allowed)]
+    assert not bad, bad
+    names = {n.split("[")[0] for n, _ in ran}
+    assert {"test_repo_oms_fixture", "test_repo_oms_cli", "test_oms_key_signature_from_model_signing_verifies",
+            "test_key_message_signature"} <= names
+    assert sum(1 for n, _ in ran if n.startswith("test_repo_oms_fixture")) == len(CASES)
 
 @needs_shared
 def test_our_manifest_digest_equals_model_signing(tmp_path):
@@ -286,6 +368,9 @@ def _key_message_bundle(data: bytes, key, *, with_digest: bool = True, hint: str
     return json.dumps(doc).encode()
 
 
+ARTIFACT = Requirements(artifact_signature=True)
+
+
 def _pub_pem(key, path: Path) -> Path:
     from cryptography.hazmat.primitives import serialization
 
@@ -305,21 +390,23 @@ def test_key_message_signature(tmp_path, curve, with_digest):
     bundle = tmp_path / "model.bin.sig"
     bundle.write_bytes(_key_message_bundle(model.read_bytes(), key, with_digest=with_digest, hint="not ours"))
     trust = Trust(public_keys=(_pub_pem(key, tmp_path / "pub.pem"),))
-    (v,) = verify_model(model, [], trust, Requirements())
+    with pytest.raises(VerificationFailure, match="--artifact-signature"):
+        verify_model(model, [], trust, Requirements())
+    (v,) = verify_model(model, [], trust, ARTIFACT)
     assert v.kind == "message" and v.signer.startswith("key ")
     assert v.digests == {"model.bin": hashlib.sha256(model.read_bytes()).hexdigest()}
 
     other = _pub_pem(ec.generate_private_key(key.curve), tmp_path / "other.pem")
     with pytest.raises(VerificationFailure, match="does not verify with the trusted key"):
-        verify_model(model, [], Trust(public_keys=(other,)), Requirements())
+        verify_model(model, [], Trust(public_keys=(other,)), ARTIFACT)
     with pytest.raises(VerificationFailure, match="no trusted public key"):
-        verify_model(model, [], Trust(identities=(BEACON,)), Requirements())
+        verify_model(model, [], Trust(identities=(BEACON,)), ARTIFACT)
     with pytest.raises(VerificationFailure, match="is a folder"):
-        verify_model(tmp_path, [bundle], trust, Requirements())
+        verify_model(tmp_path, [bundle], trust, ARTIFACT)
 
     model.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(VerificationFailure, match="model.bin was modified" if with_digest else "may have been modified"):
-        verify_model(model, [], trust, Requirements())
+        verify_model(model, [], trust, ARTIFACT)
 
 
 # -- the CLI on real bundles -------------------------------------------------------------------------

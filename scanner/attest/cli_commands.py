@@ -11,8 +11,17 @@ import typer
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"modelseal: error: {message}", err=True)
+    from scanner.output.escape import escape
+
+    typer.echo(f"modelseal: error: {escape(message)}", err=True)
     return typer.Exit(code)
+
+
+def _say(message: str, err: bool = False) -> None:
+    """Paths, names and signer identities come from the model and its bundle: escaped, one line."""
+    from scanner.output.escape import escape
+
+    typer.echo(escape(message), err=err)
 
 
 def _password(env: str | None) -> bytes | None:
@@ -42,6 +51,13 @@ def attest(
     config: Annotated[Path | None, typer.Option("--config", help="TOML config (as for scan).")] = None,
     allow_symlinks: Annotated[bool, typer.Option(
         "--allow-symlinks", help="Include symlinks to files inside the model (hashed as their target).")] = False,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", help="Training dataset NAME=PATH|sha256:DIGEST[,license=SPDX][,uri=URI] (repeatable): adds a "
+                          "signed SLSA provenance statement (<bundle>.provenance.sigstore.json).")] = None,
+    base_model: Annotated[str | None, typer.Option(
+        "--base-model", help="Model fine-tuned from: PATH or sha256:DIGEST (provenance).")] = None,
+    framework: Annotated[list[str] | None, typer.Option(
+        "--framework", help="Training framework NAME==VERSION (repeatable; provenance).")] = None,
 ) -> None:
     """Scan a model and write a signed attestation of the result.
 
@@ -63,6 +79,7 @@ def attest(
         policy = load_policy(config, fail_on)
     except ConfigError as e:
         raise _fail(str(e)) from None
+    deps, frameworks = _provenance_args(dataset, base_model, framework)
     signer: Signer | None = None
     try:
         if key is not None:
@@ -82,10 +99,42 @@ def attest(
     except OSError as e:
         raise _fail(f"cannot write {out}: {e.strerror or e}") from None
     report = result.report
-    typer.echo(f"{path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
-               f"manifest sha256:{result.model.manifest_digest}")
-    typer.echo(f"wrote {'statement' if unsigned else 'attestation'} {out}")
+    _say(f"{path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
+         f"manifest sha256:{result.model.manifest_digest}")
+    _say(f"wrote {'statement' if unsigned else 'attestation'} {out}")
+    if deps or frameworks:
+        _write_provenance(result, signer, deps, frameworks, out)
     raise typer.Exit(report.exit_code())
+
+
+def _provenance_args(dataset: list[str] | None, base_model: str | None,
+                     framework: list[str] | None) -> tuple[list, list[tuple[str, str]]]:
+    from scanner.attest.provenance import ProvenanceError, parse_base_model, parse_dataset, parse_framework
+
+    try:
+        deps = [parse_dataset(d) for d in dataset or []]
+        if base_model:
+            deps.append(parse_base_model(base_model))
+        return deps, [parse_framework(f) for f in framework or []]
+    except ProvenanceError as e:
+        raise _fail(str(e)) from None
+
+
+def _write_provenance(result: object, signer: object, deps: list, frameworks: list[tuple[str, str]],
+                      scan_out: Path) -> None:
+    from scanner.attest.provenance import build_provenance, provenance_output, sign_provenance
+    from scanner.attest.sign import SignError
+
+    statement = build_provenance(result.statement["subject"], result.model.manifest_digest,  # type: ignore[attr-defined]
+                                 deps, frameworks)
+    out = provenance_output(scan_out)
+    try:
+        out.write_bytes(sign_provenance(statement, signer))
+    except SignError as e:
+        raise _fail(str(e)) from None
+    except OSError as e:
+        raise _fail(f"cannot write {out}: {e.strerror or e}") from None
+    _say(f"wrote provenance {out} ({sum(d.role == 'dataset' for d in deps)} dataset(s))")
 
 
 def verify(
@@ -108,6 +157,22 @@ def verify(
     ignore: Annotated[list[str] | None, typer.Option(
         "--ignore", help="Path (relative to the model) left out of the check, as model_signing --ignore-paths.")] = None,
     allow_symlinks: Annotated[bool, typer.Option("--allow-symlinks", help="Follow symlinks inside the model.")] = False,
+    require_provenance: Annotated[bool, typer.Option(
+        "--require-provenance", help="Require a signed training provenance statement.")] = False,
+    provenance: Annotated[Path | None, typer.Option(
+        "--provenance", help="The provenance bundle (default: <bundle>.provenance.sigstore.json by the model).")] = None,
+    require_dataset: Annotated[list[str] | None, typer.Option(
+        "--require-dataset", help="sha256:DIGEST of a dataset the model must have been trained on (repeatable).")] = None,
+    deny_dataset: Annotated[list[str] | None, typer.Option(
+        "--deny-dataset", help="sha256:DIGEST of a dataset the model must not have been trained on.")] = None,
+    allow_license: Annotated[list[str] | None, typer.Option(
+        "--allow-license", help="SPDX licenses every training dataset must declare one of (repeatable).")] = None,
+    dataset_path: Annotated[list[Path] | None, typer.Option(
+        "--dataset-path", help="A local copy of a training dataset: digested, matched, its own signature "
+                               "verified (repeatable).")] = None,
+    artifact_signature: Annotated[bool, typer.Option(
+        "--artifact-signature", help="Accept a key-signed plain message signature of FILE (cosign sign-blob "
+        "style). Without it only attestations, OMS signatures and keyless message signatures verify.")] = False,
 ) -> None:
     """Verify attestations, OMS signatures and Sigstore artifact signatures against the model on disk, offline.
 
@@ -135,14 +200,37 @@ def verify(
         if not k.is_file():
             raise _fail(f"no such key file: {k}")
     trust = Trust(tuple(key or ()), tuple(zip(identities, issuers, strict=True)), trusted_root, staging)
-    req = Requirements(allow_extra, frozenset(verdicts), age, tuple(ignore or ()), allow_symlinks)
+    req = Requirements(allow_extra, frozenset(verdicts), age, tuple(ignore or ()), allow_symlinks,
+                       artifact_signature=artifact_signature)
     try:
         results = verify_model(path, bundle or [], trust, req)
     except VerificationFailure as e:
-        typer.echo(f"FAILED: {path}: {e}", err=True)
+        _say(f"FAILED: {path}: {e}", err=True)
         raise typer.Exit(1) from None
+    from scanner.attest.provenance_verify import ProvenancePolicy, verify_provenance
+
+    try:
+        ppolicy = ProvenancePolicy.of(require=require_provenance, require_datasets=require_dataset or (),
+                                      deny_datasets=deny_dataset or (), allow_licenses=allow_license,
+                                      dataset_paths=dataset_path or ())
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    pv = None
+    note: str | None = None
+    try:
+        pv = verify_provenance(path, [provenance] if provenance else [], trust, req, ppolicy)
+    except VerificationFailure as e:
+        if ppolicy.active or provenance is not None:
+            _say(f"FAILED: {path}: {e}", err=True)
+            raise typer.Exit(1) from None
+        note = f"note: {e} (not required: pass --require-provenance to enforce)"
     for v in results:
-        typer.echo(f"OK: {v.bundle.name if v.bundle else path}: {v.describe()}")
+        _say(f"OK: {v.bundle.name if v.bundle else path}: {v.describe()}")
+    if pv is not None:
+        for line in pv.chain(str(path)):
+            _say(f"OK: {line}" if line.startswith(str(path)) else line)
+    elif note is not None:
+        _say(note)
     if not any(v.kind == "modelseal" for v in results):
         typer.echo("note: no modelseal scan attestation among them: the scan verdict was not checked")
 
@@ -165,7 +253,7 @@ def keygen(
         write_key_pair(private, pub, curve, _password(password_env))
     except (OSError, FileExistsError) as e:
         raise _fail(str(e)) from None
-    typer.echo(f"wrote {private} (private) and {pub} (public)")
+    _say(f"wrote {private} (private) and {pub} (public)")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,10 +60,9 @@ class ParsedBundle:
 
 def parse_bundle(raw: bytes) -> ParsedBundle:
     """Structural parse of a DSSE bundle; ValueError with the reason when it is not one."""
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"bundle is not JSON: {e}") from None
+    from scanner.attest.strictjson import loads
+
+    doc = loads(raw, "bundle")  # StrictJSONError is a ValueError
     if not isinstance(doc, dict):
         raise ValueError("bundle is not a JSON object")
     media = doc.get("mediaType")

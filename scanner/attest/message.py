@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from scanner.attest.verify import (
 # messageDigest.algorithm (sigstore protobuf HashAlgorithm) -> hashlib name
 HASHES = {"SHA2_256": "sha256", "SHA2_384": "sha384", "SHA2_512": "sha512"}
 CHUNK = 1 << 20
+PAE_PREFIXES = (b"DSSEv1 ", b"DSSEV1 ")  # scanner/attest/dsse.py pae, pae_compat
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,23 @@ class MessageBundle:
 
 def is_message_bundle(raw: bytes) -> bool:
     """True for a bundle with a message signature and no DSSE envelope."""
+    from scanner.attest.strictjson import StrictJSONError, loads
+
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
+        doc = loads(raw, "bundle")
+    except StrictJSONError:
+        return False  # then parsed as a DSSE bundle, which reports why
     return isinstance(doc, dict) and "messageSignature" in doc and "dsseEnvelope" not in doc
 
 
 def parse_message_bundle(raw: bytes) -> MessageBundle:
     from scanner.attest.dsse import ACCEPTED_BUNDLE_MEDIA_TYPES
+    from scanner.attest.strictjson import StrictJSONError, loads
 
-    doc = json.loads(raw)
+    try:
+        doc = loads(raw, "bundle")
+    except StrictJSONError as e:
+        raise VerificationFailure(str(e)) from None
     media = doc.get("mediaType")
     if media not in ACCEPTED_BUNDLE_MEDIA_TYPES:
         raise VerificationFailure(f"unsupported bundle mediaType {media!r}")
@@ -89,6 +95,14 @@ def verify_message_bundle(path: Path, raw: bytes, trust: Trust, req: Requirement
     elif bundle.has_key:
         from scanner.attest.sign import ec_hash
 
+        # Domain separation: a key-signed message bundle has no log entry saying what kind of thing was
+        # signed, and the same key may sign DSSE envelopes: a file holding an envelope's PAE bytes would
+        # "verify" as a message the key never signed. So only when the caller asks for an artifact signature,
+        # and never over bytes that are a DSSE pre-authentication encoding.
+        if not req.artifact_signature:
+            raise VerificationFailure("bundle is a plain message signature made with a key, not an attestation; "
+                                      "accept it only as such with --artifact-signature")
+        _refuse_pae(path)
         keys = load_trusted_keys(trust)
         if not keys:
             raise VerificationFailure("bundle is signed with a key, but no trusted public key was given (--key)")
@@ -101,6 +115,17 @@ def verify_message_bundle(path: Path, raw: bytes, trust: Trust, req: Requirement
         raise VerificationFailure("bundle carries neither a certificate nor a public key")
     sha = digests["sha256"].hex()
     return Verified(bundle_path, "message", signer, {}, (path.name,), digests={path.name: sha})
+
+
+def _refuse_pae(path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(PAE_PREFIXES[0]))
+    except OSError as e:
+        raise VerificationFailure(f"cannot read {path}: {e.strerror or e}") from None
+    if head in PAE_PREFIXES:
+        raise VerificationFailure(f"{path.name} holds a DSSE pre-authentication encoding: a signature over it "
+                                  "is an envelope's signature, not a signature of this file")
 
 
 def _check_is_file(path: Path, req: Requirements) -> None:
@@ -144,17 +169,19 @@ def _verify_keyless(bundle: MessageBundle, path: Path, sha256: bytes, trust: Tru
     from sigstore.models import Bundle
     from sigstore_models.common.v1 import HashAlgorithm
 
+    from scanner.attest.strictjson import brief
+
     try:
         sb = Bundle.from_json(bundle.raw)
     except Exception as e:  # noqa: BLE001 - any parse error of untrusted input is a failure
-        raise VerificationFailure(f"invalid Sigstore bundle: {e}") from None
+        raise VerificationFailure(f"invalid Sigstore bundle: {brief(e)}") from None
     try:
         verifier.verify_artifact(Hashed(algorithm=HashAlgorithm.SHA2_256, digest=sha256), sb, pol)
     except Exception as e:  # noqa: BLE001 - VerificationError and malformed-bundle errors alike
         # the certificate and identity are checked first; a digest mismatch after them means the file changed
         if bundle.algorithm == "sha256" and bundle.digest != sha256 and "digest mismatch" in str(e):
             raise _modified(path, "sha256", sha256, bundle.digest) from None
-        raise VerificationFailure(f"Sigstore verification failed: {e}") from None
+        raise VerificationFailure(f"Sigstore verification failed: {brief(e)}") from None
     return cert_signer(sb.signing_certificate)
 
 

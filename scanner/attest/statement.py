@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -75,10 +74,9 @@ def build_statement(model: ModelDigest, report: Report, policy: Policy) -> dict[
 
 def parse_statement(payload: bytes) -> dict[str, Any]:
     """Parse a signed payload into a statement dict; ValueError when it is not one."""
-    try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"payload is not JSON: {e}") from None
+    from scanner.attest.strictjson import loads
+
+    doc = loads(payload, "signed payload")  # StrictJSONError is a ValueError
     if not isinstance(doc, dict):
         raise ValueError("payload is not a JSON object")
     if doc.get("_type") != STATEMENT_TYPE:

@@ -32,6 +32,7 @@ from scanner.attest.statement import (
     PREDICATE_TYPE,
     parse_statement,
 )
+from scanner.attest.strictjson import brief, loads
 
 CLOCK_SKEW = timedelta(minutes=5)
 
@@ -49,6 +50,7 @@ class Trust:
     identities: tuple[tuple[str, str], ...] = ()
     trusted_root: Path | None = None
     staging: bool = False
+    provenance: Any = None   # a ProvenancePolicy (scanner/attest/provenance_verify.py) the gate enforces
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_keys", tuple(self.public_keys))
@@ -67,6 +69,7 @@ class Requirements:
     ignore: tuple[str, ...] = ()          # more paths (relative to the model root) to leave out
     allow_symlinks: bool = False
     now: datetime | None = None
+    artifact_signature: bool = False      # a key-signed plain message signature is what the caller expects
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,7 @@ def load_trusted_keys(trust: Trust) -> list[tuple[Any, str]]:
             data = k if isinstance(k, bytes) else Path(k).read_bytes()
             key = load_public_key(data)
         except (OSError, ValueError) as e:
-            raise VerificationFailure(f"trusted key {k if not isinstance(k, bytes) else '(PEM)'}: {e}") from None
+            raise VerificationFailure(f"trusted key {k if not isinstance(k, bytes) else '(PEM)'}: {brief(e)}") from None
         out.append((key, key_hint(spki_pem(key))))
     return out
 
@@ -141,11 +144,11 @@ def verify_keyless_signature(bundle: ParsedBundle, trust: Trust) -> str:
     try:
         sb = Bundle.from_json(bundle.raw)
     except Exception as e:  # noqa: BLE001 - any parse error of untrusted input is a failure
-        raise VerificationFailure(f"invalid Sigstore bundle: {e}") from None
+        raise VerificationFailure(f"invalid Sigstore bundle: {brief(e)}") from None
     try:
         payload_type, payload = verifier.verify_dsse(sb, pol)
     except Exception as e:  # noqa: BLE001 - VerificationError and malformed-bundle errors alike
-        raise VerificationFailure(f"Sigstore verification failed: {e}") from None
+        raise VerificationFailure(f"Sigstore verification failed: {brief(e)}") from None
     if payload_type != bundle.payload_type or payload != bundle.payload:
         raise VerificationFailure("verified payload differs from the envelope")
     return cert_signer(sb.signing_certificate)
@@ -163,6 +166,7 @@ def sigstore_verifier(trust: Trust) -> tuple[Any, Any]:
     try:
         if trust.trusted_root is not None:
             raw = trust.trusted_root.read_text(encoding="utf-8")
+            loads(raw, "trusted root")  # duplicate keys: refused before the protobuf reader sees it
             if '"signingConfig"' in raw:  # a ClientTrustConfig rather than a bare trusted root
                 verifier = Verifier(trusted_root=ClientTrustConfig.from_json(raw).trusted_root)
             else:
@@ -172,7 +176,7 @@ def sigstore_verifier(trust: Trust) -> tuple[Any, Any]:
         else:
             verifier = Verifier.production(offline=True)
     except (OSError, ValueError, SigstoreError) as e:
-        raise VerificationFailure(f"cannot load the trusted root: {e}") from None
+        raise VerificationFailure(f"cannot load the trusted root: {brief(e)}") from None
     ids = [policy.Identity(identity=i, issuer=iss) for i, iss in trust.identities]
     return verifier, ids[0] if len(ids) == 1 else policy.AnyOf(ids)  # a single policy gives the clearer reason
 
@@ -365,20 +369,20 @@ def check_files(path: Path, expected: Expected, req: Requirements, bundle_path: 
         elif not stat.S_ISREG(fst.st_mode):
             raise VerificationFailure(f"{name} is not a regular file")
         items.append((name, full))
-    # the extra-file check is cheap (no hashing), so it runs first; it is reported after digests
-    extras: list[str] = []
-    if not req.allow_extra:
-        own = _relative(bundle_path, path)
-        user = [str(PurePosixPath(p)) for p in req.ignore]
+    # the tree is listed even with --allow-extra: extra files may be accepted, symlinks never (a symlinked
+    # subfolder would put foreign content into what a loader reads). Cheap (no hashing), so it runs first;
+    # extras are reported after digests.
+    own = _relative(bundle_path, path)
+    user = [str(PurePosixPath(p)) for p in req.ignore]
 
-        def ignored(rel: str) -> bool:
-            return rel == own or expected.ignore(rel) or _under_any(rel, user)
+    def ignored(rel: str) -> bool:
+        return rel == own or expected.ignore(rel) or _under_any(rel, user)
 
-        try:
-            listed, _ = list_model(path, ignore=ignored, allow_symlinks=True)
-        except DigestError as e:
-            raise VerificationFailure(str(e)) from None
-        extras = [n for n, _ in listed if n not in expected.files]
+    try:
+        listed, _ = list_model(path, ignore=ignored, allow_symlinks=allow_links)
+    except DigestError as e:
+        raise VerificationFailure(str(e)) from None
+    extras = [] if req.allow_extra else [n for n, _ in listed if n not in expected.files]
     try:
         digests = digest_files(items)
     except DigestError as e:

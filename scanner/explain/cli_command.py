@@ -38,9 +38,11 @@ def register(app: typer.Typer) -> None:
         explanation = run_explain(paths, policy, options=ExplainOptions(context_opcodes=context))
         if html is not None:
             from scanner.explain.render_html import render as render_html
+            from scanner.inventory.explain_block import html_block
 
+            page = render_html(explanation).replace("</body>", html_block(paths) + "</body>", 1)
             try:
-                html.write_text(render_html(explanation), encoding="utf-8")
+                html.write_text(page, encoding="utf-8")
             except OSError as e:
                 raise fail(f"cannot write {html}: {e.strerror or e}") from None
         if not quiet:
@@ -48,4 +50,7 @@ def register(app: typer.Typer) -> None:
 
             sys.stdout.write(render_text(explanation, color=sys.stdout.isatty(), width=width,
                                          show_info=show_info))
+            from scanner.inventory.explain_block import text_block
+
+            sys.stdout.write(text_block(paths))
         raise typer.Exit(explanation.report.exit_code())

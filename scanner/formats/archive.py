@@ -10,28 +10,37 @@ from collections.abc import Iterator
 from typing import Any
 
 from scanner.findings import Finding, Severity
-from scanner.formats.inflate import Inflated, inflate, make_decompressor
+from scanner.formats.inflate import Inflated, Spool, inflate, make_decompressor
 from scanner.sniff import ZF_HEADER, joblib_zf_length
-from scanner.source import Source
+from scanner.source import LimitExceeded, Source
 
 DRIVE = re.compile(r"^[A-Za-z]:")
 STREAM_MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
 BOMB_HEAD = 1 << 20
+ARCHIVE_FORMATS = frozenset({"tar", "7z", "gzip", "bz2", "xz", "lzma", "zlib", "lz4"})
 
 
 def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
-    from scanner.sniff import sniff
+    from scanner.sniff import is_tar_header, joblib_codec, sniff
 
     fmt = sniff(src)
-    if fmt == "tar":
-        return _tar(src, ctx)
-    if fmt == "7z":
-        from scanner.formats.sevenzip import analyze_7z
+    if fmt not in ARCHIVE_FORMATS:  # routed here as an alternate reading of a polyglot (engine._alternates)
+        fmt = joblib_codec(src) or ("tar" if is_tar_header(src.head(512)) else fmt)
+    out: list[Finding] = []
+    try:
+        if fmt == "tar":
+            _tar(src, ctx, out)
+        elif fmt == "7z":
+            from scanner.formats.sevenzip import analyze_7z
 
-        return analyze_7z(src, ctx)
-    if fmt in ("gzip", "bz2", "xz", "lzma", "zlib", "lz4"):
-        return _stream(src, ctx, fmt)
-    return [ctx.finding("ARCHIVE-MALFORMED", f"archive analyzer got content sniffed as {fmt}", src)]
+            out.extend(analyze_7z(src, ctx))
+        elif fmt in ("gzip", "bz2", "xz", "lzma", "zlib", "lz4"):
+            _stream(src, ctx, fmt, out)
+        else:
+            out.append(ctx.finding("ARCHIVE-MALFORMED", f"archive analyzer got content sniffed as {fmt}", src))
+    except LimitExceeded as e:  # a bound stopped the work: keep what was found before it
+        out.extend(ctx.limit_findings(e, src))
+    return out
 
 
 def _lim(ctx: Any) -> tuple[int, int]:
@@ -39,8 +48,7 @@ def _lim(ctx: Any) -> tuple[int, int]:
     return cap, int(getattr(ctx.limits, "min_bomb_bytes", 16 * 1024 * 1024))
 
 
-def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
-    out: list[Finding] = []
+def _stream(src: Source, ctx: Any, fmt: str, out: list[Finding]) -> list[Finding]:
     cap, floor = _lim(ctx)
     start = 0
     kind = {"gzip": "gzip", "bz2": "bz2", "xz": "xz", "lzma": "lzma-alone", "zlib": "zlib", "lz4": "lz4"}[fmt]
@@ -49,7 +57,9 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
         start = ZF_HEADER + (src.read_at(ZF_HEADER, 1) == b" ")
         if joblib_zf_length(src.head(ZF_HEADER)) is None:
             out.append(ctx.finding("ARCHIVE-MALFORMED", "joblib ZF header with an unreadable length", src, offset=0))
-    pieces: list[bytes] = []
+    # concatenated members form one content; it never sits in memory whole, and a tar inside is counted as
+    # it comes out, so a listing bomb stops before it is inflated
+    spool = Spool(watch=TarCounter(ctx.limits.max_members, src).feed)
     total = 0
     pos = start
     streams = 0
@@ -67,9 +77,8 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
             out.append(ctx.finding("ARCHIVE-MALFORMED", f"cannot start {fmt} decompression: {e}", src, offset=pos))
             break
         res: Inflated = inflate(src, pos, src.size - pos, decomp, cap=cap - total, max_ratio=ctx.limits.max_ratio,
-                                ratio_floor=floor, charge=lambda n: ctx.charge(n, src))
-        pieces.append(res.data)
-        total += len(res.data)
+                                ratio_floor=floor, charge=lambda n: ctx.charge(n, src), sink=spool)
+        total += res.size
         if res.error:
             out.append(ctx.finding("ARCHIVE-MALFORMED", f"{fmt} stream is corrupt: {res.error}; scanned what "
                                    "decompressed", src, offset=pos))
@@ -108,11 +117,79 @@ def _stream(src: Source, ctx: Any, fmt: str) -> list[Finding]:
                                src, offset=pos, evidence=repr(rest)))
         out.extend(ctx.scan_child(src.child_slice(f"<after {fmt} stream>", pos, src.size - pos)))
         break
-    data = b"".join(pieces)
-    pieces.clear()
-    name = _inner_name(src, fmt)
-    out.extend(ctx.scan_child(src.child_bytes(name, data)))
+    inner = spool.source(src, _inner_name(src, fmt))
+    try:
+        out.extend(ctx.scan_child(inner))
+    finally:
+        inner.close()
     return out
+
+
+class TarCounter:
+    """Counts tar member headers in a stream as it is inflated (only when the stream starts like a tar) and
+    raises LimitExceeded past `limit`: tar.gz listing bombs are refused without inflating them whole."""
+
+    _META = frozenset(b"xgLKX")  # pax / GNU long-name headers describe the next member: not members
+
+    def __init__(self, limit: int, src: Source) -> None:
+        self.limit, self.src = limit, src
+        self.buf = bytearray()   # bytes from `base` on
+        self.base = 0            # stream offset of buf[0]
+        self.next = 0            # stream offset of the next header
+        self.count = 0
+        self.active: bool | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.active is False:
+            return
+        self.buf += data
+        while self.next + 512 <= self.base + len(self.buf):
+            at = self.next - self.base
+            hdr = bytes(self.buf[at:at + 512])
+            if self.active is None:
+                self.active = _is_tar_header(hdr)
+                if not self.active:
+                    self.buf.clear()
+                    return
+            if hdr == bytes(512):
+                self.next += 512
+                continue
+            size = _tar_size(hdr[124:136])
+            if size is None:
+                self.active = False  # tarfile reports the bad header; nothing more to count
+                self.buf.clear()
+                return
+            if hdr[156] not in self._META:
+                self.count += 1
+                if self.count > self.limit:
+                    raise LimitExceeded("max_members", f"more than {self.limit} tar members (counted while "
+                                        "decompressing; the archive was not inflated further)", self.src.loc())
+            self.next += 512 + (size + 511) // 512 * 512
+        drop = min(len(self.buf), self.next - self.base)
+        if drop > 0:
+            del self.buf[:drop]
+            self.base += drop
+
+
+def _is_tar_header(hdr: bytes) -> bool:
+    if hdr[257:262] == b"ustar":
+        return True
+    digits = hdr[148:156].replace(b"\x00", b" ").strip()
+    try:
+        return int(digits or b"x", 8) == sum(hdr[:148]) + 256 + sum(hdr[156:])
+    except ValueError:
+        return False
+
+
+def _tar_size(field: bytes) -> int | None:
+    if field[:1] in (b"\x80", b"\xff"):  # base-256 (GNU)
+        n = int.from_bytes(field[1:], "big")
+        return None if field[:1] == b"\xff" else n
+    digits = field.replace(b"\x00", b" ").strip()
+    try:
+        return int(digits or b"0", 8)
+    except ValueError:
+        return None
 
 
 def _skip_nuls(src: Source, pos: int, limit: int = 1 << 20) -> int:
@@ -177,8 +254,7 @@ def _inner_name(src: Source, fmt: str) -> str:
 
 # -- tar ------------------------------------------------------------------------------------------------------
 
-def _tar(src: Source, ctx: Any) -> list[Finding]:
-    out: list[Finding] = []
+def _tar(src: Source, ctx: Any, out: list[Finding]) -> list[Finding]:
     members: list[tarfile.TarInfo] = []
     fh = src.open()
     try:

@@ -131,6 +131,7 @@ class _State:
     counts: dict[str, int] = field(default_factory=dict)
     values: dict[str, tuple[int, Any]] = field(default_factory=dict)
     templates: list[tuple[str, int, Any]] = field(default_factory=list)  # every occurrence, duplicates too
+    arrays: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # key -> element type, count, offset
 
     def add(self, rule: str, message: str, offset: int | None, evidence: str | None = None,
             severity: Severity | None = None) -> None:
@@ -220,6 +221,7 @@ def _parse(st: _State) -> None:
         if exact or t == T_STRING and any(w in key.lower() for w in st.tables.template_words):
             st.templates.append((key, t, value))
     alignment = _alignment(st, values)
+    _well_known(st, values)
     spans = _tensor_infos(st, n_tensors, alignment)
     _layout(st, spans, alignment)
 
@@ -269,6 +271,8 @@ def _value(st: _State, t: int, key: str, depth: int, *, keep_bytes: bool = False
                         f"{TYPE_NAMES.get(et, et)}, more than the {cur.left} bytes left can hold", off,
                         f"count={count} element_type={et}")
         _limit(st, "max_array_items", count, f"{key[:80]} array length")
+        if depth == 0:
+            st.arrays[key] = (et, count, off)
         if et in (0, 1) and keep_bytes and depth == 0:
             return cur.take(count, f"{key[:80]} array")
         if et in SCALAR_SIZES:
@@ -320,7 +324,42 @@ def _alignment(st: _State, values: dict[str, tuple[int, Any]]) -> int:
     if v == 0 or v & (v - 1):
         st.add("GGUF-ALIGNMENT", f"general.alignment {v} is not a non-zero power of two", 8, f"value={v}")
         return default
+    limit = st.ctx.rules.doc(RULES).get("gguf", {}).get("max_alignment", 65536)
+    if v > limit:
+        st.add("GGUF-ALIGNMENT", f"general.alignment {v} is absurd (above {limit}): padding arithmetic runs "
+               "offsets past the file", 8, f"value={v}")
     return int(v)
+
+
+def _well_known(st: _State, values: dict[str, tuple[int, Any]]) -> None:
+    """Keys C loaders read by casting (llama-vocab.cpp: gguf_get_arr_data cast to float* / int32*, indexed up
+    to the token count; special token ids index the vocabulary): the type, element type and count the spec
+    gives, or a finding (rules/gguf.toml [[gguf.well_known]])."""
+    names = {v: k for k, v in TYPE_NAMES.items()}
+    specs = st.ctx.rules.doc(RULES).get("gguf", {}).get("well_known", [])
+    n_tokens = st.arrays.get("tokenizer.ggml.tokens", (None, None, 0))[1]
+    for spec in specs:
+        for key in spec["keys"]:
+            if key not in values:
+                continue
+            t, v = values[key]
+            want = names[spec["type"]]
+            if t != want:
+                st.add("GGUF-WELL-KNOWN-TYPE", f"{key} is {TYPE_NAMES.get(t, t)}, the spec says {spec['type']}",
+                       None, f"key={key} type={t}")
+                continue
+            if t == T_ARRAY:
+                et, count, off = st.arrays.get(key, (None, 0, 0))
+                if et != names[spec["element"]]:
+                    st.add("GGUF-WELL-KNOWN-TYPE", f"{key} holds {TYPE_NAMES.get(et, et)} elements, the spec says "
+                           f"{spec['element']}: readers stride {spec['element']}-sized through smaller data", off,
+                           f"key={key} element_type={et}")
+                if spec.get("count") == "tokens" and n_tokens is not None and count != n_tokens:
+                    st.add("GGUF-WELL-KNOWN-TYPE", f"{key} has {count} elements for {n_tokens} tokens: readers "
+                           "index it by token id", off, f"key={key} count={count} tokens={n_tokens}")
+            elif spec.get("below") == "tokens" and n_tokens is not None and isinstance(v, int) and v >= n_tokens:
+                st.add("GGUF-WELL-KNOWN-TYPE", f"{key} = {v} is not a token id ({n_tokens} tokens)", None,
+                       f"key={key} value={v} tokens={n_tokens}")
 
 
 def _template(st: _State, key: str, t: int, value: Any) -> None:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from scanner.source import Source
+from scanner.source import BytesSource, Source
 
 CHUNK = 1 << 20
+IN_CHUNK = 1 << 16      # compressed bytes fed at a time: the ratio is judged on small steps
+OUT_CHUNK = 1 << 20     # decompressed bytes taken at a time: bombs stop within one MiB of the bound
+SPOOL_MEMORY = 32 << 20  # inflated output beyond this goes to a private temporary file, not to memory
 
 
 class Decompressor(Protocol):
@@ -105,21 +109,76 @@ def make_decompressor(kind: str, props: bytes = b"") -> Decompressor:
     raise ValueError(f"unknown decompressor {kind}")
 
 
+class Spool:
+    """Where inflated output goes: memory up to SPOOL_MEMORY, then an anonymous temporary file. Keeps the
+    running CRC-32 so zip members are checked without holding them."""
+
+    def __init__(self, memory: int = SPOOL_MEMORY, watch: Callable[[bytes], None] | None = None) -> None:
+        self._f = tempfile.SpooledTemporaryFile(max_size=memory)  # noqa: SIM115 - owned by the source
+        self._memory = memory
+        self._watch = watch  # sees every piece first; may raise LimitExceeded to stop inflating
+        self.size = 0
+        self.crc = 0
+
+    def write(self, data: bytes) -> None:
+        if self._watch is not None:
+            self._watch(data)
+        self._f.write(data)
+        self.crc = zlib.crc32(data, self.crc)
+        self.size += len(data)
+
+    def source(self, parent: Source, name: str) -> Source:
+        """The output as a child source of `parent`: bytes when small, a file-backed source when large."""
+        if self.size <= self._memory:
+            self._f.seek(0)
+            data = self._f.read()
+            self._f.close()
+            return parent.child_bytes(name, data)
+        return SpoolSource(parent.display, parent.child_member(name), self._f, self.size)
+
+
+class SpoolSource(Source):
+    """Inflated content kept in a temporary file; read like any other source."""
+
+    def __init__(self, display: str, member: str, fh: object, size: int) -> None:
+        self._fh = fh
+        self.crc: int | None = None  # CRC-32 of the whole content when it was inflated whole
+        super().__init__(display, member, size)
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n <= 0 or offset >= self.size:
+            return b""
+        self._fh.seek(offset)  # type: ignore[attr-defined]
+        return self._fh.read(min(n, self.size - offset))  # type: ignore[attr-defined,no-any-return]
+
+    def close(self) -> None:
+        self._fh.close()  # type: ignore[attr-defined]
+
+
+def as_bytes(src: Source) -> bytes | None:
+    return src.data if isinstance(src, BytesSource) else None
+
+
 @dataclass(frozen=True)
 class Inflated:
-    data: bytes
+    data: bytes            # the output when no sink was given (else empty)
     consumed: int          # compressed bytes fed (upper bound: read in chunks)
     eof: bool              # the stream ended properly
     over_cap: bool         # output reached the cap: more remains
     bomb: bool             # ratio exceeded past the floor
     error: str | None      # corrupt stream
     unused: bytes          # bytes after the end of the stream within the fed window
+    size: int = 0          # bytes produced (kept)
 
 
 def inflate(src: Source, start: int, length: int, decomp: Decompressor, *, cap: int, max_ratio: int,
-            ratio_floor: int, charge: Callable[[int], None]) -> Inflated:
-    """Inflate src[start:start+length] into at most `cap` bytes (one more is produced to detect overflow)."""
+            ratio_floor: int, charge: Callable[[int], None], sink: Spool | None = None) -> Inflated:
+    """Inflate src[start:start+length] into at most `cap` bytes (one more is produced to detect overflow).
+
+    Output goes to `sink` when given (never held whole), else into the returned bytes. The ratio is checked
+    after every step of at most OUT_CHUNK bytes out / IN_CHUNK bytes in, so a bomb stops near the floor."""
     out = bytearray()
+    produced = 0
     pos = start
     end = start + max(0, length)
     error: str | None = None
@@ -131,24 +190,29 @@ def inflate(src: Source, start: int, length: int, decomp: Decompressor, *, cap: 
             if decomp.needs_input:
                 if pos >= end:
                     break
-                chunk = src.read_at(pos, min(CHUNK, end - pos))
+                chunk = src.read_at(pos, min(IN_CHUNK, end - pos))
                 if not chunk:
                     break
                 pos += len(chunk)
-            piece = decomp.decompress(chunk, cap + 1 - len(out))
+            piece = decomp.decompress(chunk, min(OUT_CHUNK, cap + 1 - produced))
             if piece:
                 charge(len(piece))
-                out += piece
+                if produced + len(piece) > cap:
+                    over = True
+                    piece = piece[: cap - produced]
+                produced += len(piece)
+                if sink is not None:
+                    sink.write(piece)
+                else:
+                    out += piece
                 stalled = 0
+                if over:
+                    break
             elif not chunk:
                 stalled += 1
                 if stalled > 2:
                     break
-            if len(out) > cap:
-                over = True
-                del out[cap:]
-                break
-            if len(out) > ratio_floor and len(out) > max_ratio * max(1, pos - start):
+            if produced > ratio_floor and produced > max_ratio * max(1, pos - start):
                 bomb = True
                 break
     except (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError) as e:
@@ -156,4 +220,4 @@ def inflate(src: Source, start: int, length: int, decomp: Decompressor, *, cap: 
     unused = b""
     if decomp.eof:
         unused = decomp.unused_data
-    return Inflated(bytes(out), pos - start, decomp.eof, over, bomb, error, unused)
+    return Inflated(bytes(out), pos - start, decomp.eof, over, bomb, error, unused, produced)

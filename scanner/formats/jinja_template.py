@@ -75,8 +75,54 @@ def _parse(source: str) -> Any:
     return Parser(env, source).parse()
 
 
-def analyze_template(source: str, tr: TemplateRules) -> list[Hit]:
+_TAG = re.compile(r"\{([{%])(.*?)(?:[}%]\}|\Z)", re.S)
+_STRING = re.compile(r"'[^'\\]*(?:\\.[^'\\]*)*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\"", re.S)
+_OPEN_BLOCK = re.compile(r"^[-+]?\s*(?:if|for|macro|call|filter|with|block|raw|autoescape|trans|generation)\b|"
+                         r"^[-+]?\s*set\s+[\w.,\s]+-?\s*$")
+_END_BLOCK = re.compile(r"^[-+]?\s*end\w*")
+_BRACKET = re.compile(r"[\[\](){}]")
+
+
+def template_bounds(source: str, limits: Any = None) -> Hit | None:
+    """Cheap pre-scan that bounds what Jinja2's parser would spend on the template, BEFORE it parses: filter
+    chain length (`|` outside string literals), tag count, block nesting and bracket depth. A template over a
+    bound is reported (malformed hit) and not parsed: filter-chain and nesting bombs cost seconds to parse."""
+    if limits is None:
+        from scanner.limits import Limits
+
+        limits = Limits()
+    tags = pipes = depth = max_depth = brackets = 0
+    for m in _TAG.finditer(source):
+        tags += 1
+        if tags > limits.max_template_tags:
+            return Hit("malformed", "tags", f"template has more than {limits.max_template_tags} tags "
+                       "(max_template_tags); not parsed")
+        body = _STRING.sub("''", m.group(2))
+        pipes += body.count("|")
+        if pipes > limits.max_template_filters:
+            return Hit("malformed", "filters", f"template applies more than {limits.max_template_filters} filters "
+                       "(max_template_filters); not parsed")
+        if m.group(1) == "%":
+            if _END_BLOCK.match(body):
+                depth -= 1
+            elif _OPEN_BLOCK.match(body):
+                depth += 1
+                max_depth = max(max_depth, depth)
+        level = 0
+        for b in _BRACKET.finditer(body):
+            level += 1 if b.group() in "([{" else -1
+            brackets = max(brackets, level)
+        if max(max_depth, brackets) > limits.max_template_nesting:
+            return Hit("malformed", "nesting", f"template nests blocks or brackets deeper than "
+                       f"{limits.max_template_nesting} (max_template_nesting); not parsed")
+    return None
+
+
+def analyze_template(source: str, tr: TemplateRules, limits: Any = None) -> list[Hit]:
     """All hits for one template source; a parse failure is a single `malformed` hit."""
+    bound = template_bounds(source, limits)
+    if bound is not None:
+        return [bound]
     try:
         import jinja2
     except ImportError:  # pragma: no cover - jinja2 is a dependency

@@ -114,7 +114,7 @@ def parse_header(src: Source, ctx: Any) -> Header:
         text = raw.decode("utf-8" if major == 3 else "latin-1")
     except UnicodeDecodeError as e:
         raise NpyError("header is not UTF-8") from e
-    value = parse_literal(text)
+    value = parse_literal(text, py2_longs=major < 3)
     if not isinstance(value, dict):
         raise NpyError("header is not a dictionary")
     keys = ctx.rules.doc("containers").get("npy", {}).get("header_keys", ["descr", "fortran_order", "shape"])
@@ -149,6 +149,10 @@ def dtype_info(descr: object, depth: int) -> tuple[int, bool]:
         if kind in _FIXED:
             return _FIXED[kind], False
         raise NpyError(f"type string {descr!r} needs a size")
+    if isinstance(descr, tuple) and len(descr) == 2:
+        # descr_to_dtype: a (descr, shape) tuple is numpy.dtype((descr_to_dtype(descr[0]), descr[1]))
+        size, obj = dtype_info(descr[0], depth + 1)
+        return size * _count(descr[1], descr), obj
     if isinstance(descr, list):
         total, obj = 0, False
         for field in descr:
@@ -159,28 +163,34 @@ def dtype_info(descr: object, depth: int) -> tuple[int, bool]:
                     and all(isinstance(x, str) for x in name)):
                 raise NpyError(f"bad field name {name!r}")
             size, o = dtype_info(field[1], depth + 1)
-            count = 1
-            if len(field) == 3:
-                shp = field[2]
-                if isinstance(shp, int) and not isinstance(shp, bool):
-                    shp = (shp,)
-                if not isinstance(shp, tuple) or not all(isinstance(d, int) and d >= 0 for d in shp):
-                    raise NpyError(f"bad field shape {shp!r}")
-                for d in shp:
-                    count *= d
+            count = _count(field[2], field) if len(field) == 3 else 1
             total += size * count
             obj = obj or o
         return total, obj
     raise NpyError(f"descr {descr!r} is neither a type string nor a field list")
 
 
+def _count(shp: object, where: object) -> int:
+    if isinstance(shp, int) and not isinstance(shp, bool):
+        shp = (shp,)
+    if not isinstance(shp, tuple) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                             for d in shp):
+        raise NpyError(f"bad subarray shape in {where!r}")
+    count = 1
+    for d in shp:
+        count *= d
+    return count
+
+
 # -- a strict literal parser: dict / tuple / list / str / int / bool / None, nothing else ----------------------
 
-_TOKEN = re.compile(r"""\s*(?:(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")|(?P<int>-?\d+)|(?P<name>True|False|None)
+_TOKEN = re.compile(r"""\s*(?:(?P<str>'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*")|(?P<int>-?\d+)(?P<py2long>[ \t]*L(?![A-Za-z0-9_]))?|(?P<name>True|False|None)
                         |(?P<punct>[{}()\[\]:,]))""", re.X)
 
 
-def parse_literal(text: str) -> object:
+def parse_literal(text: str, py2_longs: bool = False) -> object:
+    """`py2_longs`: accept Python 2 long suffixes after integers (`10L`), as numpy's _filter_header does
+    for format versions 1.0 and 2.0 (numpy/lib/_format_impl.py _read_array_header)."""
     tokens: list[tuple[str, str]] = []
     pos = 0
     while pos < len(text):
@@ -189,7 +199,9 @@ def parse_literal(text: str) -> object:
         m = _TOKEN.match(text, pos)
         if m is None:
             raise NpyError(f"unexpected character {text[pos:pos + 10].strip()!r} in header")
-        kind = m.lastgroup or ""
+        kind = "int" if m.group("int") is not None else m.lastgroup or ""
+        if m.group("py2long") is not None and not py2_longs:
+            raise NpyError("Python 2 long suffix in a format 3.0 header")
         tokens.append((kind, m.group(kind)))
         pos = m.end()
     value, i = _value(tokens, 0, 0)

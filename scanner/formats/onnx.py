@@ -75,6 +75,9 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
         data = src.read_all(ctx.limits.max_read_bytes)
     model = ModelProto()
     try:
+        from scanner.formats.proto_count import bounded_parse_check
+
+        bounded_parse_check(data, ctx.limits, src)  # before the parser builds one object per field
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as e:
         yield ctx.finding("ONNX-MALFORMED", "not a parseable ONNX ModelProto", src, evidence=f"{type(e).__name__}: {e}"[:300])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from scanner.findings import Finding
-from scanner.source import Source
+from scanner.source import LimitExceeded, Source
 
 
 class _Overflow(Exception):
@@ -91,6 +91,9 @@ def analyze_7z(src: Source, ctx: Any) -> list[Finding]:
                 archive.extractall(factory=Factory())
             except _Overflow as e:
                 out.append(ctx.finding("ARCHIVE-BOMB", str(e), src, evidence=f"cap={cap}"))
+            except LimitExceeded as e:  # the file's shared budget (bytes, deadline) ran out while extracting
+                out.extend(ctx.limit_findings(e, src))
+                return out
             except Exception as e:  # noqa: BLE001 - corrupt streams: scan what came out, report the rest
                 out.append(ctx.finding("ARCHIVE-MALFORMED", f"7z extraction failed: {type(e).__name__}: {e}; "
                                        "scanned what was extracted", src))

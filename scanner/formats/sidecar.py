@@ -19,6 +19,10 @@ TEMPLATE_KINDS = {"escape": "CHAT-TEMPLATE-SSTI", "dunder": "CHAT-TEMPLATE-DUNDE
 def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     if ctx.depth == 0:
         yield ctx.finding("FORMAT-NOT-MODEL", "not a model format (text)", src)
+    from scanner.formats.xml_model import looks_like_xml, xml_findings
+
+    if looks_like_xml(src.head(256)):  # PMML and other XML models: whatever their name (content decides)
+        yield from xml_findings(src, ctx)
     conf = ctx.rules.doc("sidecar").get("sidecar", {})
     name = src.name.rsplit("/", 1)[-1]
 
@@ -30,6 +34,7 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
     kind = ("template_json" if matches("template_json") else "template_file" if matches("template_files")
             else "index" if matches("index_files") else "config" if matches("config_files")
             else "skops" if matches("skops_schema") else "yaml" if matches("yaml_files")
+            else "coreml" if matches("coreml_manifest")
             else "json" if matches("keras_json") else None)
     if kind is None:
         return
@@ -65,6 +70,14 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
 
     if kind == "skops":
         yield from sidecar_config.skops_findings(doc, src, ctx)
+        return
+    if kind == "coreml":
+        yield from _coreml_manifest(src, ctx, doc)
+        return
+    from scanner.formats.paddle import is_pir_program, pir_findings
+
+    if is_pir_program(doc):  # paddle.jit.save's PIR program (`<prefix>.json`), run by paddle.jit.load
+        yield from pir_findings(doc, src, ctx)
         return
     if sidecar_config.keras_like(doc) and not _archive_root(src, ("config.json", "metadata.json")):
         from scanner.formats.keras import walk_config
@@ -153,3 +166,26 @@ def _index(src: Source, ctx: Any, name: str, doc: dict[str, Any], extra: list[st
         elif name.endswith(".safetensors.index.json") and not unified.endswith(".safetensors"):
             yield ctx.finding("SIDECAR-INDEX-FORMAT", f"{name} maps tensors to {shard!r}, not a safetensors file",
                               src, evidence=shard)
+
+
+def _coreml_manifest(src: Source, ctx: Any, doc: dict[str, Any]) -> Iterator[Finding]:
+    """An `.mlpackage`'s Manifest.json: coremltools joins each entry's path to Data/ and opens it."""
+    from scanner.formats.pathcheck import escapes, lookalikes
+
+    entries = doc.get("itemInfoEntries")
+    if not isinstance(entries, dict):
+        yield ctx.finding("COREML-MANIFEST-MALFORMED", "Manifest.json has no itemInfoEntries object", src)
+        return
+    root = doc.get("rootModelIdentifier")
+    if root is not None and root not in entries:
+        yield ctx.finding("COREML-MANIFEST-MALFORMED", "rootModelIdentifier names no itemInfoEntries entry", src,
+                          evidence=str(root)[:100])
+    table = lookalikes(ctx.rules)
+    for ident, entry in entries.items():
+        path = entry.get("path") if isinstance(entry, dict) else None
+        if not isinstance(path, str):
+            yield ctx.finding("COREML-MANIFEST-MALFORMED", f"entry {str(ident)[:60]} has no string path", src)
+            continue
+        if escapes(path, table) is not None:
+            yield ctx.finding("COREML-MANIFEST-PATH", f"entry {str(ident)[:60]} opens {path[:200]!r}, outside the "
+                              "package's Data/ folder", src, evidence=path[:200])

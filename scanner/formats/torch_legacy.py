@@ -169,6 +169,8 @@ def _declared_storages(st: _Stack, pids: list[object]) -> dict[str, tuple[str, o
         if (isinstance(pid, (tuple, list)) and len(pid) >= 5 and pid[0] == "storage"
                 and isinstance(pid[2], str) and isinstance(getattr(pid[1], "name", None), str)):
             out.setdefault(pid[2], (pid[1].name, pid[4]))
+        elif _module_pid(pid):
+            continue  # the class was imported by the pickle itself (checked by the pickle policy)
         else:
             st.out.append(st.ctx.finding("TORCH-MALFORMED", "persistent id of unexpected shape", st.src,
                                          evidence=_short(pid)))
@@ -212,6 +214,17 @@ def _container_pid(pid: object) -> bool:
     """('module', <class>, source file, source): torch 0.1 saved module sources next to the class."""
     return (isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module"
             and all(isinstance(x, str) for x in pid[2:]))
+
+
+def _module_pid(pid: object) -> bool:
+    """Whole-module torch.save: ('module', <class>, source file, source). torch/serialization.py
+    _legacy_load.persistent_load returns data[0], the class the pickle's own GLOBAL imported (the policy
+    judges it there); source file and source are None when inspect could not read them, and only feed a
+    warning (_check_container_source)."""
+    from scanner.formats.pickle_values import Global
+
+    return (isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module" and isinstance(pid[1], Global)
+            and all(x is None or isinstance(x, str) for x in pid[2:]))
 
 
 def _with_policy(ctx: Any, policy: Any) -> Any:

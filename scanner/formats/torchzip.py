@@ -182,8 +182,9 @@ def _resolve_storages(st: Any, out: Plan, refs: list[tuple[zs.Entry, StorageRef]
                 "TORCH-STORAGE-SIZE-MISMATCH", f"storage {entry.name} is declared twice with different sizes",
                 st.src, evidence=f"{prev.type_name}x{prev.numel} vs {ref.type_name}x{ref.numel}"))
         seen[entry.index] = ref
-        out.storages[entry.index] = expected
-        out.handled.add(entry.index)
+        if not _npz_readable(st, entry):
+            out.storages[entry.index] = expected
+            out.handled.add(entry.index)
         if entry.usize == 0 and expected and rec.name.rsplit("/", 1)[-1] in _empty_ok(ctx):
             continue  # torch.jit.save writes these empty itself
         if entry.usize != expected:
@@ -191,6 +192,19 @@ def _resolve_storages(st: Any, out: Plan, refs: list[tuple[zs.Entry, StorageRef]
                 "TORCH-STORAGE-SIZE-MISMATCH", f"storage record {entry.name} holds {entry.usize} bytes but "
                 f"{rec.name} declares {ref.numel} x {ref.type_name} = {expected} bytes", st.src,
                 offset=entry.header_offset, evidence=f"record={entry.usize} declared={expected}"))
+
+
+def _npz_readable(st: Any, e: zs.Entry) -> bool:
+    """np.load opens any zip as an NpzFile, and NpzFile.__getitem__ reads every member that starts with the
+    .npy magic with format.read_array (object arrays unpickle with allow_pickle=True), whatever its name:
+    such a storage record is left to the member scan, which reads it as .npy."""
+    from scanner.formats.numpy import MAGIC
+
+    if e.local is None:
+        return False
+    if e.method == 0:
+        return bool(st.src.read_at(e.local.data_offset, len(MAGIC)) == MAGIC)
+    return True  # torch writes storages stored: a compressed one is sniffed like any other member
 
 
 def _empty_ok(ctx: Any) -> frozenset[str]:

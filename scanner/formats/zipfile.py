@@ -12,7 +12,7 @@ from typing import Any
 
 from scanner.findings import Finding, Severity
 from scanner.formats import zipstruct as zs
-from scanner.formats.inflate import inflate, make_decompressor
+from scanner.formats.inflate import Spool, SpoolSource, as_bytes, inflate, make_decompressor
 from scanner.source import LimitExceeded, Source
 
 HEAD_SNIFF = 64 * 1024
@@ -68,8 +68,11 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
         st.add("ZIP-MALFORMED", f"not a readable zip: {e}; walking local headers instead")
         _walk_locals(st, 0, src.size, label="local header without central directory")
         return st.out
-    _structure(st, layout)
-    _members(st, layout)
+    try:
+        _structure(st, layout)
+        _members(st, layout)
+    except LimitExceeded as e:  # a shared budget ran out: keep what was found so far
+        st.out.extend(ctx.limit_findings(e, src))
     return st.out
 
 
@@ -83,7 +86,9 @@ def appended_zip(src: Source, fmt: str, ctx: Any) -> list[Finding]:
     if fmt not in APPENDED_HOSTS or src.size < zs.EOCD_LEN:
         return []
     offsets, _tail, _ = zs.find_end_records(src)
-    exact = False
+    # zipfile._EndRecData takes the last signature with a whole record, comment or trailing bytes after it
+    # notwithstanding: that one opens as a zip even when it does not end the file
+    exact = bool(offsets) and _zipfile_opens(src, offsets[0])
     for off in offsets:
         rec = src.read_at(off, zs.EOCD_LEN)
         clen = int.from_bytes(rec[20:22], "little")
@@ -93,6 +98,14 @@ def appended_zip(src: Source, fmt: str, ctx: Any) -> list[Finding]:
     if not exact:
         return []
     return analyze_appended(src, ctx)
+
+
+def _zipfile_opens(src: Source, off: int) -> bool:
+    """zipfile reads the central directory `cd_size` bytes before the end record (the `concat` shift) and
+    needs a central header there (or no members)."""
+    rec = src.read_at(off, zs.EOCD_LEN)
+    n_total, cd_size = int.from_bytes(rec[10:12], "little"), int.from_bytes(rec[12:16], "little")
+    return n_total > 0 and cd_size <= off and src.read_at(off - cd_size, 4) == zs.CDH_SIG
 
 
 def analyze_appended(src: Source, ctx: Any) -> list[Finding]:
@@ -223,8 +236,8 @@ def _walk_locals(st: _State, start: int, length: int, *, label: str) -> int:
         if lh is None or off in st.scanned_offsets:
             continue
         found += 1
-        if found > st.ctx.limits.max_members:
-            raise LimitExceeded("max_members", "too many hidden local headers", src.loc(off))
+        if found > min(st.ctx.limits.max_members, st.ctx.limits.max_hidden_members):
+            raise LimitExceeded("max_hidden_members", "too many hidden local headers", src.loc(off))
         name = zs.decode_name(lh.name, lh.flags)
         st.add("ZIP-CLOAKED-MEMBER", f"{label}: {name!r}", offset=off,
                evidence=f"method={lh.method} flags=0x{lh.flags:04x} csize={lh.csize} usize={lh.usize}")
@@ -377,11 +390,12 @@ def _members(st: _State, layout: zs.ZipLayout) -> None:
         st.out.append(note)
     json_members: list[tuple[str, Source]] = []  # every copy: zip readers disagree on which duplicate wins
     seen_data: set[tuple[int, int, int]] = set()
+    inside = _overlap_bomb(st, entries)
     for e in entries:
         if e.local is None:
             continue
         st.scanned_offsets.add(e.local.offset)
-        if e.index in plan.handled:
+        if e.index in plan.handled or e.index in inside:
             continue
         key = (e.local.data_offset, e.csize, e.method)
         if key in seen_data:
@@ -400,6 +414,19 @@ def _members(st: _State, layout: zs.ZipLayout) -> None:
         st.out.extend(analyze_keras_zip(st.src, json_members, st.ctx))
 
 
+def _overlap_bomb(st: _State, entries: list[zs.Entry]) -> set[int]:
+    """Members whose data lies inside another member's data (decided before inflating anything): reported as
+    a bomb and not inflated again; the covering member, scanned, holds their bytes."""
+    inside = zs.overlapping(entries)
+    if inside:
+        declared = sum(e.usize for e in entries if e.index in inside)
+        first = next(iter(inside.values()))
+        st.add("ARCHIVE-BOMB", f"{len(inside)} members' compressed data overlaps other members' (an "
+               f"overlapping-entry bomb declaring {declared} bytes); only the covering members are inflated",
+               offset=first.header_offset, evidence=f"overlapping={len(inside)} declared={declared}")
+    return set(inside)
+
+
 def _scan_entry(st: _State, e: zs.Entry, label: str, *, storages: dict[int, Any]) -> None:
     """Read one member (no copy when stored, bounded inflate otherwise) and scan it as a child."""
     if e.index in storages:
@@ -411,13 +438,19 @@ def _scan_entry(st: _State, e: zs.Entry, label: str, *, storages: dict[int, Any]
         return
     if full is not None and e.index >= 0:
         _crc(st, e, full, child)
+    elif isinstance(child, SpoolSource) and child.crc is not None and e.index >= 0:
+        _crc_value(st, e, child.crc, child)
     elif e.method == 0 and e.usize <= CRC_READ_MAX and e.index >= 0:
         _crc(st, e, child.read_at(0, child.size), child)
     st.out.extend(st.ctx.scan_child(child))
 
 
 def _crc(st: _State, e: zs.Entry, data: bytes, child: Source) -> None:
-    crc = zlib.crc32(data) & 0xFFFFFFFF
+    _crc_value(st, e, zlib.crc32(data), child)
+
+
+def _crc_value(st: _State, e: zs.Entry, crc: int, child: Source) -> None:
+    crc &= 0xFFFFFFFF
     if crc != e.crc:
         st.add("ZIP-BAD-CRC", f"member {e.name!r}: CRC-32 0x{crc:08x} does not match the recorded 0x{e.crc:08x}",
                evidence=f"computed=0x{crc:08x} recorded=0x{e.crc:08x}", src=child)
@@ -470,24 +503,29 @@ def _member_source(st: _State, e: zs.Entry, label: str) -> tuple[Source | None, 
         st.add("ZIP-MALFORMED", f"member {e.name!r}: cannot set up decompression: {type(ex).__name__}",
                offset=start)
         return None, None
+    spool = Spool()  # large members go to a temporary file, never into memory whole
     res = inflate(src, start + skip, e.csize - skip, decomp, cap=cap, max_ratio=lim.max_ratio,
-                  ratio_floor=_ratio_floor(lim), charge=lambda n: ctx.charge(n, src))
+                  ratio_floor=_ratio_floor(lim), charge=lambda n: ctx.charge(n, src), sink=spool)
     if res.error:
         st.add("ZIP-MALFORMED", f"member {e.name!r}: compressed data is corrupt ({res.error}); scanned what "
                "inflated", offset=start)
     elif res.bomb and not bomb:
         st.add("ARCHIVE-BOMB", f"member {e.name!r} inflates beyond ratio {lim.max_ratio}; stopped at "
-               f"{len(res.data)} bytes", offset=e.header_offset)
+               f"{res.size} bytes", offset=e.header_offset)
     elif res.over_cap and not bomb:
         st.add("ZIP-HEADER-MISMATCH", f"member {e.name!r} inflates to more than its declared {e.usize} bytes",
                offset=e.header_offset, evidence=f"declared={e.usize}")
     elif not res.eof and not bomb:
         st.add("ZIP-MALFORMED", f"member {e.name!r}: compressed stream is truncated", offset=start)
-    elif len(res.data) != e.usize and not bomb:
-        st.add("ZIP-HEADER-MISMATCH", f"member {e.name!r} inflates to {len(res.data)} bytes, declared {e.usize}",
+    elif res.size != e.usize and not bomb:
+        st.add("ZIP-HEADER-MISMATCH", f"member {e.name!r} inflates to {res.size} bytes, declared {e.usize}",
                offset=e.header_offset)
-    child = src.child_bytes(label, res.data)
-    return child, (res.data if not bomb and res.eof and not res.over_cap else None)
+    child = spool.source(src, label)
+    whole = not bomb and res.eof and not res.over_cap
+    if isinstance(child, SpoolSource):
+        child.crc = spool.crc if whole else None
+        return child, None
+    return child, (as_bytes(child) if whole else None)
 
 
 def _ratio_floor(lim: Any) -> int:

@@ -197,6 +197,10 @@ def parse_layout(src: Source, *, max_members: int, max_cd_bytes: int, eocd_offse
         _apply_zip64(entry, extra, disk)
         entries.append(entry)
         pos = nxt
+    if len(entries) >= max_members and pos + CDH_LEN <= len(cd):
+        # readers list every record the directory holds, whatever the count says: more than the limit is a
+        # listing bomb, refused before any local header is read
+        raise LimitExceeded("max_members", f"central directory holds more than {max_members} members", src.loc())
     if len(entries) != end.entries:
         problems.append(f"end record declares {end.entries} entries, central directory holds {len(entries)}")
     elif pos != len(cd):
@@ -278,3 +282,21 @@ def data_descriptor_len(src: Source, e: Entry) -> int:
     if head[:4] == DD_SIG:
         return size + 4
     return size
+
+
+def overlapping(entries: list[Entry]) -> dict[int, Entry]:
+    """Members whose compressed data lies inside another member's data span, found from the directory and
+    local headers alone (nothing inflated): entry index -> the member whose span covers it. Entries sharing
+    exactly one body are left to the caller's duplicate handling. This is David Fifield's overlapping-entry
+    bomb: N headers whose data all run into one kernel inflate N times without N times the bytes."""
+    spans = sorted(((e.local.data_offset, e.local.data_offset + e.csize, e) for e in entries
+                    if e.local is not None and e.csize > 0), key=lambda t: (t[0], -t[1]))
+    out: dict[int, Entry] = {}
+    cover: tuple[int, int, Entry] | None = None
+    for start, stop, e in spans:
+        if cover is not None and start < cover[1] and (start, stop) != (cover[0], cover[1]):
+            out[e.index] = cover[2]
+            continue
+        if cover is None or stop > cover[1]:
+            cover = (start, stop, e)
+    return out

@@ -8,20 +8,12 @@ forge lines or send terminal control sequences.
 from __future__ import annotations
 
 from scanner.findings import FileReport, Finding, Report, Severity
+from scanner.output.escape import escape
 
 
 def one_line(text: str) -> str:
-    """Escape control characters (newlines, ESC, DEL, C1) so a field can never span or fake lines."""
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif code < 0x20 or 0x7F <= code < 0xA0 or ch in "\u2028\u2029":
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    """Escape control and format characters (newlines, ESC, bidi, ...) so a field can never span or fake lines."""
+    return escape(text)
 
 
 def finding_line(fr: FileReport, f: Finding) -> str:

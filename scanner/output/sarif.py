@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 from scanner.findings import Finding, Report, Severity
+from scanner.output.escape import escape
 from scanner.rules import RuleSet, load_ruleset
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -17,8 +19,11 @@ _SCORE = {Severity.CRITICAL: "9.5", Severity.HIGH: "8.0", Severity.MEDIUM: "5.5"
 
 
 def _uri(path: str) -> str:
+    # a valid URI reference: control, bidi and other unsafe characters of a file name percent-encoded
     p = Path(path)
-    return p.as_posix() if not p.is_absolute() else p.as_uri()
+    if p.is_absolute():
+        return p.as_uri()
+    return quote(p.as_posix(), safe="/!$&'()*+,;=:@-._~", errors="surrogateescape")
 
 
 def _fingerprint(path: str, f: Finding) -> str:
@@ -49,14 +54,15 @@ def sarif_dict(report: Report, rules: RuleSet | None = None) -> dict[str, object
         rule_objs.append(rule)
     results = []
     for fr, f in report.findings:
-        message = f.message + (f" — evidence: {f.evidence}" if f.evidence else "")
+        # shown to people by code-scanning UIs: escaped like every other human-facing output
+        message = escape(f.message + (f" — evidence: {f.evidence}" if f.evidence else ""))
         physical: dict[str, object] = {"artifactLocation": {"uri": _uri(fr.path)}}
         if f.location.offset is not None and not f.location.member:
             physical["region"] = {"byteOffset": f.location.offset}
         location: dict[str, object] = {"physicalLocation": physical}
         if f.location.member:
-            location["logicalLocations"] = [{"name": f.location.member.rsplit("!", 1)[-1],
-                                             "fullyQualifiedName": f"{fr.path}!{f.location.member}",
+            location["logicalLocations"] = [{"name": escape(f.location.member.rsplit("!", 1)[-1]),
+                                             "fullyQualifiedName": escape(f"{fr.path}!{f.location.member}"),
                                              "kind": "member"}]
         props: dict[str, object] = {"severity": f.severity.value}
         if f.location.member:

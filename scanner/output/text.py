@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from scanner.findings import Report, Severity, Verdict
+from scanner.output.escape import escape
 
 _COLORS = {Severity.CRITICAL: "\x1b[1;31m", Severity.HIGH: "\x1b[31m", Severity.MEDIUM: "\x1b[33m",
            Severity.LOW: "\x1b[36m", Severity.INFO: "\x1b[2m"}
@@ -18,19 +19,19 @@ def render(report: Report, color: bool = False, show_info: bool = False) -> str:
     lines: list[str] = []
     for fr in report.files:
         shown = [f for f in fr.findings if show_info or f.severity != Severity.INFO]
-        head = f"{paint(fr.verdict.value.upper(), _VERDICT_COLORS[fr.verdict])}  {fr.path}  [{fr.format}]"
+        head = f"{paint(fr.verdict.value.upper(), _VERDICT_COLORS[fr.verdict])}  {escape(fr.path)}  [{fr.format}]"
         if fr.error:
-            head += f"  error: {fr.error}"
+            head += f"  error: {escape(fr.error)}"
         lines.append(head)
         for f in sorted(shown, key=lambda f: -f.severity.rank):
             where = f.location.describe()
-            lines.append(f"  {paint(f.severity.value.upper(), _COLORS[f.severity]):<8} {f.rule_id}: {f.message}")
+            lines.append(f"  {paint(f.severity.value.upper(), _COLORS[f.severity]):<8} {f.rule_id}: {escape(f.message)}")
             if where:
-                lines.append(f"           at {where}")
+                lines.append(f"           at {escape(where)}")
             if f.evidence:
-                lines.append(f"           evidence: {f.evidence}")
+                lines.append(f"           evidence: {escape(f.evidence)}")
             if f.reference:
-                lines.append(f"           ref: {f.reference}")
+                lines.append(f"           ref: {escape(f.reference)}")
     s = report.summary()
     counts = ", ".join(f"{s['findings_' + sev.value]} {sev.value}" for sev in Severity if s["findings_" + sev.value])
     lines.append("")
