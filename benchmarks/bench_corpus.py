@@ -31,9 +31,10 @@ GiB = 1 << 30
 @dataclass(frozen=True)
 class Labelled:
     path: Path          # absolute path inside the corpus
-    kind: str           # "hostile" | "benign"
+    kind: str           # "hostile" | "benign" | "honest" (the honest corpus: benign, scored on its own)
     threat: str = ""    # threat id for hostile files
     rule: str = ""      # rule modelseal must report
+    producer: str = ""  # honest corpus: package==version or save call that wrote the file
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,21 @@ def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None
         benign = [x for x in labelled if x.kind == "benign"][:limit]
         labelled = hostile + benign
     return Group("fixtures", dest, tuple(labelled), "fixtures/manifest-*.toml")
+
+
+def honest_group(root: Path, log=print) -> Group | None:
+    """The honest corpus (benchmarks/honest_corpus.py), read from its manifest; built first when absent."""
+    manifest = root / "manifest.json"
+    if not manifest.exists():
+        log(f"building the honest corpus in {root} (pip downloads from the registry; save calls)")
+        r = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "honest_corpus.py"), "build",
+                            "--out", str(root)], check=False)
+        if r.returncode != 0 or not manifest.exists():
+            return None
+    doc = json.loads(manifest.read_text(encoding="utf-8"))
+    labelled = tuple(Labelled(root / e["path"], "honest", producer=e["producer"]) for e in doc["entries"]
+                     if (root / e["path"]).exists())
+    return Group("honest", root, labelled, f"{doc['producers']} producers, benchmarks/honest_corpus.py")
 
 
 # -- large benign models ----------------------------------------------------------------------------------

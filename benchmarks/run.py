@@ -28,7 +28,7 @@ import bench_corpus as corpus_mod  # noqa: E402
 import bench_tools as tools_mod  # noqa: E402
 from bench_measure import replace_section, run_measured  # noqa: E402
 
-ALL_GROUPS = ("fixtures", "small", "safetensors", "torch", "onnx")
+ALL_GROUPS = ("fixtures", "small", "safetensors", "torch", "onnx", "honest")
 DEFAULT_GROUPS = ("fixtures", "small", "safetensors")
 BEGIN, END = "<!-- benchmarks/run.py:begin -->", "<!-- benchmarks/run.py:end -->"
 
@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=HERE / "out", help="where results are written")
     ap.add_argument("--fixtures", type=Path, default=corpus_mod.FIXTURES, help="the fixtures folder to copy")
     ap.add_argument("--fixtures-limit", type=int, default=None, help="label only the first N hostile/benign")
+    ap.add_argument("--honest-corpus", type=Path,
+                    default=Path(os.environ.get("MODELSEAL_HONEST_CORPUS", HERE / "corpus" / "honest")),
+                    help="the honest corpus (benchmarks/honest_corpus.py build --out DIR); built when absent")
     ap.add_argument("--small-count", type=int, default=1000, help="files in the small-files group")
     ap.add_argument("--size-gb", type=float, default=2.0, help="size of each large model")
     ap.add_argument("--torch-python", default=_default_torch_python(),
@@ -95,6 +98,12 @@ def build_groups(args: argparse.Namespace, log) -> list[corpus_mod.Group]:
             g = corpus_mod.small_files_group(args.corpus, args.small_count)
         elif name == "safetensors":
             g = corpus_mod.safetensors_group(args.corpus, size)
+        elif name == "honest":
+            hg = corpus_mod.honest_group(args.honest_corpus, log)
+            if hg is None:
+                log("skipping the honest group: the corpus could not be built")
+                continue
+            g = hg
         elif name == "torch":
             if not _has_module(args.torch_python, "torch"):
                 log(f"skipping the torch group: no torch in {args.torch_python}")
@@ -192,6 +201,11 @@ def summarize(results: list[RunResult], groups: list[corpus_mod.Group],
             "benign_total": len(benign),
             "benign_flagged": sorted(p for p, s in benign if s == tools_mod.DETECTED),
             "errors": sorted(p for p, s in hostile + benign if s == tools_mod.ERROR),
+            "honest_total": sum(1 for r in mine for p in r.statuses if p in labels and labels[p].kind == "honest"),
+            "honest_flagged": sorted(p for r in mine for p, s in r.statuses.items()
+                                     if p in labels and labels[p].kind == "honest" and s == tools_mod.DETECTED),
+            "honest_errors": sum(1 for r in mine for p, s in r.statuses.items()
+                                 if p in labels and labels[p].kind == "honest" and s == tools_mod.ERROR),
             "wall_s": sum(r.wall_s for r in mine),
             "peak_rss_mb": max((r.peak_rss_mb for r in mine), default=0.0),
             "per_group": {r.group: {"wall_s": r.wall_s, "peak_rss_mb": r.peak_rss_mb, "rc": r.returncode,
@@ -253,6 +267,7 @@ def render_markdown(summary: dict[str, dict[str, object]], groups: list[corpus_m
         lines += ["", "† the run over the whole folder aborted without a usable report (the tool crashed on one "
                   "file), so the tool was run once per labelled file; the time is the failed folder run plus "
                   "every per-file run (process start included each time)."]
+    lines += _honest_tables(summary, groups, tools)
     by_threat = _threat_matrix(results, groups, tools)
     if by_threat:
         lines += ["", "## Hostile fixtures detected, by threat class", "",
@@ -267,6 +282,33 @@ def render_markdown(summary: dict[str, dict[str, object]], groups: list[corpus_m
             lines += [f"- missed: `{_rel(p, corpus_root)}`" for p in missed[:200]]  # type: ignore[index]
             lines += [f"- flagged benign: `{_rel(p, corpus_root)}`" for p in flagged[:200]]  # type: ignore[index]
     return "\n".join(lines) + "\n", headline
+
+
+def _honest_tables(summary: dict[str, dict[str, object]], groups: list[corpus_mod.Group],
+                   tools: list[str]) -> list[str]:
+    """Honest files flagged, per tool and per producer (every flag is a false positive unless argued)."""
+    producer = {str(x.path): x.producer for g in groups for x in g.labelled if x.kind == "honest"}
+    if not producer or not any(summary[t].get("honest_total") for t in tools):
+        return []
+    out = ["", "## Honest corpus: files flagged", "",
+           "| tool | honest files flagged | not scored (tool error or timeout) |", "|---|---|---|"]
+    for t in tools:
+        pg = summary[t]["per_group"].get("honest", {})  # type: ignore[union-attr]
+        note = " (timeout)" if pg.get("timed_out") else ""
+        out.append(f"| {t} | {len(summary[t].get('honest_flagged', []))}/{summary[t].get('honest_total', 0)} "  # type: ignore[arg-type]
+                   f"| {summary[t].get('honest_errors', 0)}{note} |")
+    per: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    for p in producer.values():
+        totals[p] = totals.get(p, 0) + 1
+    for t in tools:
+        for p in summary[t].get("honest_flagged", []):  # type: ignore[union-attr]
+            per.setdefault(producer.get(p, "?"), {})[t] = per.setdefault(producer.get(p, "?"), {}).get(t, 0) + 1
+    if per:
+        out += ["", "| producer | files | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]
+        for p in sorted(per, key=lambda k: (-max(per[k].values()), k)):
+            out.append(f"| {p} | {totals.get(p, 0)} | " + " | ".join(str(per[p].get(t, 0)) for t in tools) + " |")
+    return out
 
 
 def _threat_matrix(results: list[RunResult], groups: list[corpus_mod.Group],

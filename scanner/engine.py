@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ ANALYZERS: dict[str, str] = {
     "paddle": "scanner.formats.paddle",
     "text": "scanner.formats.sidecar",
     "executable": "scanner.formats.executable",
+    "tflite": "scanner.formats.tflite",
 }
 NOT_A_MODEL = ("text", "data", "empty")
 
@@ -182,6 +184,11 @@ def _refine(src: Source, fmt: str) -> str:
 
         if is_legacy_torch(src.head(64)):
             return "torch-legacy"
+    elif fmt == "data":
+        from scanner.formats.tflite import is_tflite
+
+        if is_tflite(src.head(8), src.size):
+            return "tflite"
     return fmt
 
 
@@ -230,20 +237,53 @@ def _sev(ctx: ScanContext, rule_id: str) -> Severity:
     return ctx.policy.severity_overrides.get(rule_id, meta.severity if meta else Severity.HIGH)
 
 
+# AppleDouble (RFC 1740): the resource-fork files macOS archivers add as `__MACOSX/._<name>`; never the
+# named file's content, and no loader reads them
+_APPLE_DOUBLE = b"\x00\x05\x16\x07"
+_INNER = re.compile(r"^<([a-z0-9-]+)>(.+)$")  # a compressed file's content: "<zlib>name" (archive._inner_name)
+
+
+def _inner_key(src: Source, ext: str) -> str:
+    """`<zlib>.npy` for the inflated content of a top-level `x.npy.z`; "" otherwise. Only the scanner names
+    a child `<fmt>...` directly under a file whose own name ends in the stripped suffix, so a member or a
+    file that merely calls itself `<zlib>x.npy` does not qualify."""
+    m = _INNER.match(src.member or "")
+    if m is None or "!" in (src.member or ""):
+        return ""
+    outer = os.path.basename(src.display).lower()
+    if not outer.startswith(m.group(2).lower()) or outer[len(m.group(2)):] not in _COMPRESSED_SUFFIXES:
+        return ""
+    return f"<{m.group(1)}>{ext}"
+
+
+_COMPRESSED_SUFFIXES = frozenset({".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4"})
+
+
 def _extension_check(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
     """A name that claims one format over content of another is how scanners get bypassed (T05, Z05)."""
     table = ctx.rules.cached("extensions", lambda: _extension_table(ctx.rules))
-    ext = extension(src.name)
-    double = extension(src.name[: len(src.name) - len(ext)]) + ext if ext else ""
+    name = src.name
+    ext = extension(name)
+    double = extension(name[: len(name) - len(ext)]) + ext if ext else ""
     if double in table:  # `model_best.pth.tar` names torch.save output, not a tar
         ext = double
     expected = table.get(ext)
+    inner = _inner_key(src, ext)
+    if inner in table:  # what a compressed file's name holds once inflated
+        expected = table[inner]
     if expected is None or fmt in expected["formats"]:
+        return []
+    if fmt == "data" and name.rsplit("/", 1)[-1].startswith("._") and src.head(4) == _APPLE_DOUBLE:
         return []
     code_bearing = fmt in table_code_bearing(ctx.rules)
     sev = Severity.HIGH if code_bearing and not expected["code_bearing"] else Severity.MEDIUM
     if fmt in NOT_A_MODEL and not expected["code_bearing"]:
         sev = Severity.MEDIUM
+    elif fmt in ("text", "empty") and set(expected["formats"]) <= _magic_formats(ctx.rules):
+        # text under a name whose readers all demand a magic number (zip, tar, gzip...): no such reader opens
+        # it, and the text itself was scanned. Pickle and protobuf (ONNX) names stay medium: protocol-0
+        # pickles are text, and protobuf parses whatever bytes it is given
+        sev = Severity.LOW
     return [ctx.finding("FORMAT-EXTENSION-MISMATCH",
                         f"name says {ext} ({'/'.join(expected['formats'])}) but content is {fmt}", src,
                         severity=sev, evidence=f"sniffed={fmt} extension={ext}")]
@@ -255,6 +295,10 @@ def _extension_table(rules: RuleSet) -> dict[str, dict[str, object]]:
         for ext in entry["extensions"]:
             out[ext] = {"formats": tuple(entry["formats"]), "code_bearing": entry.get("code_bearing", True)}
     return out
+
+
+def _magic_formats(rules: RuleSet) -> frozenset[str]:
+    return rules.cached("magic_formats", lambda: frozenset(rules.doc("formats").get("magic_formats", [])))
 
 
 def table_code_bearing(rules: RuleSet) -> frozenset[str]:

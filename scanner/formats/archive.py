@@ -9,7 +9,7 @@ import tarfile
 from collections.abc import Iterator
 from typing import Any
 
-from scanner.findings import Finding
+from scanner.findings import Finding, Severity
 from scanner.formats.inflate import Inflated, Spool, inflate, make_decompressor
 from scanner.sniff import ZF_HEADER, joblib_zf_length
 from scanner.source import LimitExceeded, Source
@@ -232,13 +232,20 @@ def gzip_header_checks(src: Source, ctx: Any, pos: int = 0) -> list[Finding]:
     if flags & 0x08:
         raw = src.read_at(p, 4096)
         name = raw.split(b"\x00", 1)[0]
-        out.extend(member_name_checks(src, ctx, name.decode("latin-1"), p))
+        # Python's gzip never reads FNAME and `gunzip -N` keeps only its base name (gzip.c get_method:
+        # gzip_base_name), while Python <= 2.6 stored the path it was given (`/tmp/x.nii`): a note, not an escape
+        for f in member_name_checks(src, ctx, name.decode("latin-1"), p):
+            if f.rule_id == "ARCHIVE-PATH-TRAVERSAL":
+                f = ctx.finding(f.rule_id, f"gzip FNAME {f.evidence!r} names a path outside the folder; gunzip -N "
+                                "restores only its base name", src, offset=p, evidence=f.evidence,
+                                severity=Severity.LOW)
+            out.append(f)
     return out
 
 
 def _inner_name(src: Source, fmt: str) -> str:
     base = src.name
-    for ext in (".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".tgz"):
+    for ext in (".gz", ".gzip", ".bz2", ".xz", ".lzma", ".z", ".zlib", ".lz4", ".tgz"):
         if base.lower().endswith(ext):
             base = base[: -len(ext)] + (".tar" if ext == ".tgz" else "")
             break
