@@ -275,12 +275,25 @@ class Analyzer:
         self._memo: dict[tuple[str, int, int, str], Verdict] = {}
         self._busy: set[tuple[str, int, int, str]] = set()
         self._mro: dict[str, tuple[list[str], str | None]] = {}
+        self._lookups: dict[str, tuple[str, object, Module | None]] = {}
+        self._stars: dict[str, dict[str, str]] = {}
 
     # -- name resolution ---------------------------------------------------------------------------
-    def lookup(self, fq: str, depth: int = 0) -> tuple[str, object, Module | None]:
+    def lookup(self, fq: str, depth: int = 0, seen: set[str] | None = None) -> tuple[str, object, Module | None]:
         """('func'|'class'|'module'|'value'|'missing', node-or-name, module) for a fully qualified name."""
-        if depth > 24:
+        hit = self._lookups.get(fq)
+        if hit is not None:
+            return hit
+        if seen is None:
+            seen = set()
+        if depth > 24 or fq in seen:
             return "missing", fq, None
+        seen.add(fq)
+        res = self._lookup(fq, depth, seen)
+        self._lookups[fq] = res  # a cycle cut may cache 'missing' for a name: unresolved, judged conservatively
+        return res
+
+    def _lookup(self, fq: str, depth: int, seen: set[str]) -> tuple[str, object, Module | None]:
         parts = fq.split(".")
         for i in range(len(parts), 0, -1):
             mod = self.modules.get(".".join(parts[:i]))
@@ -297,22 +310,45 @@ class Analyzer:
             if head in mod.imports:
                 target = mod.imports[head]
                 if target != fq:
-                    return self.lookup(".".join([target, *tail]), depth + 1)
+                    return self.lookup(".".join([target, *tail]), depth + 1, seen)
             if head in mod.assigns:
                 v = mod.assigns[head]
                 if isinstance(v, (ast.Name, ast.Attribute)):
                     target = self.resolve_expr(v, mod, frozenset())
                     if target and target != fq:
-                        return self.lookup(".".join([target, *tail]), depth + 1)
+                        return self.lookup(".".join([target, *tail]), depth + 1, seen)
                 return "value", fq, mod
-            for star in mod.stars:
-                kind, node, m2 = self.lookup(".".join([star, *rest]), depth + 1)
-                if kind != "missing":
-                    return kind, node, m2
+            target = self._star_names(mod.name).get(head) if mod.stars else None
+            if target is not None and target != fq:
+                return self.lookup(".".join([target, *tail]), depth + 1, seen)
             if f"{mod.name}.{head}" in self.modules:
                 continue
             return "missing", fq, None
         return "missing", fq, None
+
+    def _star_names(self, name: str, busy: frozenset[str] = frozenset()) -> dict[str, str]:
+        """{public name: where it comes from} for what `from X import *` brings into module `name`."""
+        hit = self._stars.get(name)
+        if hit is not None:
+            return hit
+        out: dict[str, str] = {}
+        mod = self.modules.get(name)
+        if mod is not None and name not in busy:
+            for star in mod.stars:
+                src = self.modules.get(star)
+                if src is None:
+                    continue
+                for n in (*src.classes, *src.funcs, *src.assigns):
+                    if not n.startswith("_"):
+                        out.setdefault(n, f"{star}.{n}")
+                for n, t in src.imports.items():
+                    if not n.startswith("_"):
+                        out.setdefault(n, t)
+                for n, t in self._star_names(star, busy | {name}).items():
+                    out.setdefault(n, t)
+        if not busy:
+            self._stars[name] = out
+        return out
 
     def _in_class(self, cls_fq: str, mod: Module, node: ast.ClassDef, tail: list[str]) -> tuple[str, object, Module]:
         if not tail:
@@ -355,9 +391,8 @@ class Analyzer:
             base = mod.imports[n]
         elif n in mod.classes or n in mod.funcs or n in mod.assigns:
             base = f"{mod.name}.{n}"
-        elif mod.stars:
-            base = next((f"{s}.{n}" for s in mod.stars if self.lookup(f"{s}.{n}")[0] != "missing"),
-                        f"builtins.{n}")
+        elif mod.stars and n in self._star_names(mod.name):
+            base = self._star_names(mod.name)[n]
         else:
             base = f"builtins.{n}"
         return ".".join([base, *reversed(attrs)])

@@ -51,7 +51,7 @@ class _Hooks:
         """after_call does nothing for calls to `name`: it must list every table after_call consults."""
         t = self.t
         return not (name in t.decoders or name in t.getattr_like or name in t.import_like
-                    or name in t.module_name_like or name in t.nested)
+                    or name in t.module_name_like or name in t.nested or name in (t.by_target or {}))
 
     def after_call(self, m: Machine, func: object, call: Call) -> object:
         if not isinstance(func, Global):
@@ -92,17 +92,39 @@ class _Hooks:
         """Severity of a call to a denied global: a resolver whose constant target is on the allow list is
         reported as info (zoneinfo.ZoneInfo._unpickle reached through getattr, numpy's old ufunc pickles);
         what it returns is checked when it is used."""
-        target = self._resolve(m.decide(func).name, call)
+        name = m.decide(func).name
+        target = self._resolve(name, call)
         if target is not None and m.classifier is not None:
             full = f"{target[0]}.{target[1]}" if target[1] else target[0]
             if m.classifier.classify(full).status == "allow":
                 return Severity.INFO
+        if m.classifier is not None and self._harmless_target(m, name, call):
+            return Severity.INFO
         nested = self.t.nested.get(m.decide(func).name)
         if nested is None or nested.payload not in ("pickle", "auto"):
             return severity
         if pickle_nested.payload_bytes(call.args) is None or self.depth >= self.ctx.limits.max_nested_payload_depth:
             return severity
         return nested.severity
+
+    def _harmless_target(self, m: Machine, name: str, call: Call) -> bool:
+        """A powerful construct aimed at a harmless target: functools.partial of a function the policy allows
+        to be called, getattr of a known method on a value of known type (`getattr(re._compile(...),
+        'search')`). What the target is gets checked on its own (call-through), so this only sets how loud the
+        construct itself is."""
+        assert m.classifier is not None
+        args = call.args if isinstance(call.args, tuple) else ()
+        index = (self.t.by_target or {}).get(name)
+        if index is not None:
+            if index >= len(args) or type(args[index]) is not Global:
+                return False
+            d = m.decide(args[index])  # type: ignore[arg-type]
+            return d.status == "allow" and m.classifier.construct_only(d.name) is None
+        if name in self.t.getattr_like and len(args) == 2 and isinstance(args[0], Call):
+            producer, attr = args[0].func, const(args[1])
+            if type(producer) is Global and isinstance(attr, str):
+                return attr in (self.t.typed_methods or {}).get(m.decide(producer).name, frozenset())
+        return False
 
     def _nested(self, m: Machine, nested: object, call: Call) -> None:
         from scanner.formats.pickle_policy import Nested

@@ -893,6 +893,11 @@ class Machine:
                 self.check_call(inst.setstate, hijack, "a planted __setstate__")
             return
         self._plant_check(inst, state)
+        if type(inst.func) is Global and isinstance(state, tuple) and state and self.classifier is not None:
+            # partial.__setstate__((func, args, kwds, dict)) replaces the function the partial was built with
+            index = (self.classifier.t.by_target or {}).get(self.decide(inst.func).name)
+            if index is not None:
+                self.call_through(state[0], f"{inst.func.full}.__setstate__")
         if isinstance(inst.state, dict) and isinstance(state, dict):
             inst.state.update(state)
         else:

@@ -49,6 +49,10 @@ class Tables:
     new_only: dict[str, frozenset[int]]
     # (callee prefix, pattern, rule): a constant string argument matching pattern makes an allowed call unsafe
     string_args: tuple[tuple[str, re.Pattern[str], DenyRule], ...] = ()
+    # denied callables judged by their target: {name: argument index of the target} (functools.partial)
+    by_target: dict[str, int] | None = None
+    # {producer: methods}: getattr(<producer(...)>, method) reaches a known method of a known type
+    typed_methods: dict[str, frozenset[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,16 @@ def _build(doc: dict[str, Any]) -> Tables:
                          DenyRule(e["callee_prefix"], Severity.parse(e["severity"]), e["reason"], e.get("reference")))
                         for e in doc.get("string_args", []))
     res = doc.get("resolvers", {})
+    by_target = {e["name"]: int(e["target"]) for e in doc.get("by_target", [])}
+    typed: dict[str, frozenset[str]] = {}
+    for e in doc.get("typed_methods", []):
+        for producer in e["producers"]:
+            typed[producer] = typed.get(producer, frozenset()) | frozenset(e["methods"])
     return Tables(frozenset(allow), deny, nested, decoders, through, frozenset(res.get("getattr", [])),
                   frozenset(res.get("import", [])), frozenset(res.get("module_name", [])),
                   dict(doc.get("aliases", {})),
-                  frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only, string_args)
+                  frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only, string_args,
+                  by_target, typed)
 
 
 class Generated:
