@@ -4,6 +4,7 @@ Unknown. The opcode reader is pickle_ops, the machine pickle_machine, the rule l
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -200,15 +201,41 @@ def _scan(src: Source, ctx: ScanContext, data: bytes, offset: int, multi: bool,
         if not _trailing(src, ctx, data, r.end, results[-1], counters):
             break
         pos = r.end
+    _soften([f for res in results for f in res.findings], [res.findings for res in results])
     return results
+
+
+def _soften(findings: list[Finding], holders: list[list[Finding]]) -> None:
+    """Trailing pickles that were scanned and found harmless (nothing at medium or above) are reported as
+    info: a second benign pickle after STOP runs nothing a loader reading on would not also report."""
+    trailing = [f for f in findings if f.rule_id == "PICKLE-TRAILING-DATA" and _ANOTHER in f.message]
+    if not trailing:
+        return
+    loud = any(f.severity >= Severity.MEDIUM for f in findings if f.rule_id != "PICKLE-TRAILING-DATA")
+    if loud:
+        return
+    soft = {id(f): dataclasses.replace(f, severity=Severity.INFO, message=f.message + "; scanned: harmless")
+            for f in trailing}
+    for h in holders:
+        h[:] = [soft.get(id(f), f) for f in h]
+
+
+_ANOTHER = "(another pickle)"
 
 
 def _trailing(src: Source, ctx: ScanContext, data: bytes, pos: int, last: PickleResult, counters: Counters) -> bool:
     """Report bytes after STOP; True when they start another pickle to scan."""
     rest = len(data) - pos
+    tail = data[pos:pos + 4096]
+    if len(tail) == rest and not bytes(tail).strip(b" \t\r\n"):
+        # a newline an editor or `echo >>` added: no loader reads anything from it
+        last.findings.append(ctx.finding("PICKLE-TRAILING-DATA", f"{rest} bytes of whitespace after STOP at offset"
+                                         f" {pos}", src, offset=pos, severity=Severity.INFO,
+                                         evidence=pickle_nested.preview(bytes(tail))))
+        return False
     another = starts_pickle(data, pos)
-    what = "another pickle" if another else "data that is not a pickle"
-    last.findings.append(ctx.finding("PICKLE-TRAILING-DATA", f"{rest} bytes after STOP at offset {pos} ({what})",
+    what = _ANOTHER if another else "(data that is not a pickle)"
+    last.findings.append(ctx.finding("PICKLE-TRAILING-DATA", f"{rest} bytes after STOP at offset {pos} {what}",
                                      src, offset=pos, evidence=pickle_nested.preview(data[pos:pos + 64])))
     if another and counters.streams >= ctx.limits.max_pickle_streams:
         last.findings.append(ctx.finding("LIMIT-EXCEEDED", f"more than {ctx.limits.max_pickle_streams} pickles in"
@@ -232,15 +259,17 @@ def analyze(src: Source, ctx: ScanContext) -> Iterable[Finding]:
     data = src.read_all(ctx.limits.max_read_bytes)
     counters = Counters()
     first = _scan(src, ctx, data, 0, False, counters)
-    yield from first[0].findings
+    out = list(first[0].findings)
     r = first[0]
     if r.complete and r.end < len(data):
         holder = PickleResult(r.start, r.end, True, [], None, [], [])
         more = _trailing(src, ctx, data, r.end, holder, counters)
-        yield from holder.findings
+        out.extend(holder.findings)
         if more:
             for res in _scan(src, ctx, data, r.end, True, counters):
-                yield from res.findings
+                out.extend(res.findings)
+        _soften(out, [out])
+    yield from out
 
 
 _IMPORT_OPS = frozenset({"GLOBAL", "INST", "STACK_GLOBAL"})
