@@ -24,7 +24,7 @@ MAX_DEPTH = 8
 SINKS: dict[str, str] = {
     "builtins.eval": "eval", "builtins.exec": "exec", "builtins.compile": "compile",
     "builtins.__import__": "import machinery", "builtins.open": "file IO", "builtins.input": "stdin",
-    "builtins.breakpoint": "debugger", "builtins.globals": "interpreter state", "builtins.vars": "interpreter state",
+    "builtins.breakpoint": "debugger",
     "os": "os access", "posix": "os access", "nt": "os access", "subprocess": "process", "pty": "process",
     "socket": "network", "ssl": "network", "urllib": "network", "http.client": "network", "http.server": "network",
     "requests": "network", "httpx": "network", "urllib3": "network", "aiohttp": "network", "ftplib": "network",
