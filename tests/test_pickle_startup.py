@@ -71,11 +71,12 @@ def test_bad_config_and_missing_path_are_reported_by_the_cli(tmp_path: Path) -> 
 
 
 def test_one_file_scan_imports_no_cli_framework_pool_or_toml_parser() -> None:
-    code = ("import sys; sys.argv = ['modelseal', 'scan', %r, '--format', 'json', '--output', %r]\n"
+    argv = ["modelseal", "scan", str(CLEAN), "--format", "json", "--output", os.devnull]
+    code = (f"import sys; sys.argv = {argv!r}\n"
             "from scanner import fastscan\n"
             "try:\n    fastscan.main()\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('typer', 'click', 'multiprocessing', 'concurrent', 'tomllib', 'tomli')))") % (str(CLEAN), os.devnull)
+            "('typer', 'click', 'multiprocessing', 'concurrent', 'tomllib', 'tomli')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120, check=False)
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
 
