@@ -220,12 +220,35 @@ def test_scanner_uses_generated_policies_construct_vs_call(synth_rules: Path) ->
     assert rule_ids(scan_data(via_copyreg, "m.pkl", rules=rules)[1]) == set()
     hostile = b"\x80\x02" + _global("synthlib.models", "Hostile") + b")\x81}" + _s("cmd") + _s("id") + b"sb."
     found = scan_data(hostile, "m.pkl", rules=rules)[1]
-    assert "PICKLE-UNKNOWN-GLOBAL" in rule_ids(found)
-    assert any("subprocess.run" in f.message for f in found)
+    assert any(f.rule_id == "PICKLE-DANGEROUS-CALL" and f.severity.value == "high" and "subprocess.run" in f.message
+               and "Hostile.__setstate__" in f.message for f in found)
     fine = b"\x80\x02" + _global("synthlib.models", "Fine") + b"K\x03\x85R."
     assert rule_ids(scan_data(fine, "m.pkl", rules=rules)[1]) == set()
     # without the generated data the same class is unknown
     assert "PICKLE-UNKNOWN-GLOBAL" in rule_ids(scan_data(fine, "m.pkl")[1])
+
+
+def test_getattr_is_asked_only_without_setstate() -> None:
+    an = _analyzer({
+        "lib/__init__.py": "",
+        "lib/m.py": """
+            import os
+
+            class Base:
+                def __setstate__(self, state):
+                    self.__dict__.update(state)
+
+            class Forwards(Base):
+                def __getattr__(self, name):
+                    return os.popen(name)
+
+            class NoSetstate:
+                def __getattr__(self, name):
+                    return os.popen(name)
+        """,
+    })
+    assert an.construct("lib.m.Forwards").level == SAFE  # BUILD finds Base.__setstate__ by ordinary lookup
+    assert an.construct("lib.m.NoSetstate").level == SINK
 
 
 def test_hand_deny_wins_over_generated_policy(synth_rules: Path, tmp_path: Path) -> None:

@@ -61,7 +61,8 @@ SINK_EXCEPTIONS = frozenset({
     "os.environ.get", "os.getpid", "os.cpu_count", "os.PathLike", "os.name", "os.curdir", "os.pardir",
     "importlib.util.find_spec", "importlib.metadata.version", "pickle.dumps", "pickle.PicklingError",
     "pickle.UnpicklingError", "pickle.HIGHEST_PROTOCOL", "pickle.DEFAULT_PROTOCOL", "cloudpickle.dumps",
-    "marshal.dumps", "sys.modules.get", "os.path.abspath", "os.path.expanduser", "os.path.relpath",
+    "marshal.dumps", "sys.modules.get", "urllib.parse", "pickle.Pickler", "pickle.PickleError",
+    "os.path.abspath", "os.path.expanduser", "os.path.relpath",
     "os.path.isabs", "os.path.commonpath", "os.path.commonprefix",
 })
 # Method names that, called on a value of unknown type, may load, open, run or fetch something
@@ -251,11 +252,13 @@ def _safe_base(fq: str) -> bool:
 
 
 def _sink(fq: str) -> str | None:
-    if fq in SINK_EXCEPTIONS:
-        return None
+    """The sink kind of a name: the longest matching entry of SINKS or SINK_EXCEPTIONS decides."""
     parts = fq.split(".")
     for i in range(len(parts), 0, -1):
-        what = SINKS.get(".".join(parts[:i]))
+        prefix = ".".join(parts[:i])
+        if prefix in SINK_EXCEPTIONS:
+            return None
+        what = SINKS.get(prefix)
         if what is not None:
             return what
     return None
@@ -470,8 +473,11 @@ class Analyzer:
     def construct(self, cls: str) -> Verdict:
         """NEWOBJ then BUILD: __new__, then __setstate__ or a __dict__ update (plus __getattr__ looked up for
         __setstate__, __setattr__ for slot state)."""
-        return worst([self.hook(cls, "__new__", "__new__"), self.hook(cls, "__setstate__", "__setstate__"),
-                      self.hook(cls, "__getattr__", "__getattr__"), self.hook(cls, "__setattr__", "__setattr__")])
+        new = self.hook(cls, "__new__", "__new__")
+        if self.find(cls, "__setstate__") is not None:
+            # found by ordinary lookup: __getattr__ is never asked; its body's own assignments reach __setattr__
+            return worst([new, self.hook(cls, "__setstate__", "__setstate__")])
+        return worst([new, self.hook(cls, "__getattr__", "__getattr__"), self.hook(cls, "__setattr__", "__setattr__")])
 
     def call_class(self, cls: str, depth: int = 0, trail: tuple[str, ...] = ()) -> Verdict:
         """cls(*args): the metaclass' __call__, __new__, __init__, a dataclass' __post_init__."""
