@@ -133,13 +133,24 @@ def judge_library(an: Analyzer, sources: ModuleSource, modules: list[str]) -> di
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--wheels", type=Path, required=True, help="directory of wheels / sdists to analyze")
+    ap.add_argument("--wheels", type=Path, help="directory of wheels / sdists to analyze")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--rules", type=Path, default=HERE.parent / "rules" / "pickle-globals.toml")
     ap.add_argument("--only", nargs="*", help="analyze only these distributions (still resolving through all)")
+    ap.add_argument("--merge", type=Path, help="instead of analyzing: merge another run's output directory (a run "
+                    "split with --only across processes) into --out")
     args = ap.parse_args(argv)
     sys.setrecursionlimit(10000)
+    if args.merge is not None:
+        other = json.loads((args.merge / "index.json").read_text())
+        for info in other["libraries"].values():
+            (args.out / info["file"]).write_bytes((args.merge / info["file"]).read_bytes())
+        mine = json.loads((args.out / "index.json").read_text()) if (args.out / "index.json").exists() else {}
+        _write_index(args.out, {**other, "libraries": other["libraries"], "modules": other["modules"]}, mine)
+        return 0
 
+    if args.wheels is None:
+        ap.error("--wheels is required")
     archives = sorted(p for p in args.wheels.iterdir() if p.suffix in (".whl", ".zip") or p.name.endswith(".tar.gz"))
     by_dist: dict[str, list[tuple[str, dict[str, tuple[bool, Callable[[], str]]]]]] = {}
     for p in archives:
