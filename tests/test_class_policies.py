@@ -301,3 +301,18 @@ def test_committed_policies_cover_forty_libraries_with_versions() -> None:
     for must in ("torch", "scikit-learn", "transformers", "gensim", "joblib", "spacy", "statsmodels", "nltk"):
         assert must in libs, must
     assert len(libs["joblib"]["versions"]) >= 3  # wrappers of older joblib versions
+
+
+def test_runs_split_with_only_merge_into_one_index(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "synthlib", "1.0", SYNTH)
+    _wheel(wheels, "otherlib", "2.0", {"otherlib/__init__.py": "class K:\n    pass\n"})
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert gen.main(["--wheels", str(wheels), "--out", str(a), "--only", "synthlib"]) == 0
+    assert gen.main(["--wheels", str(wheels), "--out", str(b), "--only", "otherlib"]) == 0
+    assert gen.main(["--out", str(a), "--merge", str(b)]) == 0
+    index = json.loads((a / "index.json").read_text())
+    assert sorted(index["libraries"]) == ["otherlib", "synthlib"]
+    assert index["modules"] == {"otherlib": ["otherlib"], "synthlib": ["synthlib"]}
+    assert json.loads((a / "otherlib.json").read_text())["names"]["otherlib.K"] == "Css"
