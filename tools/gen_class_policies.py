@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         versions = [v for v, _ in by_dist[dist]]
         tops = sorted({n.split(".")[0] for _, mods in by_dist[dist] for n in mods})
         names = {k: v[0] for k, v in sorted(merged.items())}
-        why = {k: v[1] for k, v in sorted(merged.items()) if v[1]}
+        why = {k: _short(v[1]) for k, v in sorted(merged.items()) if v[1]}
         doc = {"generated_by": COMMAND, "library": dist, "versions": versions, "max_depth": MAX_DEPTH,
                "legend": "C<construct><call> for classes, F<call> for functions; s: no path to a sink, x: reaches "
                          "a sink, u: cannot be decided (unresolved code on the path)",
@@ -223,6 +223,13 @@ def _write_index(out: Path, index: dict[str, object], old: dict[str, object]) ->
             modules.setdefault(top, set()).update(d for d in dists if d in libs)
     doc["modules"] = {k: sorted(v) for k, v in sorted(modules.items())}
     (out / "index.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+MAX_WHY = 160  # the sink (or the unresolved name) comes first; long call chains are cut after it
+
+
+def _short(why: str) -> str:
+    return why if len(why) <= MAX_WHY else why[:MAX_WHY - 1] + "…"
 
 
 def _worse(a: tuple[str, str, str], b: tuple[str, str, str]) -> tuple[str, str, str]:
