@@ -128,10 +128,58 @@ def engine_throughput(path: Path, rounds: int = 2) -> tuple[float, float, list[s
     return doc["bytes"] / (1 << 20) / doc["best"], doc["best"], doc["notes"]
 
 
+def entry_point_cmd() -> list[str]:
+    """What the installed `modelseal` script runs (pyproject [project.scripts]), from this checkout."""
+    import tomllib
+
+    spec = tomllib.loads((HERE.parent / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]["modelseal"]
+    module, func = spec.split(":")
+    return [sys.executable, "-c", f"import sys; sys.argv[0] = 'modelseal'; from {module} import {func}; {func}()"]
+
+
+def child_cpu(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """User + system CPU seconds of one fresh process (os.wait4 rusage): load on the machine changes wall time,
+    much less the CPU a process needs."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                            env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return usage.ru_utime + usage.ru_stime, proc.returncode
+
+
+def picklescan_exe() -> str | None:
+    import shutil
+
+    for cand in (os.environ.get("PICKLESCAN"), "/work/venvs/h4/bin/picklescan", shutil.which("picklescan")):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+def startup_vs_picklescan(path: Path, repeat: int) -> tuple[float, float] | None:
+    """Median CPU seconds of `modelseal scan PATH` (the entry point, fresh process) and of `picklescan -p PATH`,
+    in paired runs (alternating, after one warm-up each)."""
+    ps = picklescan_exe()
+    if ps is None:
+        return None
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(HERE.parent)
+    ours = [*entry_point_cmd(), "scan", str(path), "--format", "json", "--output", os.devnull]
+    theirs = [ps, "-p", str(path)]
+    child_cpu(ours, env)
+    child_cpu(theirs, env)
+    a, b = [], []
+    for _ in range(max(repeat, 10)):
+        a.append(child_cpu(ours, env)[0])
+        b.append(child_cpu(theirs, env)[0])
+    return statistics.median(a), statistics.median(b)
+
+
 def import_profile(top: int = 12) -> str:
     """`python -X importtime`: the imports that cost most of the start-up (cumulative microseconds)."""
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "scanner.cli", "scan", "--help"],
-                       capture_output=True, text=True, check=False)
+    small = HERE.parent / "fixtures" / "benign" / "containers" / "state_dict.pt"
+    r = subprocess.run([sys.executable, "-X", "importtime", *entry_point_cmd()[1:], "scan", str(small),
+                        "--output", os.devnull], capture_output=True, text=True, check=False)
     rows = []
     for line in r.stderr.splitlines():
         parts = line.split("|")
@@ -176,6 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     met = wall <= 0.3
     prof = "" if met or args.no_profile else import_profile() + "\n\n" + profile_scan(small)
     targets.append(Target("scan one small pickle (fresh process)", f"{wall:.3f} s", "≤ 0.3 s", met, wall, rss, prof))
+
+    # 1b. start-up against picklescan: one small torch file, CPU time in paired fresh processes
+    torch_small = HERE.parent / "fixtures" / "benign" / "containers" / "state_dict.pt"
+    paired = startup_vs_picklescan(torch_small, args.repeat)
+    if paired is not None:
+        ours, theirs = paired
+        ratio = ours / theirs
+        targets.append(Target("start-up: scan one small torch file vs picklescan (CPU, paired fresh processes)",
+                              f"{ours:.3f} s vs {theirs:.3f} s = {ratio:.2f}×", "≤ 1.2× picklescan", ratio <= 1.2,
+                              ours, None, "" if ratio <= 1.2 or args.no_profile else import_profile()))
+    else:
+        log("picklescan not installed (pip install picklescan, or PICKLESCAN=/path): start-up comparison skipped")
 
     # 2. 2 GB torch zip
     if not args.skip_torch:

@@ -29,17 +29,18 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from scanner import __version__
 from scanner.attest.strictjson import loads as strict_loads
 from scanner.findings import FileReport, Finding, Location, Report, Severity
 from scanner.rules import Policy, RuleSet, load_ruleset
 from scanner.walk import WalkEntry, walk_paths
+
+if TYPE_CHECKING:  # the process pool is imported when one is started: a one-file scan never pays for it
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 CACHE_SCHEMA = "modelseal-cache/v1"
 CACHE_DB = "results-v1.sqlite"
@@ -445,6 +446,9 @@ def _pool_round(entries: Chunk, jobs: int, initargs: tuple[Any, ...],
     size = max(1, min(16, len(entries) // (jobs * 8)))
     landed: set[int] = set()
     crashed: Chunk = []  # files of chunks whose worker died (a native parser crash, the OOM killer)
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     pending: dict[Future[tuple[Landed, list[CacheEntry]]], Chunk] = {}
     pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_process, initargs=initargs)
 
@@ -482,6 +486,9 @@ def _pool_round(entries: Chunk, jobs: int, initargs: tuple[Any, ...],
 def _isolate(todo: Chunk, initargs: tuple[Any, ...], rules: RuleSet, policy: Policy,
              land: Callable[[Landed, list[CacheEntry]], None]) -> None:
     """One file at a time in a one-worker pool; a file whose worker dies gets a SCAN-INTERNAL-ERROR."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     pool: ProcessPoolExecutor | None = None
     try:
         for item in todo:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 import struct
 import sys
 import zipfile
@@ -260,7 +261,9 @@ def test_deny_matches_components_and_tails() -> None:
 
 def test_no_allowed_name_sits_under_a_denied_prefix() -> None:
     c = Classifier(RULES, Policy())
-    for name in c.t.allow:
+    exempt = {n for g in RULES.doc("pickle-globals").get("allow", []) if g.get("overrides_deny") for n in g["names"]}
+    assert exempt and all(n not in c.t.deny for n in exempt)  # only whole-module denies are overridden
+    for name in c.t.allow - exempt:
         parts = name.split(".")
         assert not any(".".join(parts[:i]) in c.t.deny for i in range(1, len(parts) + 1)), name
     for risky in ("builtins.getattr", "functools.partial", "builtins.eval", "operator.attrgetter"):
@@ -465,3 +468,27 @@ def test_dotted_global_reimported_after_proto_switch_is_not_capped() -> None:
     _fmt, findings = scan_data(data, "x.pkl")
     calls = [f for f in findings if f.rule_id == "PICKLE-DANGEROUS-CALL"]
     assert calls and calls[0].severity is Severity.CRITICAL
+
+
+def test_string_arg_rules_match_the_dangerous_part_anywhere() -> None:
+    """Each string_args rule flags its bad examples alone and embedded in a larger string (pandas parses zones
+    out of 'datetime64[ns, <zone>]'), and leaves its good examples alone."""
+    entries = RULES.doc("pickle-globals").get("string_args", [])
+    assert entries
+    for e in entries:
+        pattern = re.compile(e["pattern"])
+        assert e["bad"] and e["good"], e["callee_prefix"]
+        for bad in e["bad"]:
+            assert pattern.search(bad), bad
+            assert pattern.search(f"datetime64[ns, {bad}]"), bad
+        for good in e["good"]:
+            assert not pattern.search(good), good
+
+
+def test_dateutil_zone_inside_a_dtype_string_is_flagged() -> None:
+    def dtype(text: str) -> bytes:
+        raw = text.encode()
+        return proto(2) + b"cpandas\nDatetimeTZDtype\nX" + struct.pack("<I", len(raw)) + raw + b"\x85R."
+    bad = dtype("datetime64[ns, dateutil//etc/hostname]")
+    assert "PICKLE-DANGEROUS-CALL" in rule_ids(scan(bad)[1])
+    assert "PICKLE-DANGEROUS-CALL" not in rule_ids(scan(dtype("datetime64[ns, dateutil/Europe/Paris]"))[1])

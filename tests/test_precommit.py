@@ -44,7 +44,7 @@ def test_manifest_parses_and_names_the_scan_entry() -> None:
     assert hook["types"] == ["file"] and hook["pass_filenames"] is True
     # the entry is the installed console script
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["modelseal"] == "scanner.cli:main"
+    assert scripts["modelseal"] == "scanner.fastscan:main"  # scan fast path, else scanner.cli:main
 
 
 def _env(tmp: Path) -> dict[str, str]:

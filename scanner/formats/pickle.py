@@ -4,6 +4,7 @@ Unknown. The opcode reader is pickle_ops, the machine pickle_machine, the rule l
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -51,7 +52,7 @@ class _Hooks:
         """after_call does nothing for calls to `name`: it must list every table after_call consults."""
         t = self.t
         return not (name in t.decoders or name in t.getattr_like or name in t.import_like
-                    or name in t.module_name_like or name in t.nested)
+                    or name in t.module_name_like or name in t.nested or name in (t.by_target or {}))
 
     def after_call(self, m: Machine, func: object, call: Call) -> object:
         if not isinstance(func, Global):
@@ -92,17 +93,39 @@ class _Hooks:
         """Severity of a call to a denied global: a resolver whose constant target is on the allow list is
         reported as info (zoneinfo.ZoneInfo._unpickle reached through getattr, numpy's old ufunc pickles);
         what it returns is checked when it is used."""
-        target = self._resolve(m.decide(func).name, call)
+        name = m.decide(func).name
+        target = self._resolve(name, call)
         if target is not None and m.classifier is not None:
             full = f"{target[0]}.{target[1]}" if target[1] else target[0]
             if m.classifier.classify(full).status == "allow":
                 return Severity.INFO
+        if m.classifier is not None and self._harmless_target(m, name, call):
+            return Severity.INFO
         nested = self.t.nested.get(m.decide(func).name)
         if nested is None or nested.payload not in ("pickle", "auto"):
             return severity
         if pickle_nested.payload_bytes(call.args) is None or self.depth >= self.ctx.limits.max_nested_payload_depth:
             return severity
         return nested.severity
+
+    def _harmless_target(self, m: Machine, name: str, call: Call) -> bool:
+        """A powerful construct aimed at a harmless target: functools.partial of a function the policy allows
+        to be called, getattr of a known method on a value of known type (`getattr(re._compile(...),
+        'search')`). What the target is gets checked on its own (call-through), so this only sets how loud the
+        construct itself is."""
+        assert m.classifier is not None
+        args = call.args if isinstance(call.args, tuple) else ()
+        index = (self.t.by_target or {}).get(name)
+        if index is not None:
+            if index >= len(args) or type(args[index]) is not Global:
+                return False
+            d = m.decide(args[index])  # type: ignore[arg-type]
+            return d.status == "allow" and m.classifier.construct_only(d.name) is None
+        if name in self.t.getattr_like and len(args) == 2 and isinstance(args[0], Call):
+            producer, attr = args[0].func, const(args[1])
+            if type(producer) is Global and isinstance(attr, str):
+                return attr in (self.t.typed_methods or {}).get(m.decide(producer).name, frozenset())
+        return False
 
     def _nested(self, m: Machine, nested: object, call: Call) -> None:
         from scanner.formats.pickle_policy import Nested
@@ -178,15 +201,41 @@ def _scan(src: Source, ctx: ScanContext, data: bytes, offset: int, multi: bool,
         if not _trailing(src, ctx, data, r.end, results[-1], counters):
             break
         pos = r.end
+    _soften([f for res in results for f in res.findings], [res.findings for res in results])
     return results
+
+
+def _soften(findings: list[Finding], holders: list[list[Finding]]) -> None:
+    """Trailing pickles that were scanned and found harmless (nothing at medium or above) are reported as
+    info: a second benign pickle after STOP runs nothing a loader reading on would not also report."""
+    trailing = [f for f in findings if f.rule_id == "PICKLE-TRAILING-DATA" and _ANOTHER in f.message]
+    if not trailing:
+        return
+    loud = any(f.severity >= Severity.MEDIUM for f in findings if f.rule_id != "PICKLE-TRAILING-DATA")
+    if loud:
+        return
+    soft = {id(f): dataclasses.replace(f, severity=Severity.INFO, message=f.message + "; scanned: harmless")
+            for f in trailing}
+    for h in holders:
+        h[:] = [soft.get(id(f), f) for f in h]
+
+
+_ANOTHER = "(another pickle)"
 
 
 def _trailing(src: Source, ctx: ScanContext, data: bytes, pos: int, last: PickleResult, counters: Counters) -> bool:
     """Report bytes after STOP; True when they start another pickle to scan."""
     rest = len(data) - pos
+    tail = data[pos:pos + 4096]
+    if len(tail) == rest and not bytes(tail).strip(b" \t\r\n"):
+        # a newline an editor or `echo >>` added: no loader reads anything from it
+        last.findings.append(ctx.finding("PICKLE-TRAILING-DATA", f"{rest} bytes of whitespace after STOP at offset"
+                                         f" {pos}", src, offset=pos, severity=Severity.INFO,
+                                         evidence=pickle_nested.preview(bytes(tail))))
+        return False
     another = starts_pickle(data, pos)
-    what = "another pickle" if another else "data that is not a pickle"
-    last.findings.append(ctx.finding("PICKLE-TRAILING-DATA", f"{rest} bytes after STOP at offset {pos} ({what})",
+    what = _ANOTHER if another else "(data that is not a pickle)"
+    last.findings.append(ctx.finding("PICKLE-TRAILING-DATA", f"{rest} bytes after STOP at offset {pos} {what}",
                                      src, offset=pos, evidence=pickle_nested.preview(data[pos:pos + 64])))
     if another and counters.streams >= ctx.limits.max_pickle_streams:
         last.findings.append(ctx.finding("LIMIT-EXCEEDED", f"more than {ctx.limits.max_pickle_streams} pickles in"
@@ -210,15 +259,17 @@ def analyze(src: Source, ctx: ScanContext) -> Iterable[Finding]:
     data = src.read_all(ctx.limits.max_read_bytes)
     counters = Counters()
     first = _scan(src, ctx, data, 0, False, counters)
-    yield from first[0].findings
+    out = list(first[0].findings)
     r = first[0]
     if r.complete and r.end < len(data):
         holder = PickleResult(r.start, r.end, True, [], None, [], [])
         more = _trailing(src, ctx, data, r.end, holder, counters)
-        yield from holder.findings
+        out.extend(holder.findings)
         if more:
             for res in _scan(src, ctx, data, r.end, True, counters):
-                yield from res.findings
+                out.extend(res.findings)
+        _soften(out, [out])
+    yield from out
 
 
 _IMPORT_OPS = frozenset({"GLOBAL", "INST", "STACK_GLOBAL"})

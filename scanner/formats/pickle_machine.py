@@ -610,7 +610,7 @@ class Machine:
         called: allowed, no call-through, no decoder / resolver / nested-payload role."""
         assert self.classifier is not None
         return (d.status == "allow" and not self.classifier.t.call_through.get(d.name)
-                and d.name not in self.classifier.t.construct_only
+                and self.classifier.construct_only(d.name) is None
                 and not any(d.name.startswith(e[0]) for e in self.classifier.t.string_args)
                 and (self.hooks is None or self.hooks.plain(d.name)))
 
@@ -633,9 +633,9 @@ class Machine:
                 self.emit("PICKLE-UNKNOWN-GLOBAL", f"calls {d.name}{where} ({call.kind}), which is not on the"
                           f" allow list ({d.reason})", evidence=lambda: self._evidence(call), key=d.name)
             elif d.status == "allow" and self.classifier is not None and call.kind not in _NEW_ONLY:
-                unsafe = self.classifier.t.construct_only.get(d.name)
+                unsafe = self.classifier.construct_only(d.name)
                 if unsafe is not None:
-                    self.emit("PICKLE-DANGEROUS-CALL", f"calls {d.name}{where} ({call.kind}): {unsafe.reason}",
+                    self.emit(unsafe.rule, f"calls {d.name}{where} ({call.kind}): {unsafe.reason}",
                               evidence=lambda: self._evidence(call), severity=unsafe.severity, key=d.name,
                               reference=unsafe.reference)
                 for prefix, pattern, rule in self.classifier.t.string_args:
@@ -893,6 +893,11 @@ class Machine:
                 self.check_call(inst.setstate, hijack, "a planted __setstate__")
             return
         self._plant_check(inst, state)
+        if type(inst.func) is Global and isinstance(state, tuple) and state and self.classifier is not None:
+            # partial.__setstate__((func, args, kwds, dict)) replaces the function the partial was built with
+            index = (self.classifier.t.by_target or {}).get(self.decide(inst.func).name)
+            if index is not None:
+                self.call_through(state[0], f"{inst.func.full}.__setstate__")
         if isinstance(inst.state, dict) and isinstance(state, dict):
             inst.state.update(state)
         else:

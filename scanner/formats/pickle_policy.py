@@ -5,12 +5,14 @@ Tables come from rules/pickle-globals.toml (compiled once per RuleSet) and the u
 from __future__ import annotations
 
 import _compat_pickle
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from scanner.findings import Severity
-from scanner.rules import Policy, RuleSet
+from scanner.rules import Policy, RuleSet, rules_dir
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,7 @@ class DenyRule:
     severity: Severity
     reason: str
     reference: str | None = None
+    rule: str = "PICKLE-DANGEROUS-CALL"  # construct-only entries whose __init__ is undecided: PICKLE-UNKNOWN-GLOBAL
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class Tables:
     new_only: dict[str, frozenset[int]]
     # (callee prefix, pattern, rule): a constant string argument matching pattern makes an allowed call unsafe
     string_args: tuple[tuple[str, re.Pattern[str], DenyRule], ...] = ()
+    # denied callables judged by their target: {name: argument index of the target} (functools.partial)
+    by_target: dict[str, int] | None = None
+    # {producer: methods}: getattr(<producer(...)>, method) reaches a known method of a known type
+    typed_methods: dict[str, frozenset[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,55 @@ def _build(doc: dict[str, Any]) -> Tables:
                          DenyRule(e["callee_prefix"], Severity.parse(e["severity"]), e["reason"], e.get("reference")))
                         for e in doc.get("string_args", []))
     res = doc.get("resolvers", {})
+    by_target = {e["name"]: int(e["target"]) for e in doc.get("by_target", [])}
+    typed: dict[str, frozenset[str]] = {}
+    for e in doc.get("typed_methods", []):
+        for producer in e["producers"]:
+            typed[producer] = typed.get(producer, frozenset()) | frozenset(e["methods"])
     return Tables(frozenset(allow), deny, nested, decoders, through, frozenset(res.get("getattr", [])),
                   frozenset(res.get("import", [])), frozenset(res.get("module_name", [])),
                   dict(doc.get("aliases", {})),
-                  frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only, string_args)
+                  frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only, string_args,
+                  by_target, typed)
+
+
+class Generated:
+    """Class policies generated from library source (tools/gen_class_policies.py): one JSON file per
+    distribution under rules/generated/class-policies, read only when a name of one of its top-level
+    modules is looked up and is on no hand list."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self._index: dict[str, Any] | None = None
+        self._libs: dict[str, dict[str, Any]] = {}
+
+    def _load(self, name: str) -> dict[str, Any]:
+        try:
+            data = json.loads((self.dir / name).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def lookup(self, full: str) -> tuple[str, str, str] | None:
+        """(code, reason, library label) for a generated name: code C<construct><call> or F<call>."""
+        if self._index is None:
+            self._index = self._load("index.json")
+        for dist in self._index.get("modules", {}).get(full.split(".")[0], ()):
+            lib = self._libs.get(dist)
+            if lib is None:
+                info = self._index.get("libraries", {}).get(dist, {})
+                lib = self._libs[dist] = self._load(str(info.get("file", f"{dist}.json")))
+            code = lib.get("names", {}).get(full)
+            if code:
+                versions = lib.get("versions", [])
+                label = f"{dist} {versions[0]}" + (f"..{versions[-1]}" if len(versions) > 1 else "")
+                return code, lib.get("why", {}).get(full, ""), label
+        return None
+
+
+def generated(rules: RuleSet) -> Generated:
+    base = getattr(rules, "directory", None) or rules_dir()
+    return rules.cached("class-policies", lambda: Generated(base / "generated" / "class-policies"))
 
 
 def map_py2(module: str, name: str, proto: int) -> tuple[str, str]:
@@ -111,6 +163,12 @@ class Classifier:
         self.user_deny = {d.name: DenyRule(d.name, d.severity, d.reason, d.reference) for d in policy.deny_globals}
         self._memo: dict[str, Decision] = {}
         self._widths: dict[int, int] = {}
+        # generated classes whose reconstruction is safe but whose __init__ is not: {name: rule}
+        self._construct_only: dict[str, DenyRule] = {}
+
+    def construct_only(self, name: str) -> DenyRule | None:
+        """Why calling an allowed class (REDUCE / INST / OBJ) is unsafe when only cls.__new__ is safe."""
+        return self.t.construct_only.get(name) or self._construct_only.get(name)
 
     @property
     def t(self) -> Tables:
@@ -141,7 +199,33 @@ class Classifier:
         if walk:
             return Decision("unknown", full, Severity.HIGH,
                             f"attribute walk through {', '.join(walk)}: reaches objects the module never exported")
-        return Decision("unknown", full, Severity.HIGH, "not on the allow list")
+        return self._generated(full) or Decision("unknown", full, Severity.HIGH, "not on the allow list")
+
+    def _generated(self, full: str) -> Decision | None:
+        """The generated policy's verdict (hand allow / deny entries were consulted first and win)."""
+        hit = generated(self._rules).lookup(full)
+        if hit is None:
+            return None
+        code, why, lib = hit
+        src = f"generated class policy ({lib})"
+        if code[0] == "F":
+            if code[1] == "s":
+                return Decision("allow", full, Severity.INFO, f"{src}: no path from its body to a sink")
+            return Decision("unknown", full, Severity.HIGH, f"{src}: calling it {why}")
+        if code[1] == "x":
+            # a path from __new__ / __setstate__ to a sink: state planted in the file reaches it. High, not
+            # critical: the path exists for honest files of the class too (scipy.stats distributions exec
+            # their pickled argument-parser template)
+            return Decision("deny", full, Severity.HIGH, f"{src}: reconstructing it {why}")
+        if code[1] != "s":
+            return Decision("unknown", full, Severity.HIGH, f"{src}: reconstructing it {why}")
+        if code[2] != "s":
+            what = "reaches a sink" if code[2] == "x" else "cannot be decided"
+            self._construct_only[full] = DenyRule(
+                full, Severity.HIGH, f"{src}: calling it runs __init__, which {what}: {why}",
+                rule="PICKLE-DANGEROUS-CALL" if code[2] == "x" else "PICKLE-UNKNOWN-GLOBAL")
+        return Decision("allow", full, Severity.INFO,
+                        f"{src}: no path from __new__ / __setstate__ to a sink")
 
     def _deny(self, full: str, table: dict[str, DenyRule]) -> DenyRule | None:
         """Longest deny entry matching the name or any dotted tail of it (`torch.serialization.os.system`

@@ -1,0 +1,686 @@
+"""Static analysis of library source (ast only, never imported): what reconstructing or calling each class
+(and calling each function) runs, and whether that reaches a dangerous sink within a bounded call depth.
+
+Used by tools/gen_class_policies.py. What the unpickler runs (CPython Lib/pickle.py, Modules/_pickle.c):
+- NEWOBJ / NEWOBJ_EX / copyreg.__newobj__ / _reconstructor's class: `cls.__new__(cls, *args)` only;
+- BUILD: `getattr(inst, "__setstate__")` (a class `__getattr__` runs when there is none), then either
+  `__setstate__(state)` or an update of `inst.__dict__` plus `setattr` for slot state (`__setattr__`);
+- REDUCE / INST / OBJ of a class: `type.__call__`, i.e. `__new__` then `__init__` (and a dataclass'
+  `__post_init__`), or the metaclass' own `__call__`.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+SAFE, UNKNOWN, SINK = "s", "u", "x"
+_RANK = {SAFE: 0, UNKNOWN: 1, SINK: 2}
+MAX_DEPTH = 8
+
+# Sinks by fully qualified name or dotted prefix: process, eval/exec/compile, import machinery, file and
+# network IO, native code, other deserializers.
+SINKS: dict[str, str] = {
+    "builtins.eval": "eval", "builtins.exec": "exec", "builtins.compile": "compile",
+    "builtins.__import__": "import machinery", "builtins.open": "file IO", "builtins.input": "stdin",
+    "builtins.breakpoint": "debugger",
+    "os": "os access", "posix": "os access", "nt": "os access", "subprocess": "process", "pty": "process",
+    "socket": "network", "ssl": "network", "urllib": "network", "http.client": "network", "http.server": "network",
+    "requests": "network", "httpx": "network", "urllib3": "network", "aiohttp": "network", "ftplib": "network",
+    "smtplib": "network", "xmlrpc": "network", "webbrowser": "process",
+    "huggingface_hub": "network (hub download)", "fsspec": "file/network IO",
+    "importlib": "import machinery", "pkgutil": "import machinery", "runpy": "code execution",
+    "imp": "import machinery", "zipimport": "import machinery", "sys.modules": "import machinery",
+    "sys.path": "import machinery", "code": "code execution", "codeop": "code execution",
+    "ctypes": "native code", "_ctypes": "native code", "cffi": "native code",
+    "pickle": "pickle deserializer", "_pickle": "pickle deserializer", "cPickle": "pickle deserializer",
+    "dill": "pickle deserializer", "cloudpickle": "pickle deserializer", "marshal": "marshal deserializer",
+    "shelve": "pickle deserializer", "joblib.load": "joblib deserializer",
+    "joblib.numpy_pickle.load": "joblib deserializer", "numpy.load": "numpy loader",
+    "numpy.fromfile": "file IO", "numpy.loadtxt": "file IO", "numpy.genfromtxt": "file IO",
+    "numpy.memmap": "file IO", "numpy.lib.npyio": "file IO", "numpy.ctypeslib": "native code",
+    "numpy.DataSource": "file/network IO", "torch.load": "torch deserializer", "torch.jit.load": "torch deserializer",
+    "torch.hub": "network (hub download)", "torch.ops.load_library": "native code",
+    "torch.serialization.load": "torch deserializer", "torch.package": "torch deserializer",
+    "yaml.load": "yaml deserializer", "yaml.unsafe_load": "yaml deserializer", "yaml.full_load": "yaml deserializer",
+    "pandas.read_pickle": "pickle deserializer", "pandas.read_csv": "file IO", "pandas.eval": "eval",
+    "h5py.File": "file IO", "io.open": "file IO", "io.FileIO": "file IO", "_io": "file IO", "codecs.open": "file IO",
+    "shutil": "file IO", "tempfile": "file IO", "zipfile": "file IO", "tarfile": "file IO", "gzip.open": "file IO",
+    "bz2.open": "file IO", "lzma.open": "file IO", "glob": "file IO", "linecache": "file IO",
+    "tokenize.open": "file IO", "sqlite3": "file IO", "dbm": "file IO", "mmap": "file IO",
+    "multiprocessing": "process", "concurrent.futures.process": "process", "threading.Thread": "thread",
+    "logging.config": "code execution", "jinja2": "template execution", "inspect.getsource": "file IO",
+    "sys.settrace": "interpreter state", "sys.setprofile": "interpreter state", "atexit": "interpreter state",
+    "signal": "interpreter state", "setuptools": "process", "pip": "process",
+}
+# names under a sink prefix that only compute on strings or read process state
+SINK_EXCEPTIONS = frozenset({
+    "os.path.join", "os.path.basename", "os.path.dirname", "os.path.splitext", "os.path.split", "os.path.normpath",
+    "os.path.normcase", "os.path.sep", "os.sep", "os.linesep", "os.fspath", "os.getenv", "os.environ",
+    "os.environ.get", "os.getpid", "os.cpu_count", "os.PathLike", "os.name", "os.curdir", "os.pardir",
+    "importlib.util.find_spec", "importlib.metadata.version", "pickle.dumps", "pickle.PicklingError",
+    "pickle.UnpicklingError", "pickle.HIGHEST_PROTOCOL", "pickle.DEFAULT_PROTOCOL", "cloudpickle.dumps",
+    "marshal.dumps", "sys.modules.get", "urllib.parse", "pickle.Pickler", "pickle.PickleError",
+    "os.path.abspath", "os.path.expanduser", "os.path.relpath",
+    "os.path.isabs", "os.path.commonpath", "os.path.commonprefix",
+})
+# Method names that, called on a value of unknown type, may load, open, run or fetch something
+SINK_METHODS = frozenset({
+    "load", "loads", "open", "read_text", "read_bytes", "write_text", "write_bytes", "system", "popen", "exec",
+    "eval", "urlopen", "download", "from_pretrained", "from_file", "load_model", "load_file", "import_module",
+    "unlink", "rmtree", "mkdir", "makedirs", "communicate", "spawn", "connect", "send", "recv", "find_class",
+    "load_library", "run_path", "run_module", "exec_module", "load_module", "loadtxt", "fromfile",
+})
+# Modules whose functions not found in the analyzed source (C extensions, builtins) compute on data only,
+# unless a SINKS entry says otherwise. Anything else unresolvable is UNKNOWN.
+TRUSTED_EXTERNAL = (
+    "builtins", "math", "cmath", "numbers", "collections", "itertools", "functools", "operator", "copy",
+    "warnings", "logging", "typing", "typing_extensions", "dataclasses", "enum", "abc", "re", "string",
+    "textwrap", "json", "struct", "array", "datetime", "time", "random", "hashlib", "weakref", "threading",
+    "contextlib", "inspect", "numpy", "scipy", "torch", "pandas", "decimal", "fractions", "uuid", "bisect",
+    "heapq", "statistics", "types", "copyreg", "sys", "io", "base64", "binascii", "zlib", "unicodedata",
+    "pathlib", "posixpath", "locale", "gc", "platform", "packaging", "__future__", "_thread", "queue",
+)
+SAFE_BUILTIN_CALLS = frozenset({
+    "isinstance", "issubclass", "len", "hasattr", "callable", "id", "hash", "repr", "str", "int", "float", "bool",
+    "list", "dict", "tuple", "set", "frozenset", "bytes", "bytearray", "range", "enumerate", "zip", "sorted",
+    "reversed", "min", "max", "sum", "any", "all", "abs", "round", "divmod", "pow", "type", "object", "super",
+    "iter", "next", "map", "filter", "print", "format", "ord", "chr", "slice", "property", "staticmethod",
+    "classmethod", "NotImplementedError", "ValueError", "TypeError", "KeyError", "RuntimeError",
+    "AttributeError", "IndexError", "Exception", "AssertionError", "complex", "memoryview", "dir", "delattr",
+})
+# Bases outside the analyzed source whose construction hooks are known: none of them does anything but
+# store data (object.__new__, dict / list / tuple storage, Enum lookups, exceptions).
+SAFE_EXTERNAL_BASES = frozenset({
+    "builtins.object", "builtins.dict", "builtins.list", "builtins.tuple", "builtins.set", "builtins.frozenset",
+    "builtins.int", "builtins.float", "builtins.str", "builtins.bytes", "builtins.Exception",
+    "builtins.BaseException", "builtins.ValueError", "builtins.TypeError", "builtins.RuntimeError",
+    "builtins.KeyError", "builtins.AttributeError", "builtins.NotImplementedError", "builtins.IndexError",
+    "builtins.Warning", "builtins.UserWarning", "builtins.DeprecationWarning", "builtins.FutureWarning",
+    "builtins.LookupError", "builtins.ImportError", "builtins.OSError", "builtins.AssertionError",
+    "typing.Generic", "typing.Protocol", "typing.NamedTuple", "typing.TypedDict", "typing.Any",
+    "typing_extensions.Protocol", "typing_extensions.TypedDict", "abc.ABC", "abc.ABCMeta", "enum.Enum",
+    "enum.IntEnum", "enum.Flag", "enum.IntFlag", "enum.StrEnum", "collections.OrderedDict",
+    "collections.defaultdict", "collections.Counter", "collections.deque", "collections.UserDict", "collections.UserList", "collections.abc.Mapping",
+    "collections.abc.MutableMapping", "collections.abc.Sequence", "collections.abc.Iterable",
+    "collections.abc.Iterator", "collections.abc.Callable", "collections.abc.Set", "collections.abc.Sized",
+    "collections.abc.Container", "collections.abc.Hashable", "collections.abc.MutableSequence",
+    "collections.abc.MutableSet", "collections.abc.Collection", "numbers.Number", "numbers.Real",
+    "numbers.Integral", "typing.Mapping", "typing.Sequence", "typing.Iterable", "typing.Callable",
+    "typing.Dict", "typing.List", "typing.Tuple", "typing.Optional", "typing.Union",
+})
+SAFE_METACLASSES = frozenset({"abc.ABCMeta", "builtins.type", "enum.EnumMeta", "enum.EnumType"})
+HOOKS = ("__new__", "__setstate__", "__getattr__", "__setattr__", "__init__", "__post_init__")
+
+
+class ModuleSource:
+    """Modules by dotted name, parsed on first use from `sources` ({name: (lib, is_pkg, read())}); the parsed
+    cache is dropped when it grows past `keep` modules (a 300 MB tree of ASTs does not fit in memory)."""
+
+    def __init__(self, sources: dict[str, tuple[str, bool, object]], keep: int = 1500) -> None:
+        self.sources = sources
+        self.keep = keep
+        self._cache: dict[str, Module | None] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.sources
+
+    def get(self, name: str) -> Module | None:
+        if name in self._cache:
+            return self._cache[name]
+        src = self.sources.get(name)
+        if src is None:
+            return None
+        if len(self._cache) >= self.keep:
+            self._cache.clear()
+        lib, is_pkg, read = src
+        m = parse_module(name, lib, read(), is_pkg)  # type: ignore[operator]
+        self._cache[name] = m
+        return m
+
+    @classmethod
+    def of(cls, modules: dict[str, Module]) -> ModuleSource:
+        out = cls({})
+        for name, m in modules.items():
+            out.sources[name] = (m.lib, m.is_pkg, None)
+            out._cache[name] = m
+        out.keep = 1 << 30
+        return out
+
+
+@dataclass
+class Module:
+    name: str
+    lib: str
+    is_pkg: bool
+    imports: dict[str, str] = field(default_factory=dict)
+    stars: list[str] = field(default_factory=list)
+    funcs: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = field(default_factory=dict)
+    classes: dict[str, ast.ClassDef] = field(default_factory=dict)
+    assigns: dict[str, ast.expr] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    level: str                   # SAFE | UNKNOWN | SINK
+    path: tuple[str, ...] = ()   # the call chain to the sink / the unresolved thing
+
+    def worse(self, other: Verdict) -> bool:
+        return _RANK[self.level] > _RANK[other.level]
+
+    def reason(self) -> str:
+        if self.level == SAFE:
+            return ""
+        head = "reaches" if self.level == SINK else "cannot resolve"
+        return f"{head} {self.path[-1]} via {' -> '.join(self.path[:-1])}" if len(self.path) > 1 else \
+            f"{head} {self.path[-1] if self.path else '?'}"
+
+
+def worst(vs: Iterable[Verdict]) -> Verdict:
+    out = Verdict(SAFE)
+    for v in vs:
+        if v.worse(out):
+            out = v
+            if v.level == SINK:
+                break
+    return out
+
+
+def parse_module(name: str, lib: str, source: str, is_pkg: bool) -> Module | None:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+    m = Module(name, lib, is_pkg)
+    package = name if is_pkg else name.rpartition(".")[0]
+    for node in _toplevel(tree.body):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.asname:
+                    m.imports[a.asname] = a.name
+                else:
+                    top = a.name.split(".")[0]
+                    m.imports.setdefault(top, top)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(package, node.module, node.level)
+            if base is None:
+                continue
+            for a in node.names:
+                if a.name == "*":
+                    m.stars.append(base)
+                else:
+                    m.imports[a.asname or a.name] = f"{base}.{a.name}"
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            m.funcs[node.name] = node
+        elif isinstance(node, ast.ClassDef):
+            m.classes[node.name] = node
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            m.assigns[node.targets[0].id] = node.value
+    return m
+
+
+def _toplevel(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Module-level statements, including those inside if / try blocks (version-dependent imports)."""
+    for node in body:
+        if isinstance(node, ast.If):
+            yield from _toplevel(node.body)
+            yield from _toplevel(node.orelse)
+        elif isinstance(node, ast.Try):
+            yield from _toplevel(node.body)
+            for h in node.handlers:
+                yield from _toplevel(h.body)
+            yield from _toplevel(node.orelse)
+        else:
+            yield node
+
+
+def _absolute(package: str, module: str | None, level: int) -> str | None:
+    if level == 0:
+        return module
+    parts = package.split(".") if package else []
+    if level - 1 > len(parts):
+        return None
+    base = parts[:len(parts) - (level - 1)]
+    if module:
+        base.append(module)
+    return ".".join(base) or None
+
+
+def _safe_base(fq: str) -> bool:
+    return fq in SAFE_EXTERNAL_BASES or (fq.startswith("builtins.") and fq.endswith(("Error", "Warning", "Exception")))
+
+
+def _sink(fq: str) -> str | None:
+    """The sink kind of a name: the longest matching entry of SINKS or SINK_EXCEPTIONS decides."""
+    parts = fq.split(".")
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in SINK_EXCEPTIONS:
+            return None
+        what = SINKS.get(prefix)
+        if what is not None:
+            return what
+    return None
+
+
+def _trusted_external(fq: str) -> bool:
+    return fq.split(".")[0] in TRUSTED_EXTERNAL
+
+
+class Analyzer:
+    """Resolves names across every parsed module and judges classes and functions."""
+
+    def __init__(self, modules: ModuleSource, trusted: dict[str, str] | None = None) -> None:
+        self.modules = modules
+        # hand-reviewed classes (the allow list): {name: "construct" | "call"} — their own hooks are trusted
+        self.trusted = trusted or {}
+        self._memo: dict[tuple[str, int, int, str], Verdict] = {}
+        self._busy: set[tuple[str, int, int, str]] = set()
+        self._mro: dict[str, tuple[list[str], str | None]] = {}
+        self._lookups: dict[str, tuple[str, object, Module | None]] = {}
+        self._stars: dict[str, dict[str, str]] = {}
+
+    # -- name resolution ---------------------------------------------------------------------------
+    def lookup(self, fq: str, depth: int = 0, seen: set[str] | None = None) -> tuple[str, object, Module | None]:
+        """('func'|'class'|'module'|'value'|'missing', node-or-name, module) for a fully qualified name."""
+        hit = self._lookups.get(fq)
+        if hit is not None:
+            return hit
+        if seen is None:
+            seen = set()
+        if depth > 24 or fq in seen:
+            return "missing", fq, None
+        seen.add(fq)
+        res = self._lookup(fq, depth, seen)
+        self._lookups[fq] = res  # a cycle cut may cache 'missing' for a name: unresolved, judged conservatively
+        return res
+
+    def _lookup(self, fq: str, depth: int, seen: set[str]) -> tuple[str, object, Module | None]:
+        parts = fq.split(".")
+        for i in range(len(parts), 0, -1):
+            mod = self.modules.get(".".join(parts[:i]))
+            if mod is None:
+                continue
+            rest = parts[i:]
+            if not rest:
+                return "module", mod.name, mod
+            head, tail = rest[0], rest[1:]
+            if head in mod.classes:
+                return self._in_class(f"{mod.name}.{head}", mod, mod.classes[head], tail)
+            if head in mod.funcs:
+                return ("func", mod.funcs[head], mod) if not tail else ("missing", fq, None)
+            if head in mod.imports:
+                target = mod.imports[head]
+                if target != fq:
+                    return self.lookup(".".join([target, *tail]), depth + 1, seen)
+            if head in mod.assigns:
+                v = mod.assigns[head]
+                if isinstance(v, (ast.Name, ast.Attribute)):
+                    target = self.resolve_expr(v, mod, frozenset())
+                    if target and target != fq:
+                        return self.lookup(".".join([target, *tail]), depth + 1, seen)
+                return "value", fq, mod
+            target = self._star_names(mod.name).get(head) if mod.stars else None
+            if target is not None and target != fq:
+                return self.lookup(".".join([target, *tail]), depth + 1, seen)
+            if f"{mod.name}.{head}" in self.modules:
+                continue
+            return "missing", fq, None
+        return "missing", fq, None
+
+    def _star_names(self, name: str, busy: frozenset[str] = frozenset()) -> dict[str, str]:
+        """{public name: where it comes from} for what `from X import *` brings into module `name`."""
+        hit = self._stars.get(name)
+        if hit is not None:
+            return hit
+        out: dict[str, str] = {}
+        mod = self.modules.get(name)
+        if mod is not None and name not in busy:
+            for star in mod.stars:
+                src = self.modules.get(star)
+                if src is None:
+                    continue
+                for n in (*src.classes, *src.funcs, *src.assigns):
+                    if not n.startswith("_"):
+                        out.setdefault(n, f"{star}.{n}")
+                for n, t in src.imports.items():
+                    if not n.startswith("_"):
+                        out.setdefault(n, t)
+                for n, t in self._star_names(star, busy | {name}).items():
+                    out.setdefault(n, t)
+        if not busy:
+            self._stars[name] = out
+        return out
+
+    def _in_class(self, cls_fq: str, mod: Module, node: ast.ClassDef, tail: list[str]) -> tuple[str, object, Module]:
+        if not tail:
+            return "class", cls_fq, mod
+        for item in node.body:
+            if isinstance(item, ast.ClassDef) and item.name == tail[0]:
+                return self._in_class(f"{cls_fq}.{item.name}", mod, item, tail[1:])
+            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == tail[0] and len(tail) == 1:
+                return "func", item, mod
+        return "value", cls_fq, mod
+
+    def class_node(self, fq: str) -> tuple[ast.ClassDef, Module] | None:
+        parts = fq.split(".")
+        for i in range(len(parts) - 1, 0, -1):
+            mod = self.modules.get(".".join(parts[:i]))
+            if mod is None:
+                continue
+            node: ast.ClassDef | None = mod.classes.get(parts[i])
+            for name in parts[i + 1:]:
+                node = next((x for x in (node.body if node else []) if isinstance(x, ast.ClassDef) and x.name == name),
+                            None)
+            return (node, mod) if node is not None else None
+        return None
+
+    def canonical(self, fq: str) -> str:
+        """The defining name of a class reached through re-exports."""
+        kind, node, _ = self.lookup(fq)
+        return node if kind == "class" and isinstance(node, str) else fq
+
+    def resolve_expr(self, e: ast.expr, mod: Module, local: frozenset[str]) -> str | None:
+        """Fully qualified name of a module-level Name / Attribute chain (None for local values)."""
+        attrs: list[str] = []
+        while isinstance(e, ast.Attribute):
+            attrs.append(e.attr)
+            e = e.value
+        if not isinstance(e, ast.Name) or e.id in local:
+            return None
+        n = e.id
+        if n in mod.imports:
+            base = mod.imports[n]
+        elif n in mod.classes or n in mod.funcs or n in mod.assigns:
+            base = f"{mod.name}.{n}"
+        elif mod.stars and n in self._star_names(mod.name):
+            base = self._star_names(mod.name)[n]
+        else:
+            base = f"builtins.{n}"
+        return ".".join([base, *reversed(attrs)])
+
+    # -- class hierarchy ---------------------------------------------------------------------------
+    def mro(self, fq: str) -> tuple[list[str], str | None]:
+        """Classes in lookup order (bases as written, C3-like left-to-right) and the first base that could not
+        be resolved to analyzed source or a known builtin base (None when all resolved)."""
+        hit = self._mro.get(fq)
+        if hit is not None:
+            return hit
+        self._mro[fq] = ([fq], None)  # cycle guard
+        found = self.class_node(fq)
+        if found is None:
+            res: tuple[list[str], str | None] = ([], None if _safe_base(fq) else fq)
+            self._mro[fq] = res
+            return res
+        node, mod = found
+        order = [fq]
+        unresolved: str | None = None
+        for b in node.bases:
+            if isinstance(b, ast.Subscript):  # Generic[T], Dict[str, Any]
+                b = b.value
+            if isinstance(b, ast.Call):  # namedtuple('X', ...) / NamedTuple('X', [...]): a tuple
+                made = self.resolve_expr(b.func, mod, frozenset())
+                if made in ("collections.namedtuple", "typing.NamedTuple"):
+                    continue
+                unresolved = unresolved or ast.unparse(b)[:80]
+                continue
+            base = self.resolve_expr(b, mod, frozenset())
+            if base is None:
+                unresolved = unresolved or ast.unparse(b)
+                continue
+            base = self.canonical(base)
+            sub, bad = self.mro(base)
+            for c in sub:
+                if c not in order:
+                    order.append(c)
+            unresolved = unresolved or bad
+        res = (order, unresolved)
+        self._mro[fq] = res
+        return res
+
+    def find(self, cls: str, name: str, after: str | None = None) -> tuple[str, ast.FunctionDef, Module] | str | None:
+        """(owner, method, module) of `name` in the MRO (after `after` for super()), the unresolved base's name
+        when lookup reaches it first, or None (object's default)."""
+        order, bad = self.mro(cls)
+        if after is not None and after in order:
+            order = order[order.index(after) + 1:]
+        for owner in order:
+            found = self.class_node(owner)
+            if found is None:
+                continue
+            node, mod = found
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name == name:
+                    return owner, item, mod  # type: ignore[return-value]
+                if isinstance(item, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in item.targets):
+                    return f"{owner}.{name} (assigned)"
+        return bad
+
+    # -- verdicts ----------------------------------------------------------------------------------
+    def hook(self, cls: str, name: str, label: str, depth: int = 0) -> Verdict:
+        f = self.find(cls, name)
+        if f is None:
+            return Verdict(SAFE)
+        if isinstance(f, str):
+            return Verdict(UNKNOWN, (label, f"{f} (base not analyzed)"))
+        owner, node, mod = f
+        trust = self.trusted.get(owner)
+        if trust == "call" or (trust == "construct" and name != "__init__"):
+            return Verdict(SAFE)
+        return self.function(node, mod, cls, owner, (f"{owner.rsplit('.', 1)[-1]}.{name}",), depth)
+
+    def construct(self, cls: str) -> Verdict:
+        """NEWOBJ then BUILD: __new__, then __setstate__ or a __dict__ update (plus __getattr__ looked up for
+        __setstate__, __setattr__ for slot state)."""
+        new = self.hook(cls, "__new__", "__new__")
+        if self.find(cls, "__setstate__") is not None:
+            # found by ordinary lookup: __getattr__ is never asked; its body's own assignments reach __setattr__
+            return worst([new, self.hook(cls, "__setstate__", "__setstate__")])
+        return worst([new, self.hook(cls, "__getattr__", "__getattr__"), self.hook(cls, "__setattr__", "__setattr__")])
+
+    def call_class(self, cls: str, depth: int = 0, trail: tuple[str, ...] = ()) -> Verdict:
+        """cls(*args): the metaclass' __call__, __new__, __init__, a dataclass' __post_init__."""
+        meta = self._metaclass(cls)
+        if meta is not None:
+            return Verdict(UNKNOWN, (*trail, f"{cls}(...)", f"metaclass {meta}"))
+        out = []
+        for name in ("__new__", "__init__", "__post_init__", "__setattr__"):
+            v = self.hook(cls, name, name, depth)
+            if v.level != SAFE:
+                out.append(Verdict(v.level, (*trail, *v.path)))
+        return worst(out)
+
+    def _metaclass(self, cls: str) -> str | None:
+        order, _ = self.mro(cls)
+        for c in order:
+            found = self.class_node(c)
+            if found is None:
+                continue
+            node, mod = found
+            for kw in node.keywords:
+                if kw.arg == "metaclass":
+                    meta = self.resolve_expr(kw.value, mod, frozenset())
+                    if meta is None:
+                        return ast.unparse(kw.value)
+                    meta = self.canonical(meta)
+                    if meta in SAFE_METACLASSES:
+                        continue
+                    f = self.find(meta, "__call__")
+                    if f is None:
+                        continue
+                    if isinstance(f, str) and f in SAFE_METACLASSES:
+                        continue
+                    return meta
+        return None
+
+    def function(self, node: ast.FunctionDef | ast.AsyncFunctionDef, mod: Module, cls: str | None,
+                 owner: str | None, trail: tuple[str, ...], depth: int = 0) -> Verdict:
+        key = (mod.name, node.lineno, node.col_offset, cls or "")
+        hit = self._memo.get(key)
+        if hit is not None:
+            return Verdict(hit.level, (*trail[:-1], *hit.path)) if hit.level != SAFE else hit
+        if key in self._busy:
+            return Verdict(SAFE)  # recursion: the cycle adds no sink of its own
+        if depth > MAX_DEPTH:
+            return Verdict(UNKNOWN, (*trail, f"call depth {MAX_DEPTH} exceeded"))
+        self._busy.add(key)
+        try:
+            v = self._body(node, mod, cls, owner, trail, depth)
+        finally:
+            self._busy.discard(key)
+        if not any("call depth" in p for p in v.path):
+            self._memo[key] = Verdict(v.level, (trail[-1], *v.path[len(trail):])) if v.level != SAFE else v
+        return v
+
+    def _body(self, node: ast.FunctionDef | ast.AsyncFunctionDef, mod: Module, cls: str | None,
+              owner: str | None, trail: tuple[str, ...], depth: int) -> Verdict:
+        args = node.args
+        params = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+        if args.vararg:
+            params.append(args.vararg.arg)
+        if args.kwarg:
+            params.append(args.kwarg.arg)
+        is_static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in node.decorator_list)
+        me = params[0] if params and cls and not is_static else None
+        nodes = list(ast.walk(node))  # one walk serves locals, imports and the calls below
+        imports = _local_imports(nodes, mod)
+        if imports:  # imports inside the function resolve like module-level ones
+            mod = Module(mod.name, mod.lib, mod.is_pkg, {**mod.imports, **imports}, mod.stars, mod.funcs,
+                         mod.classes, mod.assigns)
+        local = (frozenset(params) | _assigned(nodes, node)) - imports.keys()
+        out: list[Verdict] = []
+        for sub in nodes:
+            if isinstance(sub, ast.Call):
+                v = self._call(sub, mod, cls, owner, me, local, trail, depth)
+            elif isinstance(sub, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and cls and me:
+                targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+                v = Verdict(SAFE)
+                if any(isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == me
+                       for t in targets) and owner is not None and node.name != "__setattr__":
+                    v = self.hook(cls, "__setattr__", "__setattr__", depth + 1)
+                    if v.level != SAFE:
+                        v = Verdict(v.level, (*trail, *v.path))
+            else:
+                continue
+            if v.level == SINK:
+                return v
+            out.append(v)
+        return worst(out)
+
+    def _call(self, c: ast.Call, mod: Module, cls: str | None, owner: str | None, me: str | None,
+              local: frozenset[str], trail: tuple[str, ...], depth: int) -> Verdict:
+        f = c.func
+        # super().m(...)
+        if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Call) and isinstance(f.value.func, ast.Name)
+                and f.value.func.id == "super" and cls):
+            m = self.find(cls, f.attr, after=owner)
+            return self._method(m, f.attr, cls, trail, depth)
+        # self.m(...) / cls.m(...) / type(self).m(...)
+        if isinstance(f, ast.Attribute) and cls and isinstance(f.value, ast.Name) and f.value.id == me:
+            m = self.find(cls, f.attr)
+            if m is None:
+                return Verdict(UNKNOWN, (*trail, f"self.{f.attr}() (a value held by the instance)"))
+            return self._method(m, f.attr, cls, trail, depth)
+        if isinstance(f, ast.Name) and f.id == me and cls:  # cls(...) in a classmethod
+            return self.call_class(cls, depth + 1, trail)
+        if isinstance(f, ast.Name) and f.id in ("getattr", "setattr") and f.id not in local and f.id not in mod.funcs:
+            if len(c.args) >= 2 and not (isinstance(c.args[1], ast.Constant) and isinstance(c.args[1].value, str)):
+                if f.id == "getattr":
+                    return Verdict(SINK, (*trail, "getattr with a computed name"))
+            return Verdict(SAFE)
+        fq = self.resolve_expr(f, mod, local)
+        if fq is None:
+            if isinstance(f, ast.Attribute):
+                return _value_method(f.attr, trail)
+            return Verdict(UNKNOWN, (*trail, f"calls a value ({ast.unparse(f)[:60]})"))
+        return self.call_name(fq, trail, depth)
+
+    def _method(self, m: object, name: str, cls: str, trail: tuple[str, ...], depth: int) -> Verdict:
+        if m is None:
+            return Verdict(SAFE)
+        if isinstance(m, str):
+            if _safe_base(m) or m.startswith("builtins."):
+                return Verdict(SAFE)
+            return Verdict(UNKNOWN, (*trail, f"{m}.{name} (base not analyzed)"))
+        owner, node, mod = m  # type: ignore[misc]
+        if self.trusted.get(owner) == "call" or (self.trusted.get(owner) == "construct" and name != "__init__"):
+            return Verdict(SAFE)
+        return self.function(node, mod, cls, owner, (*trail, f"{owner.rsplit('.', 1)[-1]}.{name}"), depth + 1)
+
+    def call_name(self, fq: str, trail: tuple[str, ...], depth: int) -> Verdict:
+        what = _sink(fq)
+        if what is not None:
+            return Verdict(SINK, (*trail, f"{fq} ({what})"))
+        kind, node, mod = self.lookup(fq)
+        if kind == "func" and mod is not None:
+            owner = None
+            return self.function(node, mod, None, owner, (*trail, fq), depth + 1)  # type: ignore[arg-type]
+        if kind == "class":
+            name = str(node)
+            what = _sink(name)
+            if what is not None:
+                return Verdict(SINK, (*trail, f"{name} ({what})"))
+            trust = self.trusted.get(name)
+            if trust == "call":
+                return Verdict(SAFE)
+            return self.call_class(name, depth + 1, (*trail, f"{name.rsplit('.', 1)[-1]}()"))
+        if kind == "missing" and fq.startswith("builtins."):
+            short = fq[len("builtins."):]
+            return Verdict(SAFE) if short in SAFE_BUILTIN_CALLS or "." in short else \
+                Verdict(UNKNOWN, (*trail, fq))
+        if kind == "value" and mod is not None and fq.startswith(mod.name + "."):
+            return _value_method(fq.rsplit(".", 1)[-1], trail)  # a method of a module-level value (logger.info)
+        if kind in ("missing", "value", "module") and _trusted_external(fq):
+            return Verdict(SAFE)
+        return Verdict(UNKNOWN, (*trail, f"{fq} (not in the analyzed source)"))
+
+    def judge_function(self, fq: str) -> Verdict:
+        kind, node, mod = self.lookup(fq)
+        if kind != "func" or mod is None:
+            return Verdict(UNKNOWN, (fq,))
+        return self.function(node, mod, None, None, (fq.rsplit(".", 1)[-1],))  # type: ignore[arg-type]
+
+
+def _value_method(name: str, trail: tuple[str, ...]) -> Verdict:
+    """A method called on a value of unknown type, judged by its name: data methods (update, copy, get,
+    reshape ...) are safe; loader-like names are sinks or undecidable."""
+    if name in SINK_METHODS:
+        return Verdict(SINK, (*trail, f".{name}() on a value"))
+    low = name.lower()
+    if any(w in low for w in ("load", "open", "read", "exec", "spawn", "download", "fetch", "import", "unpickl")):
+        return Verdict(UNKNOWN, (*trail, f".{name}() on a value of unknown type"))
+    return Verdict(SAFE)
+
+
+def _assigned(nodes: list[ast.AST], node: ast.AST) -> frozenset[str]:
+    """Names bound inside a function (locals): calls through them are calls of values."""
+    out: set[str] = set()
+    for sub in nodes:
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+            out.add(sub.id)
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and sub is not node:
+            out.add(sub.name)
+        elif isinstance(sub, ast.arg):
+            out.add(sub.arg)
+        elif isinstance(sub, ast.alias):
+            out.add((sub.asname or sub.name).split(".")[0])
+        elif isinstance(sub, ast.ExceptHandler) and sub.name:
+            out.add(sub.name)
+    return frozenset(out)
+
+
+def _local_imports(nodes: list[ast.AST], mod: Module) -> dict[str, str]:
+    out: dict[str, str] = {}
+    package = mod.name if mod.is_pkg else mod.name.rpartition(".")[0]
+    for sub in nodes:
+        if isinstance(sub, ast.Import):
+            for a in sub.names:
+                out[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(sub, ast.ImportFrom):
+            base = _absolute(package, sub.module, sub.level)
+            if base is not None:
+                for a in sub.names:
+                    if a.name != "*":
+                        out[a.asname or a.name] = f"{base}.{a.name}"
+    return out
