@@ -75,7 +75,7 @@ def scan(
         "scanned from their headers and pickle members only.")] = False,
 ) -> None:
     """Scan model files; exit 0 clean, 1 findings at or above --fail-on, 2 the scan could not be done."""
-    from scanner.batch import JsonlWriter, Progress, open_cache, scan_batch
+    from scanner.batch import open_cache
     from scanner.rules import load_ruleset
 
     policy = policy_for(config, fail_on, paths)
@@ -84,41 +84,10 @@ def scan(
         cache_spec = open_cache(cache, ruleset, policy) if cache is not None else None
     except (OSError, ValueError) as e:
         raise fail(f"cannot use cache {cache}: {e}") from None
-    progress = Progress()
-    if fmt is OutputFormat.jsonl:  # streamed: every file is written (and flushed) as soon as it is scanned
-        try:
-            out = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as e:
-            raise fail(f"cannot write {output}: {e.strerror or e}") from None
-        writer = JsonlWriter(out)
-        try:
-            report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, on_file=writer.file, digest=digest,
-                                progress=progress)
-            writer.summary(report)
-        finally:
-            if out is not sys.stdout:
-                out.close()
-        raise typer.Exit(report.exit_code())
-    report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress, digest=digest)
-    if fmt is OutputFormat.json:
-        from scanner.output.json import render as render_json
+    from scanner.fastscan import execute
 
-        text = render_json(report)
-    elif fmt is OutputFormat.sarif:
-        from scanner.output.sarif import render as render_sarif
-
-        text = render_sarif(report)
-    elif fmt is OutputFormat.lines:
-        from scanner.output.lines import render as render_lines
-
-        text = render_lines(report, show_info=show_info)
-    else:
-        from scanner.output.text import render as render_text
-
-        color = output is None and sys.stdout.isatty()
-        text = render_text(report, color=color, show_info=show_info)
-    write_output(text, output)
-    raise typer.Exit(report.exit_code())
+    raise typer.Exit(execute(paths, policy, ruleset, cache_spec, fmt=fmt.value, output=output, jobs=jobs,
+                             digest=digest, show_info=show_info))
 
 
 @app.command()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 _VALUE = {"--format": "fmt", "-f": "fmt", "--output": "output", "-o": "output", "--fail-on": "fail_on",
           "--config": "config", "--jobs": "jobs", "-j": "jobs", "--cache": "cache"}
@@ -64,7 +65,7 @@ def run(opts: dict[str, object]) -> int | None:
         return None
     if any(not p.exists() and not p.is_symlink() for p in paths):
         return None
-    from scanner.batch import JsonlWriter, Progress, open_cache, scan_batch
+    from scanner.batch import open_cache
     from scanner.rules import load_ruleset
 
     ruleset = load_ruleset()
@@ -74,28 +75,33 @@ def run(opts: dict[str, object]) -> int | None:
             cache_spec = open_cache(Path(str(opts["cache"])), ruleset, policy)
         except (OSError, ValueError):
             return None
-    fmt = str(opts.get("fmt", "text"))
-    output = Path(str(opts["output"])) if "output" in opts else None
-    jobs = opts.get("jobs")
-    digest = bool(opts.get("digest", False))
+    return execute(paths, policy, ruleset, cache_spec, fmt=str(opts.get("fmt", "text")),
+                   output=Path(str(opts["output"])) if "output" in opts else None, jobs=opts.get("jobs"),  # type: ignore[arg-type]
+                   digest=bool(opts.get("digest", False)), show_info=bool(opts.get("show_info", False)))
+
+
+def execute(paths: list[Path], policy: Any, ruleset: Any, cache_spec: Any, *, fmt: str, output: Path | None,
+            jobs: int | None, digest: bool, show_info: bool) -> int:
+    """Scan and write the report in `fmt`; the exit code (2 after a one-line error). Shared by this entry
+    point and `scanner.cli.scan`, so both print the same bytes."""
+    from scanner.batch import JsonlWriter, Progress, scan_batch
+
     progress = Progress()
-    if fmt == "jsonl":
+    if fmt == "jsonl":  # streamed: every file is written (and flushed) as soon as it is scanned
         try:
             out = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
         except OSError as e:
             return _fail(f"cannot write {output}: {e.strerror or e}")
         writer = JsonlWriter(out)
         try:
-            report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, on_file=writer.file,  # type: ignore[arg-type]
+            report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, on_file=writer.file,
                                 digest=digest, progress=progress)
             writer.summary(report)
         finally:
             if out is not sys.stdout:
                 out.close()
         return report.exit_code()
-    report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress,  # type: ignore[arg-type]
-                        digest=digest)
-    show_info = bool(opts.get("show_info", False))
+    report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress, digest=digest)
     if fmt == "json":
         from scanner.output.json import render as render_json
 
@@ -123,7 +129,9 @@ def run(opts: dict[str, object]) -> int | None:
 
 
 def _fail(message: str) -> int:
-    sys.stderr.write(f"modelseal: error: {message}\n")
+    from scanner.output.escape import escape
+
+    sys.stderr.write(f"modelseal: error: {escape(message)}\n")
     return 2
 
 
