@@ -15,6 +15,7 @@ every era) merge to the worst verdict per name.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import re
@@ -121,6 +122,28 @@ def judge_library(an: Analyzer, sources: ModuleSource, modules: list[str]) -> di
                 c = k = Verdict("u", ("analysis too deep",))
             why = c.reason() if c.level != SAFE else k.reason()
             out[fq] = ("C" + c.level + k.level, why, "")
+        lib = mod.lib
+        aliases = [(a, an.resolve_expr(v, mod, frozenset())) for a, v in mod.assigns.items()
+                   if a not in mod.classes and isinstance(v, (ast.Name, ast.Attribute))]
+        # re-exports kept for old pickles (gensim's `from gensim.models.keyedvectors import Vocab  # noqa` in
+        # word2vec): names imported from the same distribution
+        aliases += [(a, t) for a, t in mod.imports.items()
+                    if a not in mod.classes and "." in t and (sources.get(t.rpartition(".")[0]) or mod).lib == lib
+                    and t.rpartition(".")[0] in sources]
+        for alias, target in aliases:
+            # `Vocab = CompatVocab`: old pickles name the alias, find_class resolves it to the class
+            if target is None:
+                continue
+            target = an.canonical(target)
+            if an.class_node(target) is None:
+                continue
+            try:
+                c = an.construct(target)
+                k = worst([c, an.call_class(target)])
+            except RecursionError:
+                c = k = Verdict("u", ("analysis too deep",))
+            why = c.reason() if c.level != SAFE else k.reason()
+            out[f"{name}.{alias}"] = ("C" + c.level + k.level, f"alias of {target}: {why}" if why else "", "")
         for fname in list(mod.funcs):
             fq = f"{name}.{fname}"
             try:
