@@ -88,7 +88,7 @@ class Oracle:
         self.python = oracle_python(python)
         self.timeout = timeout
         self.batch = batch
-        self.allowed = allowed
+        self.allowed = Path(allowed).resolve() if allowed else None
         self.root = Path(tempfile.mkdtemp(prefix="oracle-", dir=workdir))
         self.inputs = self.root / "in"
         self.home = self.root / "home"
@@ -115,7 +115,7 @@ class Oracle:
             if self.allowed:
                 cmd += ["--allowed", str(self.allowed)]
             procs[s] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, cwd=self.cwd, env=self._env())
+                                        stderr=(self.root / f"worker-{s}.log").open("wb"), cwd=self.cwd, env=self._env())
         for s, p in procs.items():
             line = p.stdout.readline() if p.stdout else b""
             if not line:
@@ -137,7 +137,11 @@ class Oracle:
         return [n for s in SETS for n in self.loaders.get(s, [])]
 
     def run(self, inputs: list[Input], *, calibrate: bool = False, loaders: list[str] | None = None) -> list[Outcome]:
-        outcomes = {i.id: Outcome(i) for i in inputs}
+        return self.collect(self.submit(inputs, calibrate=calibrate, loaders=loaders))
+
+    def submit(self, inputs: list[Input], *, calibrate: bool = False,
+               loaders: list[str] | None = None) -> tuple[list[Input], list[str]]:
+        """Write the inputs and send them to the workers; `collect` waits for the answers."""
         per_set: dict[str, list[dict]] = {}
         avail = set(self.available)
         for inp in inputs:
@@ -145,21 +149,25 @@ class Oracle:
             path.write_bytes(inp.data)
             names = [n for n in (loaders or route(inp.data, inp.ext)) if n in avail]
             for n in names:
-                per_set.setdefault(SET_OF[n], [])
-                items = per_set[SET_OF[n]]
+                items = per_set.setdefault(SET_OF[n], [])
                 if items and items[-1]["id"] == inp.id:
                     items[-1]["loaders"].append(n)
                 else:
                     items.append({"id": inp.id, "path": str(path), "loaders": [n]})
+        sent = []
+        for s, items in per_set.items():
+            p = self.workers[s]
+            for k in range(0, len(items), self.batch):
+                req = {"batch": items[k:k + self.batch], "calibrate": calibrate}
+                p.stdin.write((json.dumps(req) + "\n").encode())
+                sent.append(s)
+            p.stdin.flush()
+        return inputs, sent
+
+    def collect(self, handle: tuple[list[Input], list[str]]) -> list[Outcome]:
+        inputs, sent = handle
+        outcomes = {i.id: Outcome(i) for i in inputs}
         try:
-            sent = []
-            for s, items in per_set.items():
-                p = self.workers[s]
-                for k in range(0, len(items), self.batch):
-                    req = {"batch": items[k:k + self.batch], "calibrate": calibrate}
-                    p.stdin.write((json.dumps(req) + "\n").encode())
-                    sent.append(s)
-                p.stdin.flush()
             for s in sent:
                 line = self.workers[s].stdout.readline()
                 if not line:

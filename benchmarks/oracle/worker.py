@@ -62,7 +62,7 @@ HARD = {
     "shutil.copystat": "write", "shutil.copytree": "write", "shutil.move": "write", "shutil.rmtree": "write",
     "shutil.chown": "write", "shutil.make_archive": "write", "shutil.unpack_archive": "write",
     "sqlite3.connect": "write", "tempfile.mkstemp": "write", "tempfile.mkdtemp": "write",
-    "os.putenv": "env", "os.unsetenv": "env", "os.chdir": "env",
+    "os.chdir": "env",
     "sys.addaudithook": "tamper", "sys.settrace": "tamper", "sys.setprofile": "tamper",
     "sys.remote_exec": "tamper", "cpython.run_command": "exec", "cpython.run_file": "exec",
     "cpython.run_module": "exec", "cpython.run_startup": "exec", "cpython.run_interactivehook": "exec",
@@ -73,8 +73,8 @@ HARD = {
     "ctypes.PyObj_FromPtr": "native", "_posixsubprocess.fork_exec": "exec",
 }
 # events that honest loads may cause; allowed only where the calibration saw the same key
-SOFT = {"import", "exec", "compile", "open", "marshal.loads", "marshal.load", "object.__getattr__",
-        "object.__setattr__", "object.__delattr__", "os.listdir", "os.scandir", "glob.glob", "os.walk",
+# (object.__setattr__ is left out: every class body of a lazily imported module raises it)
+SOFT = {"os.putenv", "os.unsetenv", "import", "exec", "compile", "open", "marshal.loads", "marshal.load", "object.__getattr__", "os.listdir", "os.scandir", "glob.glob", "os.walk",
         "os.fwalk", "mmap.__new__", "ctypes.cdata", "ctypes.addressof", "sys._current_frames",
         "sys._getframemodulename"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -271,6 +271,7 @@ LOADERS = {
 class Auditor:
     def __init__(self, sandbox: str, allowed: dict[str, set[str]], calibrate: bool, out_fd: int) -> None:
         self.sandbox = os.path.realpath(sandbox)
+        self.tmp = os.path.join(self.sandbox, "tmp")
         self.allowed = allowed
         self.calibrate = calibrate
         self.out_fd = out_fd
@@ -282,6 +283,10 @@ class Auditor:
         prefixes |= {os.path.realpath(p) for p in prefixes}
         self.py_prefixes = tuple(p.rstrip("/") + "/" for p in prefixes)
         self.allowed_modules = set(sys.modules)
+        # third-party packages honest loads import (sklearn, xgboost...): any of their submodules is library
+        # code; stdlib modules stay allowed one by one
+        self.allowed_packages = {m.split(".")[0] for m in allowed.get("import", ())
+                                 if m.split(".")[0] not in sys.stdlib_module_names}
 
     def emit(self, obj: dict) -> None:
         data = (json.dumps(obj) + "\n").encode()
@@ -311,6 +316,11 @@ class Auditor:
         f = sys._getframe(3)
         return f"{os.path.basename(f.f_code.co_filename)}:{f.f_code.co_name}"
 
+    def _in_tmp(self, args: tuple) -> bool:
+        """Every path argument lies in the sandbox's TMPDIR (where honest loaders unpack)."""
+        paths = [os.path.realpath(os.fsdecode(a)) for a in args if isinstance(a, (str, bytes))]
+        return bool(paths) and all(p.startswith(self.tmp + "/") for p in paths)
+
     def _inside(self, path: str) -> bool:
         return path == self.sandbox or path.startswith(self.sandbox + "/")
 
@@ -322,12 +332,15 @@ class Auditor:
             return None
         if event in HARD:
             detail = args[0] if args else ""
+            if HARD[event] == "write" and self._in_tmp(args):
+                return "write", f"{event}@{self._caller()}", False  # e.g. torch's legacy tar extraction
             return HARD[event], f"{str(detail)[:200]}", True
         if event not in SOFT:
             return None
         if event == "import":
             name = str(args[0])
-            if name in self.allowed_modules or name.split(".")[0] in LOADER_PACKAGES:
+            top = name.split(".")[0]
+            if name in self.allowed_modules or top in LOADER_PACKAGES or top in self.allowed_packages:
                 return None
             return "import", name, False
         if event == "open":
@@ -339,6 +352,8 @@ class Auditor:
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or \
                 (isinstance(flags, int) and bool(flags & WRITE_FLAGS))
             if writing:
+                if self._in_tmp((full,)):
+                    return "write", f"open@{self._caller()}", False
                 return "write", full, True
             if self._inside(full) or full.startswith(self.py_prefixes) or full == "/dev/null":
                 return None
@@ -349,7 +364,9 @@ class Auditor:
             if caller.startswith("<frozen importlib"):
                 return None  # the import machinery running a module the "import" event already judged
             return ("code" if event in ("exec", "compile") else "native"), caller, False
-        if event in ("object.__getattr__", "object.__setattr__", "object.__delattr__"):
+        if event in ("os.putenv", "os.unsetenv"):
+            return "env", repr(args[0])[:200], False
+        if event == "object.__getattr__":
             obj = args[0]
             owner = obj.__name__ if isinstance(obj, type) else type(obj).__name__
             return "introspect", f"{owner}.{args[1]}", False
@@ -376,16 +393,19 @@ class Auditor:
 # --------------------------------------------------------------------------------------------------------
 
 def _limits(timeout: float, mem_mb: int, nproc: int) -> None:
+    """Soft limits only (a lowered hard limit could not be raised again for the next input)."""
+    def soft(which: int, value: int) -> None:
+        hard = resource.getrlimit(which)[1]
+        resource.setrlimit(which, (value if hard == resource.RLIM_INFINITY else min(value, hard), hard))
+
     used = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = int(used.ru_utime + used.ru_stime + timeout) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    soft(resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime + timeout) + 1)
     with open("/proc/self/statm") as fh:
         vsize = int(fh.read().split()[0]) * resource.getpagesize()
-    cap = vsize + mem_mb * (1 << 20)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    soft(resource.RLIMIT_AS, vsize + mem_mb * (1 << 20))
+    soft(resource.RLIMIT_FSIZE, 1 << 20)
+    soft(resource.RLIMIT_NPROC, nproc)
+    soft(resource.RLIMIT_CORE, 0)
 
 
 def _child(batch: list[dict], auditor: Auditor, args) -> None:
@@ -439,8 +459,12 @@ def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
                 os.chdir(args.cwd)
                 auditor = Auditor(out_fd=w, **auditor_args)
                 _child(pending, auditor, args)
-            except BaseException:  # noqa: BLE001
-                pass
+            except BaseException:  # noqa: BLE001 - reported as a crash of the input in progress
+                try:
+                    sys.stderr.write(traceback.format_exc())
+                    sys.stderr.flush()
+                except BaseException:  # noqa: BLE001
+                    pass
             finally:
                 os._exit(0)
         os.close(w)
@@ -508,8 +532,8 @@ def main() -> None:
     sys.dont_write_bytecode = True
     available = _pre_import(list(LOADER_SETS[args.set]))
     allowed: dict[str, set[str]] = {}
-    if args.allowed and os.path.exists(args.allowed):
-        with open(args.allowed) as fh:
+    if args.allowed:
+        with open(args.allowed) as fh:  # a missing calibration is an error, not an empty allow list
             doc = json.load(fh)
         allowed = {k: set(v) for k, v in doc.get("allowed", doc).items()}
     out = sys.stdout
