@@ -40,7 +40,7 @@ def ensure_calibration(python: str, out: Path, *, force: bool = False) -> Path:
     if not force and calibrate.CALIBRATION.exists():
         return calibrate.CALIBRATION
     fresh = out / "calibration.json"
-    calibrate.save(calibrate.calibrate(python, progress=True), fresh)
+    calibrate.save(calibrate.calibrate(python, progress=True, base=calibrate.CALIBRATION), fresh)
     return fresh
 
 

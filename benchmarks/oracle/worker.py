@@ -66,15 +66,14 @@ HARD = {
     "sys.addaudithook": "tamper", "sys.settrace": "tamper", "sys.setprofile": "tamper",
     "sys.remote_exec": "tamper", "cpython.run_command": "exec", "cpython.run_file": "exec",
     "cpython.run_module": "exec", "cpython.run_startup": "exec", "cpython.run_interactivehook": "exec",
-    "builtins.input": "tamper", "builtins.breakpoint": "tamper", "code.__new__": "code",
-    "function.__new__": "code", "gc.get_referrers": "introspect", "gc.get_referents": "introspect",
+    "builtins.input": "tamper", "builtins.breakpoint": "tamper", "gc.get_referrers": "introspect", "gc.get_referents": "introspect",
     "gc.get_objects": "introspect", "ctypes.dlopen": "native", "ctypes.dlsym": "native",
     "ctypes.call_function": "native", "ctypes.string_at": "native", "ctypes.wstring_at": "native",
     "ctypes.PyObj_FromPtr": "native", "_posixsubprocess.fork_exec": "exec",
 }
 # events that honest loads may cause; allowed only where the calibration saw the same key
 # (object.__setattr__ is left out: every class body of a lazily imported module raises it)
-SOFT = {"os.putenv", "os.unsetenv", "import", "exec", "compile", "open", "marshal.loads", "marshal.load", "object.__getattr__", "os.listdir", "os.scandir", "glob.glob", "os.walk",
+SOFT = {"code.__new__", "function.__new__", "os.putenv", "os.unsetenv", "import", "exec", "compile", "open", "marshal.loads", "marshal.load", "object.__getattr__", "os.listdir", "os.scandir", "glob.glob", "os.walk",
         "os.fwalk", "mmap.__new__", "ctypes.cdata", "ctypes.addressof", "sys._current_frames",
         "sys._getframemodulename"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -104,6 +103,14 @@ def _pre_import(loaders: list[str]) -> list[str]:
             pass
         import torch._weights_only_unpickler  # noqa: F401
         import torch.jit  # noqa: F401
+    import encodings
+    import pkgutil
+    for m in pkgutil.iter_modules(encodings.__path__):  # codecs pickles and templates may name lazily
+        if m.name not in ("mbcs", "oem", "cp65001"):
+            try:
+                importlib.import_module(f"encodings.{m.name}")
+            except Exception:  # noqa: BLE001
+                pass
     if "numpy" in available or "joblib" in available:
         import numpy.lib.format  # noqa: F401
     if "joblib" in available:
@@ -117,6 +124,21 @@ def _pre_import(loaders: list[str]) -> list[str]:
         import jinja2.ext  # noqa: F401
         import jinja2.sandbox  # noqa: F401
     return available
+
+
+def _preload(modules) -> None:
+    """Import what honest loads import lazily (sklearn, xgboost...) before any fork: children then pay no
+    import time, and the libraries' own dlopen/putenv at import happen before the hook is installed."""
+    import importlib
+    import warnings
+    warnings.simplefilter("ignore")
+    for name in sorted(modules):
+        if name.split(".")[0] in ("winreg", "_winapi", "this", "antigravity") or "__main__" in name:
+            continue
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - optional parts of packages may not import here
+            pass
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -305,7 +327,7 @@ class Auditor:
         if verdict is None:
             return
         kind, key, hard = verdict
-        if not hard and key in self.allowed.get(event, ()):
+        if not hard and not self.calibrate and key in self.allowed.get(event, ()):
             return
         self.tainted = True
         self.emit({"event": {"loader": self.loader, "kind": kind, "name": event, "key": key, "hard": hard}})
@@ -358,12 +380,12 @@ class Auditor:
             if self._inside(full) or full.startswith(self.py_prefixes) or full == "/dev/null":
                 return None
             return "read", full, False
-        if event in ("exec", "compile", "marshal.loads", "marshal.load", "ctypes.cdata", "ctypes.addressof",
+        if event in ("code.__new__", "function.__new__", "exec", "compile", "marshal.loads", "marshal.load", "ctypes.cdata", "ctypes.addressof",
                      "sys._current_frames"):
             caller = self._caller()
             if caller.startswith("<frozen importlib"):
                 return None  # the import machinery running a module the "import" event already judged
-            return ("code" if event in ("exec", "compile") else "native"), caller, False
+            return ("native" if event.startswith(("marshal", "ctypes", "sys")) else "code"), caller, False
         if event in ("os.putenv", "os.unsetenv"):
             return "env", repr(args[0])[:200], False
         if event == "object.__getattr__":
@@ -536,6 +558,8 @@ def main() -> None:
         with open(args.allowed) as fh:  # a missing calibration is an error, not an empty allow list
             doc = json.load(fh)
         allowed = {k: set(v) for k, v in doc.get("allowed", doc).items()}
+    if args.set in ("py", "torch"):
+        _preload(allowed.get("import", ()))
     out = sys.stdout
     versions = {}
     for name in available:
