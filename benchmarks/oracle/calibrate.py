@@ -1,9 +1,10 @@
 """Calibration: which soft events (lazy imports, reads, code generation) honest loads cause.
 
-Only soft events are learned (see worker.SOFT); running a command, a socket, any write stay dangerous
-whatever honest loads do. The calibration set is every other benign manifest fixture (even positions);
-the odd ones are held out, so the test slice can check that honest files it never learned from load
-without a dangerous event.
+Only soft events are learned (see worker.SOFT); running a command, a socket, any write outside the
+sandbox's TMPDIR stay dangerous whatever honest loads do. The calibration set is every benign manifest
+fixture;
+honest files the test slice generates with the real libraries (tests/differential) are held out, so it
+checks that honest files the calibration never saw load without a dangerous event.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ CALIBRATION = Path(__file__).resolve().parent / "calibration.json"
 
 
 def calibration_set() -> list[Path]:
-    return benign_fixtures()[0::2]
-
-
-def held_out_set() -> list[Path]:
-    return benign_fixtures()[1::2]
+    return benign_fixtures()
 
 
 def calibrate(python: str | None, files: list[Path] | None = None, *, chunk: int = 16,

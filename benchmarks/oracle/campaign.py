@@ -214,7 +214,7 @@ def minimize_input(job: Job, inp: Input, loader: str, kind: str, seconds: float)
 
 def run_job(python: str | None, seed: int, job: int, jobs: int, seconds: float, out: Path, *,
             allowed: Path | None, batch: int = 16, max_inputs: int | None = None, minimize: bool = True,
-            timeout: float = 10.0, progress: bool = False) -> dict:
+            timeout: float = 3.0, progress: bool = False) -> dict:
     started = time.monotonic()
     deadline = started + seconds
     with Oracle(python, batch=batch, allowed=allowed, timeout=timeout) as oracle:

@@ -83,7 +83,7 @@ def route(data: bytes, ext: str) -> list[str]:
 
 
 class Oracle:
-    def __init__(self, python: str | None = None, *, timeout: float = 10.0, batch: int = 16,
+    def __init__(self, python: str | None = None, *, timeout: float = 3.0, batch: int = 16,
                  allowed: Path | None = None, sets: tuple[str, ...] = SETS, workdir: Path | None = None) -> None:
         self.python = oracle_python(python)
         self.timeout = timeout
@@ -105,7 +105,8 @@ class Oracle:
         return {**keep, "HOME": str(self.home), "TMPDIR": str(self.root / "tmp"), "KERAS_BACKEND": "torch",
                 "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1",
                 "TF_CPP_MIN_LOG_LEVEL": "3", "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0",
-                "XDG_CACHE_HOME": str(self.home / ".cache")}
+                "XDG_CACHE_HOME": str(self.home / ".cache"),
+                **({"MODELSEAL_ORACLE_DEBUG": "1"} if os.environ.get("MODELSEAL_ORACLE_DEBUG") else {})}
 
     def _start(self, sets: tuple[str, ...]) -> None:
         procs = {}
@@ -195,7 +196,8 @@ class Oracle:
                 p.kill()
                 p.wait()
         self.workers.clear()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if not os.environ.get("MODELSEAL_ORACLE_DEBUG"):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Oracle:
         return self

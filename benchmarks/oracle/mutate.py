@@ -393,7 +393,10 @@ def mutate(data: bytes, rng: random.Random, rounds: int = 1) -> tuple[bytes, str
     for _ in range(rounds):
         for _try in range(8):
             name = rng.choice(names)
-            got = MUTATORS[name](data, rng)
+            try:
+                got = MUTATORS[name](data, rng)
+            except Exception:  # noqa: BLE001 - a structure the mutator cannot rewrite (encrypted zip...)
+                got = None
             if got is not None:
                 data, step = got
                 recipe.append(step)

@@ -348,9 +348,14 @@ class Auditor:
 
     def judge(self, event: str, args: tuple) -> tuple[str, str, bool] | None:
         if event == "pickle.find_class":
-            mod = str(args[0])
+            # a global that is not a class may have side effects a later input in this child would see
+            mod, name = str(args[0]), str(args[1])
             if mod.split(".")[0] not in NOTE_GLOBALS_SAFE:
-                self.tainted = True  # a later input in this child might see its side effects
+                obj = sys.modules.get(mod)
+                for part in name.split("."):
+                    obj = getattr(obj, part, None)
+                if not isinstance(obj, type):
+                    self.tainted = True
             return None
         if event in HARD:
             detail = args[0] if args else ""
@@ -444,6 +449,7 @@ def _child(batch: list[dict], auditor: Auditor, args) -> None:
             _limits(args.timeout, args.mem_mb, args.nproc)
             auditor.active = True
             status, error = "ok", ""
+            t_load = time.monotonic()
             try:
                 LOADERS[name](path)
             except Blocked as e:
@@ -452,7 +458,7 @@ def _child(batch: list[dict], auditor: Auditor, args) -> None:
                 status, error = "error", f"{type(e).__name__}: {str(e)[:300]}"
             finally:
                 auditor.active = False
-            results[name] = {"status": status, "error": error}
+            results[name] = {"status": status, "error": error, "s": round(time.monotonic() - t_load, 3)}
         auditor.emit({"done": item["id"], "results": results, "tainted": auditor.tainted})
         if auditor.tainted:
             break
@@ -469,11 +475,15 @@ def _keras_name(path: str) -> str:
     return target
 
 
+FORKS = [0]
+
+
 def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
     pending = list(batch)
     out: dict[str, dict] = {}
     while pending:
         r, w = os.pipe()
+        FORKS[0] += 1
         pid = os.fork()
         if pid == 0:  # child
             os.close(r)
@@ -494,7 +504,7 @@ def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
         current = None
         done_ids: set[str] = set()
         buf = b""
-        deadline = time.monotonic() + args.timeout * max(1, len(pending[0]["loaders"])) + 5
+        deadline = time.monotonic() + args.timeout * max(1, len(pending[0]["loaders"])) + 2
         eof = killed = False
         while not eof:
             left = deadline - time.monotonic()
@@ -517,7 +527,7 @@ def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
                     current = msg["start"]
                     events[current] = []
                     item = next(i for i in pending if i["id"] == current)
-                    deadline = time.monotonic() + args.timeout * max(1, len(item["loaders"])) + 5
+                    deadline = time.monotonic() + args.timeout * max(1, len(item["loaders"])) + 2
                 elif "event" in msg and current is not None:
                     events[current].append(msg["event"])
                 elif "done" in msg:
@@ -547,7 +557,7 @@ def main() -> None:
     ap.add_argument("--sandbox", required=True, help="the temp dir holding inputs (reads allowed inside)")
     ap.add_argument("--cwd", required=True)
     ap.add_argument("--allowed", help="calibration JSON: {event: [keys]}")
-    ap.add_argument("--timeout", type=float, default=10.0)
+    ap.add_argument("--timeout", type=float, default=3.0)
     ap.add_argument("--mem-mb", type=int, default=3072)
     ap.add_argument("--nproc", type=int, default=4096)
     args = ap.parse_args()
@@ -572,7 +582,12 @@ def main() -> None:
         req = json.loads(line)
         aargs = {"sandbox": args.sandbox, "allowed": allowed, "calibrate": bool(req.get("calibrate"))}
         batch = [dict(i, loaders=[n for n in i["loaders"] if n in available]) for i in req["batch"]]
-        out.write(json.dumps({"results": run_batch(batch, aargs, args)}) + "\n")
+        t0 = time.monotonic()
+        results = run_batch(batch, aargs, args)
+        if os.environ.get("MODELSEAL_ORACLE_DEBUG"):
+            sys.stderr.write(f"batch {len(batch)} in {time.monotonic() - t0:.2f}s, forks {FORKS[0]}\n")
+            sys.stderr.flush()
+        out.write(json.dumps({"results": results}) + "\n")
         out.flush()
 
 
