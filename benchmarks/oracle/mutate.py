@@ -318,14 +318,14 @@ def _npy_header(data, rng):
                         "[('a', '|O', (1,))]", "{'names': ['a'], 'formats': ['O']}", "|V8", "<f4", "|u1"])
     op = rng.choice(["descr", "descr+payload", "fortran", "version", "shape"])
     if op in ("descr", "descr+payload"):
-        header = re.sub(r"'descr':\s*(\"[^\"]*\"|'[^']*'|\[.*?\]\)?\]|\{.*?\})", f"'descr': {descr}", header, 1)
+        header = re.sub(r"'descr':\s*(\"[^\"]*\"|'[^']*'|\[.*?\]\)?\]|\{.*?\})", f"'descr': {descr}", header, count=1)
         if op == "descr+payload":
             body = payloads._frame(_gadget_call(rng), 2)
     elif op == "fortran":
         header = header.replace("False", "True", 1) if "False" in header else header.replace("True", "False", 1)
     elif op == "shape":
         header = re.sub(r"'shape':\s*\([^)]*\)", f"'shape': {rng.choice(['()', '(1,)', '(0,)', '(2, 1)'])}",
-                        header, 1)
+                        header, count=1)
     h = header.rstrip(" \n")
     newver = rng.choice([1, 2, 3]) if op == "version" else ver
     pre = 10 if newver == 1 else 12
@@ -382,7 +382,7 @@ def _hydra(data, rng):
     if "_target_" not in text:
         return None
     target = rng.choice(["os.system", "subprocess.Popen", "builtins.eval", "posix.system", "builtins.exec"])
-    new = re.sub(r"(_target_[\"']?\s*:\s*[\"']?)[A-Za-z0-9_.]+", lambda m: m.group(1) + target, text, 1)
+    new = re.sub(r"(_target_[\"']?\s*:\s*[\"']?)[A-Za-z0-9_.]+", lambda m: m.group(1) + target, text, count=1)
     return new.encode(), f"hydra-target:{target}"
 
 

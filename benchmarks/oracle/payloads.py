@@ -186,7 +186,7 @@ def payload_pickles() -> Iterator[tuple[str, bytes]]:
 # ------------------------------------------------------------------------------------------ wrappers
 
 def npy_object(pkl: bytes, descr: str = "|O") -> bytes:
-    header = "{'descr': '%s', 'fortran_order': False, 'shape': (1,), }" % descr
+    header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (1,), }"
     pad = 64 - (10 + len(header) + 1) % 64
     h = (header + " " * pad + "\n").encode("latin1")
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(h)) + h + pkl

@@ -67,13 +67,13 @@ HARD = {
     "sys.remote_exec": "tamper", "cpython.run_command": "exec", "cpython.run_file": "exec",
     "cpython.run_module": "exec", "cpython.run_startup": "exec", "cpython.run_interactivehook": "exec",
     "builtins.input": "tamper", "builtins.breakpoint": "tamper", "gc.get_referrers": "introspect", "gc.get_referents": "introspect",
-    "gc.get_objects": "introspect", "ctypes.dlopen": "native", "ctypes.dlsym": "native",
+    "gc.get_objects": "introspect", "ctypes.dlsym": "native",
     "ctypes.call_function": "native", "ctypes.string_at": "native", "ctypes.wstring_at": "native",
     "ctypes.PyObj_FromPtr": "native", "_posixsubprocess.fork_exec": "exec",
 }
 # events that honest loads may cause; allowed only where the calibration saw the same key
 # (object.__setattr__ is left out: every class body of a lazily imported module raises it)
-SOFT = {"code.__new__", "function.__new__", "os.putenv", "os.unsetenv", "import", "exec", "compile", "open", "marshal.loads", "marshal.load", "object.__getattr__", "os.listdir", "os.scandir", "glob.glob", "os.walk",
+SOFT = {"ctypes.dlopen", "code.__new__", "function.__new__", "os.putenv", "os.unsetenv", "import", "exec", "compile", "open", "marshal.loads", "marshal.load", "object.__getattr__", "os.listdir", "os.scandir", "glob.glob", "os.walk",
         "os.fwalk", "mmap.__new__", "ctypes.cdata", "ctypes.addressof", "sys._current_frames",
         "sys._getframemodulename"}
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -391,7 +391,7 @@ class Auditor:
             if caller.startswith("<frozen importlib"):
                 return None  # the import machinery running a module the "import" event already judged
             return ("native" if event.startswith(("marshal", "ctypes", "sys")) else "code"), caller, False
-        if event in ("os.putenv", "os.unsetenv"):
+        if event in ("os.putenv", "os.unsetenv", "ctypes.dlopen"):
             return "env", repr(args[0])[:200], False
         if event == "object.__getattr__":
             obj = args[0]
