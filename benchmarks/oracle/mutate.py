@@ -381,7 +381,9 @@ def _hydra(data, rng):
         return None
     if "_target_" not in text:
         return None
-    target = rng.choice(["os.system", "subprocess.Popen", "builtins.eval", "posix.system", "builtins.exec"])
+    # hydra blocklists os.system & co. itself; open/webbrowser/makedirs/sockets still run
+    target = rng.choice(["os.system", "subprocess.Popen", "builtins.eval", "builtins.open", "io.open",
+                         "webbrowser.open", "os.makedirs", "pathlib.Path.touch", "socket.create_connection"])
     new = re.sub(r"(_target_[\"']?\s*:\s*[\"']?)[A-Za-z0-9_.]+", lambda m: m.group(1) + target, text, count=1)
     return new.encode(), f"hydra-target:{target}"
 

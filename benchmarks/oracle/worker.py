@@ -294,6 +294,7 @@ class Auditor:
     def __init__(self, sandbox: str, allowed: dict[str, set[str]], calibrate: bool, out_fd: int) -> None:
         self.sandbox = os.path.realpath(sandbox)
         self.tmp = os.path.join(self.sandbox, "tmp")
+        self.cwd = os.path.join(self.sandbox, "cwd")
         self.allowed = allowed
         self.calibrate = calibrate
         self.out_fd = out_fd
@@ -339,9 +340,9 @@ class Auditor:
         return f"{os.path.basename(f.f_code.co_filename)}:{f.f_code.co_name}"
 
     def _in_tmp(self, args: tuple) -> bool:
-        """Every path argument lies in the sandbox's TMPDIR (where honest loaders unpack)."""
+        """Every path argument lies in the sandbox (its TMPDIR or cwd, where honest loaders unpack)."""
         paths = [os.path.realpath(os.fsdecode(a)) for a in args if isinstance(a, (str, bytes))]
-        return bool(paths) and all(p.startswith(self.tmp + "/") for p in paths)
+        return bool(paths) and all(p.startswith((self.tmp + "/", self.cwd + "/")) for p in paths)
 
     def _inside(self, path: str) -> bool:
         return path == self.sandbox or path.startswith(self.sandbox + "/")
@@ -561,6 +562,11 @@ def main() -> None:
     ap.add_argument("--mem-mb", type=int, default=3072)
     ap.add_argument("--nproc", type=int, default=4096)
     args = ap.parse_args()
+    # the protocol gets a private copy of stdout; fd 1 goes to stderr, so a loader (or a library at import)
+    # that prints cannot corrupt the JSON lines
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     sys.dont_write_bytecode = True
     available = _pre_import(list(LOADER_SETS[args.set]))
     allowed: dict[str, set[str]] = {}
@@ -570,7 +576,7 @@ def main() -> None:
         allowed = {k: set(v) for k, v in doc.get("allowed", doc).items()}
     if args.set in ("py", "torch"):
         _preload(allowed.get("import", ()))
-    out = sys.stdout
+    out = proto
     versions = {}
     for name in available:
         for mod in NEEDS[name][:1]:

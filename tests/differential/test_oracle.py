@@ -156,9 +156,13 @@ def test_gguf_chat_template_rendered(oracle: Oracle, tmp_path: Path) -> None:
 
 
 def test_hydra_instantiate_fires(oracle: Oracle) -> None:
+    """Hydra blocklists os.system & co. itself (the oracle sees no event there); builtins.open still runs."""
     _need(oracle, "hydra")
     got = _events(oracle, b"_target_: os.system\n_args_: ['true']\n", ".yaml", ["hydra"])
-    assert "exec" in got["hydra"]
+    assert got["hydra"] == set()
+    got = _events(oracle, f"_target_: builtins.open\n_args_: ['{CANARY}', 'w']\n".encode(), ".yaml", ["hydra"])
+    assert "write" in got["hydra"]
+    assert not Path(CANARY).exists()
 
 
 HONEST = textwrap.dedent("""
@@ -200,11 +204,6 @@ def test_honest_files_cause_no_dangerous_event(oracle: Oracle, tmp_path: Path) -
     assert not noisy, noisy
 
 
-# Violations the current scanner has (found by the campaign; fixed on other branches, see the report).
-KNOWN_HOLES = "oracle violations expected until the parallel scanner fixes are merged"
-
-
-@pytest.mark.xfail(strict=False, reason=KNOWN_HOLES)
 def test_seeded_mutation_batch_has_no_violation(oracle: Oracle, tmp_path: Path) -> None:
     job = Job(oracle, tmp_path, minimize=False)
     gen = inputs_for(0, 0, 1, fixtures=False, generated=False)
