@@ -33,7 +33,7 @@ def calibrate(python: str | None, files: list[Path] | None = None, *, chunk: int
     with Oracle(python, batch=chunk, allowed=base) as oracle:
         for k in range(0, len(files), chunk):
             part = files[k:k + chunk]
-            inputs = [Input(f"c{k + i}", p.read_bytes(), ext_of(p), str(p.relative_to(ROOT)))
+            inputs = [Input(f"c{k + i}", p.read_bytes(), ext_of(p), str(p.relative_to(ROOT)), p.name)
                       for i, p in enumerate(part)]
             for out in oracle.run(inputs, calibrate=True):
                 for ev in out.events:

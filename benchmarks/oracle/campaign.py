@@ -82,7 +82,7 @@ def inputs_for(seed: int, job: int, jobs: int, *, fixtures: bool = True, generat
     if fixtures:
         for i, p in enumerate(files):
             if i % jobs == job:
-                yield Input(f"f{n}", p.read_bytes(), ext_of(p), str(p.relative_to(ROOT)))
+                yield Input(f"f{n}", p.read_bytes(), ext_of(p), str(p.relative_to(ROOT)), p.name)
                 n += 1
     if generated:
         for i, (origin, data, ext) in enumerate(payloads.payloads()):
@@ -99,12 +99,13 @@ def inputs_for(seed: int, job: int, jobs: int, *, fixtures: bool = True, generat
         p = rng.choice(pool)
         if p is None:
             origin, base, ext = rng.choice(plist)
+            name = ""
         else:
             if p not in cache:
                 cache[p] = p.read_bytes()
-            base, ext, origin = cache[p], ext_of(p), str(p.relative_to(ROOT))
+            base, ext, origin, name = cache[p], ext_of(p), str(p.relative_to(ROOT)), p.name
         data, recipe = mutate.mutate(base, rng, rounds=rng.choice([1, 1, 1, 2, 3]))
-        yield Input(f"m{n}", data, ext, f"mutation:{origin} {recipe}")
+        yield Input(f"m{n}", data, ext, f"mutation:{origin} {recipe}", name)
         n += 1
 
 
@@ -120,7 +121,7 @@ class Job:
         self.scandir = Path(tempfile.mkdtemp(prefix="scan-", dir=oracle.root))
 
     def verdict(self, inp: Input) -> ScanVerdict:
-        path = self.scandir / f"input{inp.ext}"
+        path = self.scandir / inp.filename
         path.write_bytes(inp.data)
         try:
             return self.scanner.scan(path)
@@ -160,7 +161,7 @@ class Job:
         digest = hashlib.sha256(o.input.data).hexdigest()[:12]
         d = self.out / "violations" / f"{len(st.classes):03d}-{digest}"
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"input{o.input.ext}").write_bytes(o.input.data)
+        (d / f"input-{o.input.filename}").write_bytes(o.input.data)
         info = {"class": key, "origin": o.input.origin, "events": o.events, "scan": v.__dict__,
                 "loaders": o.loaders, "size": len(o.input.data)}
         (d / "info.json").write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
@@ -175,7 +176,7 @@ class Job:
         while self.queue:
             inp, loader, kind, d, info = self.queue.pop(0)
             small = minimize_input(self, inp, loader, kind, self.minimize_seconds)
-            (d / f"minimized{inp.ext}").write_bytes(small)
+            (d / f"minimized-{inp.filename}").write_bytes(small)
             info["minimized_size"] = len(small)
             (d / "info.json").write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
 
@@ -200,7 +201,7 @@ def minimize_input(job: Job, inp: Input, loader: str, kind: str, seconds: float)
                 break
             cand = data[:start] + data[start + size:]
             trial += 1
-            if cand and job.still_violates(Input(f"x{trial}", cand, inp.ext, inp.origin), loader, kind):
+            if cand and job.still_violates(Input(f"x{trial}", cand, inp.ext, inp.origin, inp.name), loader, kind):
                 data = cand
                 n = max(n - 1, 2)
                 reduced = True

@@ -33,6 +33,11 @@ class Input:
     data: bytes
     ext: str = ".bin"  # the name the file travels under (the scan and the loaders see the same name)
     origin: str = ""  # fixture path, payload form or mutation recipe
+    name: str = ""  # the file name loaders and the scan see (a fixture keeps its own: side files go by name)
+
+    @property
+    def filename(self) -> str:
+        return self.name or f"input{self.ext}"
 
 
 @dataclass
@@ -146,7 +151,8 @@ class Oracle:
         per_set: dict[str, list[dict]] = {}
         avail = set(self.available)
         for inp in inputs:
-            path = self.inputs / f"{inp.id}{inp.ext}"
+            (self.inputs / inp.id).mkdir()
+            path = self.inputs / inp.id / inp.filename
             path.write_bytes(inp.data)
             names = [n for n in (loaders or route(inp.data, inp.ext)) if n in avail]
             for n in names:
@@ -179,8 +185,7 @@ class Oracle:
                     o.events.extend(res["events"])
         finally:
             for inp in inputs:
-                for p in self.inputs.glob(f"{inp.id}*"):
-                    p.unlink()
+                shutil.rmtree(self.inputs / inp.id, ignore_errors=True)
         return [outcomes[i.id] for i in inputs]
 
     def close(self) -> None:

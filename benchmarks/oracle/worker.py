@@ -216,7 +216,8 @@ def _templates(path: str) -> list[str]:
     try:
         doc = json.loads(text)
     except ValueError:
-        return [text]
+        # runtimes render a template file by its name (chat_template.jinja); other text is not rendered
+        return [text] if path.lower().endswith((".jinja", ".j2", ".jinja2")) else []
     if isinstance(doc, dict) and "chat_template" in doc:
         ct = doc["chat_template"]
         if isinstance(ct, str):
@@ -470,7 +471,7 @@ def _keras_name(path: str) -> str:
     with open(path, "rb") as fh:
         head = fh.read(4)
     ext = ".keras" if head == b"PK\x03\x04" else ".h5"
-    target = os.path.splitext(path)[0] + "-k" + ext
+    target = os.path.join(os.path.dirname(path), "keras-copy" + ext)
     if not os.path.exists(target):
         os.link(path, target)
     return target
