@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import tempfile
 import time
 from collections import Counter
@@ -69,8 +70,9 @@ def source_kind(origin: str) -> str:
     if origin.startswith("payload:"):
         return "payload:" + origin.split("/")[-1]
     if origin.startswith("mutation:"):
-        steps = origin.split(" ", 1)[1] if " " in origin else ""
-        return "mutation:" + steps.split("+")[0].split("@")[0].split(":")[0]
+        steps = origin.rsplit(" ", 1)[1] if " " in origin else ""
+        m = re.match(r"[a-z0-9-]+", steps)
+        return "mutation:" + (m.group() if m else "?")
     return "fixture"
 
 
