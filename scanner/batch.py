@@ -288,6 +288,10 @@ class Worker:
     def scan(self, entry: WalkEntry) -> FileReport:
         from scanner.engine import scan_file
 
+        if not isinstance(entry, WalkEntry):  # a remote file (scanner.remote): read by range, not cached
+            from scanner.remote import scan_remote
+
+            return scan_remote(entry, self.rules, self.policy, digest=self.digest)
         if self.cache is None or entry.error is not None or not entry.scan:
             return scan_file(entry, self.rules, self.policy, digest=self.digest)
         try:
@@ -341,7 +345,8 @@ def _chunks(items: list[tuple[int, WalkEntry]], size: int) -> Iterator[list[tupl
 
 def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, rules: RuleSet | None = None,
                *, jobs: int | None = None, cache: CacheSpec | None = None, on_file: OnFile | None = None,
-               progress: Progress | None = None, digest: bool = True) -> Report:
+               progress: Progress | None = None, digest: bool = True,
+               storage_options: dict[str, Any] | None = None, cluster: str | None = None) -> Report:
     """Scan like `engine.scan`, on `jobs` processes, calling `on_file` as each result lands; `cache`
     comes from `open_cache`.
 
@@ -352,7 +357,7 @@ def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = 
     policy = policy or Policy()
     rules = rules or load_ruleset()
     started = _now()
-    entries = list(enumerate(walk_paths([Path(p) for p in paths], policy, rules)))
+    entries = list(enumerate(walk_targets(paths, policy, rules, storage_options)))
     jobs = min(jobs or default_jobs(), max(1, len(entries)))
     results: dict[int, FileReport] = {}
     store = ResultCache(cache) if cache is not None else None  # the only writer of the cache
@@ -370,7 +375,11 @@ def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = 
                 progress.advance(fr.path)
 
     try:
-        if jobs <= 1:
+        if cluster is not None:  # Dask: the same Worker per file on the cluster's processes (scanner.cluster)
+            from scanner.cluster import run_on_cluster
+
+            run_on_cluster(cluster, entries, rules, policy, cache, digest, land)
+        elif jobs <= 1:
             worker = Worker(rules, policy, cache, digest)
             for item in entries:
                 land(*worker.scan_chunk([item]))
@@ -458,6 +467,21 @@ def _isolate(todo: Chunk, initargs: tuple[Any, ...], rules: RuleSet, policy: Pol
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def walk_targets(paths: Sequence[str | os.PathLike[str]], policy: Policy, rules: RuleSet,
+                 storage_options: dict[str, Any] | None = None) -> Iterator[WalkEntry]:
+    """`walk_paths`, except that URL arguments are listed through fsspec (scanner.remote, imported only then)."""
+    from scanner.remote import url_from_arg
+
+    for p in paths:
+        url = url_from_arg(p)
+        if url is None:
+            yield from walk_paths([Path(p)], policy, rules)
+        else:
+            from scanner.remote import walk_url
+
+            yield from walk_url(url, policy, storage_options)  # type: ignore[misc]
+
+
 def _crash_report(entry: WalkEntry, rules: RuleSet, policy: Policy) -> FileReport:
     meta = rules.meta("SCAN-INTERNAL-ERROR")
     sev = policy.severity_overrides.get("SCAN-INTERNAL-ERROR", meta.severity if meta else Severity.HIGH)
@@ -465,8 +489,8 @@ def _crash_report(entry: WalkEntry, rules: RuleSet, policy: Policy) -> FileRepor
                 "worker process terminated abruptly", meta.reference if meta else None)
     try:
         size: int | None = entry.path.stat().st_size
-    except OSError:
-        size = None
+    except (OSError, AttributeError):  # AttributeError: a remote entry
+        size = getattr(entry, "size", None)
     return FileReport(entry.display, size, None, "unknown", (*entry.findings, f))
 
 

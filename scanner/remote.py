@@ -1,0 +1,267 @@
+"""Models where they live: s3://, gs://, http(s)://, hf:// read by ranged requests through fsspec.
+
+Analyzers read a few regions of a file (a safetensors header, a zip's directory and pickle members, an
+ONNX skeleton), so a remote file is never downloaded whole: `RemoteSource` fetches aligned blocks on
+demand, coalesces the missing blocks of one read into a single request, reads ahead on the first request
+and keeps a small LRU. It counts requests and bytes fetched, reported per file in `--format json`.
+
+fsspec and the filesystem packages (s3fs, gcsfs, huggingface_hub, aiohttp) are optional extras imported
+only here and only for a URL, so a local scan imports none of them. Credentials are whatever each
+filesystem finds the usual way (environment, the SDKs' config files) plus the user's `--storage-option`;
+nothing in the scanned store configures the filesystem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import re
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scanner.findings import FileReport, Finding
+from scanner.rules import Policy, RuleSet
+from scanner.source import Source
+
+# scheme -> the extra that provides its filesystem (named in the error when it is missing)
+SCHEMES: dict[str, str] = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http",
+                           "hf": "hf"}
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
+_MANGLED = re.compile(r"^([a-z][a-z0-9+.-]*):/(?!/)", re.IGNORECASE)  # what pathlib leaves of `s3://`
+
+FIRST_READ = 1 << 20  # the first request of a file: headers, zip heads and small files in one go
+BLOCK = 256 << 10  # later reads are rounded out to aligned blocks of this size
+CACHE_BLOCKS = 64  # 16 MiB of blocks per open file at most
+STREAM_CHUNK = 8 << 20  # whole-file reads (--digest) in requests of this size
+
+
+class RemoteError(Exception):
+    """A URL that cannot be listed or read; the CLI turns it into a one-line error (exit 2)."""
+
+
+def url_scheme(text: str) -> str | None:
+    m = _URL.match(text)
+    if m and m.group(1).lower() in SCHEMES:
+        return m.group(1).lower()
+    return None
+
+
+def is_url(text: str) -> bool:
+    return url_scheme(text) is not None
+
+
+def url_from_arg(arg: str | Path) -> str | None:
+    """The URL a command-line argument names, or None for a local path. Typer hands arguments over as
+    `Path`, which folds `s3://b/k` into `s3:/b/k`; an argument of that shape that is not a local file is
+    taken as the URL."""
+    text = str(arg)
+    if is_url(text):
+        return text
+    m = _MANGLED.match(text)
+    if m and m.group(1).lower() in SCHEMES and not Path(text).exists():
+        return f"{m.group(1)}://{text[m.end():]}"
+    return None
+
+
+def parse_storage_options(items: list[str] | None) -> dict[str, Any]:
+    """`--storage-option key=value`: JSON values (numbers, booleans, objects) or plain strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--storage-option wants key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """(fsspec filesystem, path inside it) for a URL; RemoteError when the extra is not installed."""
+    scheme = url_scheme(url) or ""
+    try:
+        import fsspec
+        from fsspec.core import url_to_fs
+    except ImportError:
+        raise RemoteError(f"{scheme}:// needs the optional extra: pip install 'modelseal[{SCHEMES.get(scheme, 'all')}]'"
+                          ) from None
+    del fsspec
+    try:
+        fs, path = url_to_fs(url, **dict(options or {}))
+    except ImportError as e:
+        raise RemoteError(f"{scheme}:// needs the optional extra: pip install 'modelseal[{SCHEMES.get(scheme, 'all')}]' "
+                          f"({e})") from None
+    except (ValueError, TypeError, OSError) as e:
+        raise RemoteError(f"cannot open {url}: {e}") from None
+    return fs, path
+
+
+# -- reading one file by range ---------------------------------------------------------------------------
+
+@dataclass
+class Transfer:
+    """What reading one file cost: ranged requests made and bytes received."""
+
+    requests: int = 0
+    bytes_fetched: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"requests": self.requests, "bytes_fetched": self.bytes_fetched}
+
+
+class RemoteSource(Source):
+    """A whole remote file read through `fs.cat_file(path, start, end)` (one ranged GET each)."""
+
+    def __init__(self, fs: Any, path: str, size: int, display: str, *, first_read: int = FIRST_READ,
+                 block: int = BLOCK, cache_blocks: int = CACHE_BLOCKS) -> None:
+        super().__init__(display, None, size)
+        self.fs = fs
+        self.fs_path = path
+        self.block = block
+        self.first_read = max(block, first_read - first_read % block)
+        self.cache_blocks = max(cache_blocks, self.first_read // block + 2)
+        self.blocks: OrderedDict[int, bytes] = OrderedDict()  # block index -> bytes, LRU order
+        self.transfer = Transfer()
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.fs_path.rstrip("/"))
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        self.transfer.requests += 1
+        data = self.fs.cat_file(self.fs_path, start=start, end=end)
+        self.transfer.bytes_fetched += len(data)
+        if len(data) != end - start:
+            raise OSError(f"short read: asked bytes {start}-{end} of {self.display}, got {len(data)}")
+        return bytes(data)
+
+    def _load(self, first: int, last: int) -> None:
+        """Fetch the missing blocks of [first, last] in one request per contiguous run."""
+        if not self.blocks and self.transfer.requests == 0:  # read-ahead on the first touch
+            last = max(last, first + self.first_read // self.block - 1)
+        last = min(last, (self.size - 1) // self.block)
+        i = first
+        while i <= last:
+            if i in self.blocks:
+                self.blocks.move_to_end(i)
+                i += 1
+                continue
+            j = i
+            while j + 1 <= last and j + 1 not in self.blocks:
+                j += 1
+            start, end = i * self.block, min(self.size, (j + 1) * self.block)
+            data = self._fetch(start, end)
+            for k in range(i, j + 1):
+                self.blocks[k] = data[(k - i) * self.block:(k - i + 1) * self.block]
+            i = j + 1
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        if offset < 0 or n <= 0 or offset >= self.size:
+            return b""
+        end = min(self.size, offset + n)
+        first, last = offset // self.block, (end - 1) // self.block
+        if last - first + 1 > self.cache_blocks:  # a big read (a pickle member): fetched once, not cached
+            return self._fetch(offset, end)
+        self._load(first, last)
+        parts = [self.blocks[k] for k in range(first, last + 1)]
+        while len(self.blocks) > self.cache_blocks:
+            self.blocks.popitem(last=False)
+        joined = b"".join(parts)
+        base = first * self.block
+        return joined[offset - base:end - base]
+
+    def sha256(self) -> str:
+        """The whole file streamed once (--digest)."""
+        h = hashlib.sha256()
+        for start in range(0, self.size, STREAM_CHUNK):
+            h.update(self._fetch(start, min(self.size, start + STREAM_CHUNK)))
+        return h.hexdigest()
+
+    def close(self) -> None:
+        self.blocks.clear()
+
+
+# -- listing a store ---------------------------------------------------------------------------------------
+
+@dataclass
+class RemoteEntry:
+    """One remote file to scan (picklable: the filesystem is rebuilt from the URL in each worker)."""
+
+    url: str  # as reported
+    root_url: str  # the argument it was listed under (its filesystem and options)
+    fs_path: str
+    size: int | None
+    options: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    scan: bool = True
+
+    @property
+    def display(self) -> str:
+        return self.url
+
+
+def _join(root_url: str, root_path: str, path: str) -> str:
+    rel = path[len(root_path):].lstrip("/") if path.startswith(root_path) else path
+    return root_url.rstrip("/") + "/" + rel if rel else root_url
+
+
+def walk_url(url: str, policy: Policy, options: Mapping[str, Any] | None = None) -> Iterator[RemoteEntry]:
+    """The files under a URL (a file, or every file below a prefix), sorted, with sizes from the listing."""
+    opts = dict(options or {})
+    fs, path = filesystem(url, opts)
+    try:
+        listing = fs.find(path, detail=True, withdirs=False)
+        if not listing:
+            info = fs.info(path)
+            listing = {path: info} if info.get("type") != "directory" else {}
+    except FileNotFoundError:
+        yield RemoteEntry(url, url, path, None, opts, error="cannot access: no such file or prefix")
+        return
+    except OSError as e:
+        yield RemoteEntry(url, url, path, None, opts, error=f"cannot list: {e}")
+        return
+    root_path = fs._strip_protocol(path) if hasattr(fs, "_strip_protocol") else path
+    for p in sorted(listing):
+        info = listing[p]
+        if info.get("type") == "directory":
+            continue
+        child = _join(url, root_path, p) if p != root_path else url
+        rel = posixpath.relpath(p, root_path) if p != root_path else posixpath.basename(p)
+        if policy.ignored(rel):
+            continue
+        size = info.get("size")
+        yield RemoteEntry(child, url, p, size if isinstance(size, int) else None, opts)
+
+
+def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: bool = False) -> FileReport:
+    """`engine.scan_file` for a remote file: same sniffing and analyzers, bytes read by range."""
+    from scanner.engine import ScanContext, scan_source
+
+    if entry.error is not None:
+        return FileReport(entry.url, None, None, "unknown", tuple(entry.findings), entry.error)
+    ctx = ScanContext(rules, policy, root=None)  # no folder on disk: ONNX external data is reported unverifiable
+    try:
+        fs, _ = filesystem(entry.root_url, entry.options)
+        size = entry.size if entry.size is not None else int(fs.info(entry.fs_path)["size"])
+    except (RemoteError, OSError, KeyError, ValueError) as e:
+        return FileReport(entry.url, None, None, "unknown", tuple(entry.findings), f"cannot read: {e}")
+    src = RemoteSource(fs, entry.fs_path, size, entry.url)
+    try:
+        if size > policy.limits.max_file_bytes:
+            f = ctx.finding("LIMIT-EXCEEDED", f"file of {size} bytes exceeds max_file_bytes; not scanned",
+                            src, evidence="max_file_bytes")
+            return FileReport(entry.url, size, None, "unknown", (*entry.findings, f), transfer=src.transfer.to_dict())
+        fmt, findings = scan_source(src, ctx)
+        sha = src.sha256() if digest else None
+        return FileReport(entry.url, size, sha, fmt, (*entry.findings, *findings), transfer=src.transfer.to_dict())
+    except OSError as e:
+        return FileReport(entry.url, size, None, "unknown", tuple(entry.findings), f"cannot read: {e}",
+                          transfer=src.transfer.to_dict())
+    finally:
+        src.close()
