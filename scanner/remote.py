@@ -34,8 +34,11 @@ _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _MANGLED = re.compile(r"^([a-z][a-z0-9+.-]*):/(?!/)", re.IGNORECASE)  # what pathlib leaves of `s3://`
 
 FIRST_READ = 1 << 20  # the first request of a file: headers, zip heads and small files in one go
-BLOCK = 256 << 10  # later reads are rounded out to aligned blocks of this size
-CACHE_BLOCKS = 64  # 16 MiB of blocks per open file at most
+MIN_AHEAD = 16 << 10  # an isolated small read (a zip local header) fetches this much
+MAX_AHEAD = 8 << 20  # sequential reads double their read-ahead up to this
+CACHE_BYTES = 32 << 20  # fetched extents kept per open file (LRU)
+CACHE_EXTENTS = 4096
+PAGE = 4096
 STREAM_CHUNK = 8 << 20  # whole-file reads (--digest) in requests of this size
 
 
@@ -115,17 +118,25 @@ class Transfer:
 
 
 class RemoteSource(Source):
-    """A whole remote file read through `fs.cat_file(path, start, end)` (one ranged GET each)."""
+    """A whole remote file read through `fs.cat_file(path, start, end)` (one ranged GET each).
+
+    Fetched extents are kept in a small LRU; a read fully inside one is free. A read continuing where the
+    last one ended doubles the read-ahead (a parser walking a pickle member), an isolated read fetches a
+    little (a zip local header): scattered headers cost one small request each, sequential parsing a few."""
 
     def __init__(self, fs: Any, path: str, size: int, display: str, *, first_read: int = FIRST_READ,
-                 block: int = BLOCK, cache_blocks: int = CACHE_BLOCKS) -> None:
+                 min_ahead: int = MIN_AHEAD, max_ahead: int = MAX_AHEAD, cache_bytes: int = CACHE_BYTES) -> None:
         super().__init__(display, None, size)
         self.fs = fs
         self.fs_path = path
-        self.block = block
-        self.first_read = max(block, first_read - first_read % block)
-        self.cache_blocks = max(cache_blocks, self.first_read // block + 2)
-        self.blocks: OrderedDict[int, bytes] = OrderedDict()  # block index -> bytes, LRU order
+        self.first_read = first_read
+        self.min_ahead = min_ahead
+        self.max_ahead = max_ahead
+        self.cache_bytes = cache_bytes
+        self.extents: OrderedDict[int, bytes] = OrderedDict()  # start -> bytes, least recently used first
+        self.cached = 0
+        self.ahead = min_ahead
+        self.last_end = -1
         self.transfer = Transfer()
 
     @property
@@ -140,40 +151,64 @@ class RemoteSource(Source):
             raise OSError(f"short read: asked bytes {start}-{end} of {self.display}, got {len(data)}")
         return bytes(data)
 
-    def _load(self, first: int, last: int) -> None:
-        """Fetch the missing blocks of [first, last] in one request per contiguous run."""
-        if not self.blocks and self.transfer.requests == 0:  # read-ahead on the first touch
-            last = max(last, first + self.first_read // self.block - 1)
-        last = min(last, (self.size - 1) // self.block)
-        i = first
-        while i <= last:
-            if i in self.blocks:
-                self.blocks.move_to_end(i)
-                i += 1
-                continue
-            j = i
-            while j + 1 <= last and j + 1 not in self.blocks:
-                j += 1
-            start, end = i * self.block, min(self.size, (j + 1) * self.block)
-            data = self._fetch(start, end)
-            for k in range(i, j + 1):
-                self.blocks[k] = data[(k - i) * self.block:(k - i + 1) * self.block]
-            i = j + 1
+    def _find(self, offset: int) -> tuple[int, bytes] | None:
+        for start, data in reversed(self.extents.items()):  # most recent first
+            if start <= offset < start + len(data):
+                self.extents.move_to_end(start)
+                return start, data
+        return None
+
+    def _covered(self, pos: int) -> int:
+        """The end of the cached extent reaching furthest towards `pos` from below (0 if none)."""
+        best = 0
+        for start, data in self.extents.items():
+            stop = start + len(data)
+            if stop <= pos and stop > best:
+                best = stop
+        return best
+
+    def _keep(self, start: int, data: bytes) -> None:
+        if len(data) > self.cache_bytes:
+            return
+        old = self.extents.pop(start, None)
+        if old is not None:
+            self.cached -= len(old)
+        self.extents[start] = data
+        self.cached += len(data)
+        while self.cached > self.cache_bytes or len(self.extents) > CACHE_EXTENTS:
+            _, dropped = self.extents.popitem(last=False)
+            self.cached -= len(dropped)
 
     def read_at(self, offset: int, n: int) -> bytes:
         if offset < 0 or n <= 0 or offset >= self.size:
             return b""
         end = min(self.size, offset + n)
-        first, last = offset // self.block, (end - 1) // self.block
-        if last - first + 1 > self.cache_blocks:  # a big read (a pickle member): fetched once, not cached
-            return self._fetch(offset, end)
-        self._load(first, last)
-        parts = [self.blocks[k] for k in range(first, last + 1)]
-        while len(self.blocks) > self.cache_blocks:
-            self.blocks.popitem(last=False)
-        joined = b"".join(parts)
-        base = first * self.block
-        return joined[offset - base:end - base]
+        sequential = offset == self.last_end
+        self.last_end = end
+        out = b""
+        pos = offset
+        while pos < end:
+            hit = self._find(pos)
+            if hit is not None:
+                start, data = hit
+                piece = data[pos - start:end - start]
+                out += piece
+                pos += len(piece)
+                continue
+            if self.transfer.requests == 0:
+                want = self.first_read
+            else:
+                self.ahead = min(self.ahead * 2, self.max_ahead) if sequential else self.min_ahead
+                want = self.ahead
+            # isolated reads start at a page boundary: the bytes just before a zip local header (the data
+            # descriptor of the previous member) are read next
+            begin = pos if sequential or self.transfer.requests == 0 else max(pos - pos % PAGE, self._covered(pos))
+            stop = min(self.size, max(end, pos + want))
+            data = self._fetch(begin, stop)
+            self._keep(begin, data)
+            out += data[pos - begin:end - begin]
+            pos = min(end, stop)
+        return out
 
     def sha256(self) -> str:
         """The whole file streamed once (--digest)."""
@@ -183,7 +218,8 @@ class RemoteSource(Source):
         return h.hexdigest()
 
     def close(self) -> None:
-        self.blocks.clear()
+        self.extents.clear()
+        self.cached = 0
 
 
 # -- listing a store ---------------------------------------------------------------------------------------
