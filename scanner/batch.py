@@ -346,7 +346,7 @@ def _chunks(items: list[tuple[int, WalkEntry]], size: int) -> Iterator[list[tupl
 def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, rules: RuleSet | None = None,
                *, jobs: int | None = None, cache: CacheSpec | None = None, on_file: OnFile | None = None,
                progress: Progress | None = None, digest: bool = True,
-               storage_options: dict[str, Any] | None = None, cluster: str | None = None) -> Report:
+               storage_options: dict[str, Any] | None = None, cluster: Any = None) -> Report:
     """Scan like `engine.scan`, on `jobs` processes, calling `on_file` as each result lands; `cache`
     comes from `open_cache`.
 

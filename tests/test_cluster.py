@@ -1,0 +1,88 @@
+"""Store-wide scans on Dask (issue 12): a real LocalCluster with 2 worker processes gives the same results as
+`--jobs 1`, and loses or doubles nothing when a worker is killed mid-run. Skipped without the .[dask] extra."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import FIXTURES, ROOT
+from scanner.batch import scan_batch
+from scanner.findings import FileReport
+from scanner.rules import Policy
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("distributed") is None, reason="needs the .[dask] extra")
+
+STORE = [FIXTURES / "hostile" / "pickle", FIXTURES / "hostile" / "containers", FIXTURES / "benign" / "torch",
+         FIXTURES / "benign" / "safetensors", FIXTURES / "hostile" / "gguf"]
+
+
+def key(fr: FileReport) -> str:
+    return json.dumps(fr.to_dict(), sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def serial(ruleset) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(key(fr) for fr in scan_batch(STORE, Policy(), ruleset, jobs=1, digest=True).files)
+
+
+@pytest.fixture
+def client() -> Iterator[object]:
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=50)
+    c = Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def test_local_cluster_gives_the_same_results_as_jobs_1(client, serial, ruleset) -> None:  # type: ignore[no-untyped-def]
+    landed: list[str] = []
+    report = scan_batch(STORE, Policy(), ruleset, cluster=client, digest=True, on_file=lambda fr: landed.append(fr.path))
+    assert sorted(key(fr) for fr in report.files) == serial
+    assert len(landed) == len(set(landed)) == len(serial)
+    # both workers took part
+    assert all(n > 0 for n in client.run(lambda: __import__("scanner.cluster").cluster._WORKER.__len__()).values())
+
+
+def test_a_worker_killed_mid_run_loses_and_doubles_nothing(client, serial, ruleset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dask_plugins import KillOnce
+
+    marker = tmp_path / "killed"
+    client.register_plugin(KillOnce(str(marker), after=20))
+    landed: list[str] = []
+    report = scan_batch(STORE, Policy(), ruleset, cluster=client, digest=True, on_file=lambda fr: landed.append(fr.path))
+    assert marker.exists(), "no worker was killed: the test did not test anything"
+    assert sorted(key(fr) for fr in report.files) == serial
+    assert not [p for p, n in Counter(landed).items() if n > 1]
+    assert len(landed) == len(serial)
+
+
+def test_cli_cluster_local_streams_the_same_jsonl_as_jobs_1(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    paths = [str(FIXTURES / "hostile" / "pickle"), str(FIXTURES / "benign" / "torch")]
+
+    def run(*extra: str) -> tuple[int, list[str]]:
+        r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", *paths, "-f", "jsonl", *extra],
+                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+        lines = r.stdout.splitlines()
+        assert json.loads(lines[-1])["type"] == "summary", r.stderr
+        return r.returncode, sorted(ln for ln in lines if json.loads(ln)["type"] == "file")
+
+    rc1, one = run("-j", "1")
+    rc2, dask = run("--cluster", "local:2")
+    assert rc1 == rc2 == 1
+    assert dask == one and len(one) > 100
