@@ -372,7 +372,7 @@ def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = 
             if on_file is not None:
                 on_file(fr)
             if progress is not None:
-                progress.advance(fr.path)
+                progress.advance(fr.path, fr.size or 0)
 
     try:
         if cluster is not None:  # Dask: the same Worker per file on the cluster's processes (scanner.cluster)
@@ -529,15 +529,27 @@ class Progress:
         self.done = 0
         self._last_len = 0
         self._last_draw = 0.0
+        self.bytes = 0
+        self._t0 = time.monotonic()
 
     def start(self, total: int) -> None:
         self.total = total
         self.done = 0
+        self.bytes = 0
+        self._t0 = time.monotonic()
         self._draw("")
 
-    def advance(self, path: str) -> None:
+    def advance(self, path: str, size: int = 0) -> None:
         self.done += 1
+        self.bytes += size
         self._draw(path)
+
+    def rates(self) -> str:
+        """files/s, bytes/s and ETA so far (long runs: a store over a cluster)."""
+        elapsed = max(time.monotonic() - self._t0, 1e-6)
+        fps = self.done / elapsed
+        eta = (self.total - self.done) / fps if fps > 0 else 0.0
+        return f"{fps:.1f} files/s {_human(self.bytes / elapsed)}/s ETA {int(eta) // 60}m{int(eta) % 60:02d}s"
 
     def _draw(self, path: str) -> None:
         if not self.enabled or self.total <= 1:
@@ -549,7 +561,7 @@ class Progress:
         frac = self.done / self.total if self.total else 1.0
         filled = int(frac * self.width)
         name = "".join(ch if ch.isprintable() else "?" for ch in os.path.basename(path))[-30:]
-        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {name}"
+        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {self.rates()} {name}"
         pad = max(0, self._last_len - len(line))
         self._last_len = len(line)
         self.stream.write(line + " " * pad)
@@ -559,3 +571,11 @@ class Progress:
         if self.enabled and self.total > 1 and self._last_len:
             self.stream.write("\r" + " " * self._last_len + "\r")
             self.stream.flush()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.0f} TB"

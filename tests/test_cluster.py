@@ -86,3 +86,19 @@ def test_cli_cluster_local_streams_the_same_jsonl_as_jobs_1(tmp_path: Path) -> N
     rc2, dask = run("--cluster", "local:2")
     assert rc1 == rc2 == 1
     assert dask == one and len(one) > 100
+
+
+def test_progress_reports_files_bytes_per_second_and_eta() -> None:
+    import io
+
+    from scanner.batch import Progress
+
+    out = io.StringIO()
+    p = Progress(out, enabled=True)
+    p.start(4)
+    p.advance("a.pt", 3_000_000)
+    p.advance("b.pt", 3_000_000)
+    p.finish()
+    text = out.getvalue()
+    assert "files/s" in text and "MB/s" in text and "ETA" in text
+    assert p.bytes == 6_000_000 and p.done == 2
