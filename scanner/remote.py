@@ -263,10 +263,13 @@ def walk_url(url: str, policy: Policy, options: Mapping[str, Any] | None = None)
         yield RemoteEntry(url, url, path, None, opts, error=f"cannot list: {e}")
         return
     root_path = fs._strip_protocol(path) if hasattr(fs, "_strip_protocol") else path
+    prefix = root_path.rstrip("/") + "/"
     for p in sorted(listing):
         info = listing[p]
         if info.get("type") == "directory":
             continue
+        if p != root_path and (not p.startswith(prefix) or {".", ".."} & set(p[len(prefix):].split("/"))):
+            continue  # a listing (an HTML index) naming files elsewhere does not steer the scan off the prefix
         child = _join(url, root_path, p) if p != root_path else url
         rel = posixpath.relpath(p, root_path) if p != root_path else posixpath.basename(p)
         if policy.ignored(rel):
