@@ -90,7 +90,7 @@ def main() -> None:
                 store.close()
         if "s3" in stores and importlib.util.find_spec("s3fs") and importlib.util.find_spec("moto"):
             rows += s3_rows(models, local, env)
-    print(f"| store | format | size | bytes fetched | fetched % | requests | same findings as local | seconds |")
+    print("| store | format | size | bytes fetched | fetched % | requests | same findings as local | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for store_name, fmt, obj, secs, ok in rows:
         t = obj["transfer"]
