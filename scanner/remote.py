@@ -210,6 +210,30 @@ class RemoteSource(Source):
             pos = min(end, stop)
         return out
 
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Fetch the regions no cached extent covers, concurrently (`fs.cat_ranges`: one request each, in one
+        round trip on async filesystems), page-aligned and at least `min_ahead` long as isolated reads are."""
+        spans: list[tuple[int, int]] = []
+        for off, n in sorted(ranges):
+            if off < 0 or off >= self.size or n <= 0 or self._find(off) is not None:
+                continue
+            start = max(off - off % PAGE, self._covered(off))
+            stop = min(self.size, max(off + n, off + self.min_ahead))
+            if spans and start <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
+            else:
+                spans.append((start, stop))
+        if len(spans) < 2 or sum(b - a for a, b in spans) > self.cache_bytes:
+            return  # one region is read on demand anyway; more than the cache holds would be thrown away
+        datas = self.fs.cat_ranges([self.fs_path] * len(spans), [a for a, _ in spans], [b for _, b in spans],
+                                   on_error="return")
+        for (a, b), data in zip(spans, datas, strict=True):
+            self.transfer.requests += 1
+            if isinstance(data, Exception) or len(data) != b - a:
+                continue  # read again on demand, where a failure becomes a finding
+            self.transfer.bytes_fetched += len(data)
+            self._keep(a, bytes(data))
+
     def sha256(self) -> str:
         """The whole file streamed once (--digest)."""
         h = hashlib.sha256()
