@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from scanner.findings import FileReport, Finding, Location, Severity
 from scanner.remote import RemoteError
 from scanner.rules import Policy, RuleSet
 
-MAX_IN_FLIGHT_PER_WORKER = 64  # bounded look-ahead: the client does not hold a future per file of the store
+MAX_IN_FLIGHT_PER_WORKER = 8  # bounded look-ahead (in tasks): the client holds no future per file of the store
+CHUNK_FILES = 32  # small files per task
+CHUNK_BYTES = 64 << 20  # a task's files together (a bigger file is a task of its own)
 
-# per worker process: (setup token, Worker) built once from the scattered rule set and policy
-_WORKER: dict[str, Any] = {}
+# per worker thread (`dask worker --nthreads N` runs tasks in threads; a Worker's cache connection and outbox
+# are not shared): the Worker built once from the scattered rule set and policy, keyed by the run's token
+_LOCAL = threading.local()
+_TOKENS: set[str] = set()  # runs seen by this process (tests check both workers took part)
 
 
 def _worker_for(setup: tuple[Any, ...]) -> Any:
@@ -34,15 +39,15 @@ def _worker_for(setup: tuple[Any, ...]) -> Any:
     from scanner.rules import RuleSet as _RuleSet
 
     token, docs, digest, policy, cache, hash_files = setup
-    w = _WORKER.get(token)
-    if w is None:
-        _WORKER.clear()
-        w = _WORKER[token] = Worker(_RuleSet(docs, digest), policy, cache, hash_files)
-    return w
+    if getattr(_LOCAL, "token", None) != token:
+        _LOCAL.worker = Worker(_RuleSet(docs, digest), policy, cache, hash_files)
+        _LOCAL.token = token
+        _TOKENS.add(token)
+    return _LOCAL.worker
 
 
-def _scan_task(setup: tuple[Any, ...], item: tuple[int, Any]) -> tuple[list[tuple[int, FileReport]], list[Any]]:
-    return _worker_for(setup).scan_chunk([item])  # type: ignore[no-any-return]
+def _scan_task(setup: tuple[Any, ...], chunk: list[tuple[int, Any]]) -> tuple[list[tuple[int, FileReport]], list[Any]]:
+    return _worker_for(setup).scan_chunk(chunk)  # type: ignore[no-any-return]
 
 
 def _fingerprint() -> str:
@@ -112,22 +117,30 @@ def _run(client: Any, entries: list[tuple[int, Any]], rules: RuleSet, policy: Po
     workers = max(1, len(client.scheduler_info().get("workers", {})))
     window = workers * MAX_IN_FLIGHT_PER_WORKER
     landed: set[int] = set()
-    by_future: dict[Any, tuple[int, Any]] = {}
+    by_future: dict[Any, list[tuple[int, Any]]] = {}
+    tasks = 0
 
-    def submit(item: tuple[int, Any]) -> Any:
-        fut = client.submit(_scan_task, setup, item, key=f"modelseal-scan-{token}-{item[0]}",
-                            priority=_size(item[1]), retries=2, pure=False)
-        by_future[fut] = item
+    def submit(chunk: list[tuple[int, Any]]) -> Any:
+        nonlocal tasks
+        tasks += 1
+        fut = client.submit(_scan_task, setup, chunk, key=f"modelseal-scan-{token}-{tasks}",
+                            priority=max(_size(e) for _, e in chunk), retries=2, pure=False)
+        by_future[fut] = chunk
         return fut
 
-    pending = iter(order)
-    queue = as_completed([submit(item) for _, item in zip(range(window), pending, strict=False)])
+    pending = iter(_chunks(order))
+    queue = as_completed([submit(chunk) for _, chunk in zip(range(window), pending, strict=False)])
     for fut in queue:
-        item = by_future.pop(fut)
+        chunk = by_future.pop(fut)
         try:
             results, new_entries = fut.result()
-        except Exception as e:  # noqa: BLE001 - KilledWorker, a worker-side crash: the file fails closed
-            results, new_entries = [(item[0], _failed(item[1], rules, policy, e))], []
+        except Exception as e:  # noqa: BLE001 - KilledWorker, a worker-side crash
+            if len(chunk) > 1:  # rerun the files one by one: only the one that fails is reported failed
+                for item in chunk:
+                    queue.add(submit([item]))
+                fut.release()
+                continue
+            results, new_entries = [(chunk[0][0], _failed(chunk[0][1], rules, policy, e))], []
         fut.release()
         fresh = [(i, fr) for i, fr in results if i not in landed]  # first result per file wins
         landed.update(i for i, _ in fresh)
@@ -136,6 +149,22 @@ def _run(client: Any, entries: list[tuple[int, Any]], rules: RuleSet, policy: Po
         nxt = next(pending, None)
         if nxt is not None:
             queue.add(submit(nxt))
+
+
+def _chunks(order: list[tuple[int, Any]]) -> Iterator[list[tuple[int, Any]]]:
+    """Small files travel in groups (one task per file costs the scheduler more than scanning it); a big
+    file is a task of its own, so the largest-first order still spreads the heavy work."""
+    chunk: list[tuple[int, Any]] = []
+    weight = 0
+    for item in order:
+        size = _size(item[1])
+        if chunk and (len(chunk) >= CHUNK_FILES or weight + size > CHUNK_BYTES):
+            yield chunk
+            chunk, weight = [], 0
+        chunk.append(item)
+        weight += size
+    if chunk:
+        yield chunk
 
 
 def _failed(entry: Any, rules: RuleSet, policy: Policy, error: BaseException) -> FileReport:

@@ -55,7 +55,7 @@ def test_local_cluster_gives_the_same_results_as_jobs_1(client, serial, ruleset)
     assert sorted(key(fr) for fr in report.files) == serial
     assert len(landed) == len(set(landed)) == len(serial)
     # both workers took part
-    assert all(n > 0 for n in client.run(lambda: __import__("scanner.cluster").cluster._WORKER.__len__()).values())
+    assert all(n > 0 for n in client.run(lambda: len(__import__("scanner.cluster").cluster._TOKENS)).values())
 
 
 def test_a_worker_killed_mid_run_loses_and_doubles_nothing(client, serial, ruleset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -63,7 +63,7 @@ def test_a_worker_killed_mid_run_loses_and_doubles_nothing(client, serial, rules
     from dask_plugins import KillOnce
 
     marker = tmp_path / "killed"
-    client.register_plugin(KillOnce(str(marker), after=20))
+    client.register_plugin(KillOnce(str(marker), after=3))
     landed: list[str] = []
     report = scan_batch(STORE, Policy(), ruleset, cluster=client, digest=True, on_file=lambda fr: landed.append(fr.path))
     assert marker.exists(), "no worker was killed: the test did not test anything"
