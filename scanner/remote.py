@@ -276,7 +276,11 @@ def walk_url(url: str, policy: Policy, options: Mapping[str, Any] | None = None)
     opts = dict(options or {})
     fs, path = filesystem(url, opts)
     try:
-        listing = fs.find(path, detail=True, withdirs=False)
+        if url_scheme(url) in ("http", "https") and not url.endswith("/"):
+            # one file: listing it would GET the whole body looking for links; an index URL ends with '/'
+            listing = {path: fs.info(path)}
+        else:
+            listing = fs.find(path, detail=True, withdirs=False)
         if not listing:
             info = fs.info(path)
             listing = {path: info} if info.get("type") != "directory" else {}
