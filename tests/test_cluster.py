@@ -105,3 +105,27 @@ def test_progress_reports_files_bytes_per_second_and_eta() -> None:
     assert "2/2" in last and "files/s" in last and "ETA 0m00s" in last
     assert re.search(r" [\d.]+ files/s \d+ [KMGT]?B/s ", last), last
     assert p.bytes == 6_000_000 and p.done == 2
+
+
+def test_cluster_workers_read_the_shared_signed_cache(client, ruleset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import shutil
+    import sqlite3
+
+    from scanner.batch import CACHE_DB, ResultCache, open_cache
+
+    store = tmp_path / "store"
+    shutil.copytree(FIXTURES / "hostile" / "pickle", store)
+    spec = open_cache(tmp_path / "cache", ruleset, Policy(), b"k" * 32)
+    first = scan_batch([store], Policy(), ruleset, cluster=client, cache=spec)
+    db = sqlite3.connect(tmp_path / "cache" / CACHE_DB)
+    assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == len(first.files)  # written by the client
+    db.close()
+    victim = next(fr for fr in first.files if fr.verdict.value == "malicious")
+    data = Path(victim.path).read_bytes()
+    # an entry signed with the run's key saying "no findings": only a worker reading the cache can report it
+    ResultCache(spec).put(hashlib.sha256(data).hexdigest(), Path(victim.path).name, len(data), victim.format, ())
+    second = {fr.path: fr for fr in scan_batch([store], Policy(), ruleset, cluster=client, cache=spec).files}
+    assert second[victim.path].findings == ()
+    assert {p: fr.findings for p, fr in second.items() if p != victim.path} == {
+        fr.path: fr.findings for fr in first.files if fr.path != victim.path}
