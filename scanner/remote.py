@@ -17,6 +17,7 @@ import hashlib
 import json
 import posixpath
 import re
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,9 @@ def url_from_arg(arg: str | Path) -> str | None:
         return text
     m = _MANGLED.match(text)
     if m and m.group(1).lower() in SCHEMES and not Path(text).exists():
+        for raw in sys.argv[1:]:  # the argument as typed: pathlib also drops a trailing '/' (an index URL)
+            if is_url(raw) and str(Path(raw)) == text:
+                return raw
         return f"{m.group(1)}://{text[m.end():]}"
     return None
 
@@ -316,7 +320,7 @@ def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: b
     try:
         fs, _ = filesystem(entry.root_url, entry.options)
         size = entry.size if entry.size is not None else int(fs.info(entry.fs_path)["size"])
-    except (RemoteError, OSError, KeyError, ValueError) as e:
+    except (RemoteError, OSError, KeyError, ValueError, TypeError) as e:  # TypeError: a server without sizes
         return FileReport(entry.url, None, None, "unknown", tuple(entry.findings), f"cannot read: {e}")
     src = RemoteSource(fs, entry.fs_path, size, entry.url)
     try:
@@ -327,8 +331,8 @@ def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: b
         fmt, findings = scan_source(src, ctx)
         sha = src.sha256() if digest else None
         return FileReport(entry.url, size, sha, fmt, (*entry.findings, *findings), transfer=src.transfer.to_dict())
-    except OSError as e:
-        return FileReport(entry.url, size, None, "unknown", tuple(entry.findings), f"cannot read: {e}",
-                          transfer=src.transfer.to_dict())
+    except Exception as e:  # noqa: BLE001 - network errors of any client library: an error, never clean
+        return FileReport(entry.url, size, None, "unknown", tuple(entry.findings),
+                          f"cannot read: {type(e).__name__}: {e}", transfer=src.transfer.to_dict())
     finally:
         src.close()

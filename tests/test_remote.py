@@ -95,6 +95,9 @@ def test_url_arguments_survive_pathlib_and_local_paths_stay_local(tmp_path: Path
     assert url_from_arg(Path("s3://bucket/models/x.pt")) == "s3://bucket/models/x.pt"
     assert url_from_arg("https://host:8443/a/model.onnx") == "https://host:8443/a/model.onnx"
     assert url_from_arg(Path("hf://org/model@main")) == "hf://org/model@main"
+    # pathlib drops the trailing '/' that makes an HTTP URL an index: the argument as typed wins
+    monkeypatch.setattr(sys, "argv", ["modelseal", "scan", "https://h/models/"])
+    assert url_from_arg(Path("https://h/models/")) == "https://h/models/"
     assert url_from_arg(Path("models/x.pt")) is None
     assert url_from_arg("ftp://host/x") is None  # not a supported scheme: a (missing) local path
     local = tmp_path / "s3:" / "bucket"
