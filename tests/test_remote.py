@@ -373,3 +373,32 @@ def test_s3_large_safetensors_costs_under_one_percent(s3_server: dict[str, str],
     assert obj["format"] == "safetensors" and obj["verdict"] == "clean"
     assert obj["transfer"]["bytes_fetched"] < obj["size"] / 100
     assert obj["transfer"]["requests"] <= 10
+
+
+# -- hf:// through huggingface_hub's HfFileSystem, against a minimal Hub on HF_ENDPOINT ------------------------
+
+@pytest.mark.skipif(not _have("fsspec", "huggingface_hub"), reason="needs the .[hf] extra")
+def test_hf_repo_scan_gives_the_same_findings_as_a_local_scan(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_hub import serve
+
+    repo = tmp_path / "hub" / "org" / "model"
+    for sub in ("hostile/pickle", "benign/torch", "hostile/containers"):
+        shutil.copytree(FIXTURES / sub, repo / sub)
+    hub = serve(tmp_path / "hub")
+    try:
+        local = local_results(repo)
+        r = modelseal("hf://org/model@main", "-f", "jsonl", "-j", "2",
+                      extra_env={"HF_ENDPOINT": f"http://127.0.0.1:{hub.server_address[1]}", "HF_TOKEN": "",
+                                 "HF_HUB_DISABLE_TELEMETRY": "1"})
+        assert r.returncode == 1, r.stderr
+        remote = jsonl_files(r.stdout, "hf://org/model@main")
+        assert set(remote) == set(local) and len(local) > 150
+        assert [k for k in local if comparable(local[k]) != comparable(remote[k])] == []
+        # file bytes only ever came by range, as many requests as the report counts
+        gets = [(p, rng) for m, p, rng in hub.log if "/resolve/" in p]  # type: ignore[attr-defined]
+        assert gets and all(rng for _, rng in gets)
+        assert len(gets) == sum(o["transfer"]["requests"] for o in remote.values())
+    finally:
+        hub.shutdown()
+        hub.server_close()
