@@ -142,14 +142,25 @@ class RemoteSource(Source):
         self.ahead = min_ahead
         self.last_end = -1
         self.transfer = Transfer()
+        self._http_file: Any = None
 
     @property
     def name(self) -> str:
         return posixpath.basename(self.fs_path.rstrip("/"))
 
+    def _is_http(self) -> bool:
+        return type(self.fs).__name__ == "HTTPFileSystem"
+
     def _fetch(self, start: int, end: int) -> bytes:
         self.transfer.requests += 1
-        data = self.fs.cat_file(self.fs_path, start=start, end=end)
+        if self._is_http():
+            # fsspec's HTTP cat_file reads whatever body comes back: a server ignoring Range would send the
+            # whole file into memory. HTTPFile's fetch stops at the asked length or refuses a non-range reply.
+            if self._http_file is None:
+                self._http_file = self.fs.open(self.fs_path, "rb", cache_type="none", size=self.size)
+            data = self._http_file._fetch_range(start, end)
+        else:
+            data = self.fs.cat_file(self.fs_path, start=start, end=end)
         self.transfer.bytes_fetched += len(data)
         if len(data) != end - start:
             raise OSError(f"short read: asked bytes {start}-{end} of {self.display}, got {len(data)}")
@@ -227,8 +238,9 @@ class RemoteSource(Source):
                 spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
             else:
                 spans.append((start, stop))
-        if len(spans) < 2 or sum(b - a for a, b in spans) > self.cache_bytes:
-            return  # one region is read on demand anyway; more than the cache holds would be thrown away
+        if len(spans) < 2 or sum(b - a for a, b in spans) > self.cache_bytes or self._is_http():
+            return  # one region is read on demand anyway; more than the cache holds would be thrown away;
+            # HTTP: cat_ranges does not bound a reply that ignores Range (see _fetch)
         datas = self.fs.cat_ranges([self.fs_path] * len(spans), [a for a, _ in spans], [b for _, b in spans],
                                    on_error="return")
         for (a, b), data in zip(spans, datas, strict=True):
@@ -248,6 +260,9 @@ class RemoteSource(Source):
     def close(self) -> None:
         self.extents.clear()
         self.cached = 0
+        if self._http_file is not None:
+            self._http_file.close()
+            self._http_file = None
 
 
 # -- listing a store ---------------------------------------------------------------------------------------

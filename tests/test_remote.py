@@ -180,7 +180,8 @@ def test_remote_source_returns_the_files_bytes_and_coalesces_requests(tmp_path: 
 # -- an HTTP server with Range support --------------------------------------------------------------------------
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single `Range: bytes=a-b` requests (206); counts requests and bytes per path."""
+    """Static files with single `Range: bytes=a-b` requests (206); counts requests and bytes per path.
+    With the server's `ignore_range` set it answers every GET with the whole file (200), as some servers do."""
 
     stats: Counter[str]
     sent: Counter[str]
@@ -191,6 +192,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     def send_head(self):  # type: ignore[no-untyped-def]
         path = self.translate_path(self.path)
         rng = self.headers.get("Range")
+        if getattr(self.server, "ignore_range", False):
+            rng = None
         if rng is None or os.path.isdir(path):
             if self.command == "GET" and not os.path.isdir(path):
                 self.server.stats[self.path] += 1  # type: ignore[attr-defined]
@@ -307,6 +310,20 @@ def test_http_2gb_safetensors_costs_under_one_percent_and_few_requests(http_stor
     (evil,) = json.loads(r.stdout)["files"]
     assert evil["sha256"] == hashlib.sha256((big.parent / "evil.bin").read_bytes()).hexdigest()
     assert evil["transfer"]["bytes_fetched"] >= evil["size"]
+
+
+@needs_http
+def test_a_server_ignoring_range_costs_no_whole_download_and_never_passes(http_store: tuple[HttpStore, Path]) -> None:
+    store, root = http_store
+    sparse_safetensors(root / "model.safetensors", 2 << 30)
+    shutil.copy(FIXTURES / "benign" / "torch" / "state_dict.pt", root / "state_dict.pt")
+    store.server.ignore_range = True  # type: ignore[attr-defined]
+    r = modelseal(store.url + "/model.safetensors", store.url + "/state_dict.pt", "-f", "json")
+    files = {Path(o["path"]).name: o for o in json.loads(r.stdout)["files"]}
+    big = files["model.safetensors"]
+    assert big["transfer"]["bytes_fetched"] < 8 << 20  # the first 1 MiB is cut from the stream, no more
+    assert big["verdict"] != "clean" and r.returncode != 0  # the tail cannot be read: never passed as clean
+    assert files["state_dict.pt"]["verdict"] == "clean"  # a small file is read whole from its start
 
 
 # -- S3: moto's server in a subprocess, used through s3fs like real S3 --------------------------------------------
