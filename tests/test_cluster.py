@@ -129,3 +129,10 @@ def test_cluster_workers_read_the_shared_signed_cache(client, ruleset, tmp_path:
     assert second[victim.path].findings == ()
     assert {p: fr.findings for p, fr in second.items() if p != victim.path} == {
         fr.path: fr.findings for fr in first.files if fr.path != victim.path}
+
+
+def test_bad_cluster_spec_is_a_one_line_error() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "scan", str(FIXTURES / "benign" / "torch"),
+                        "--cluster", "local:zero"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "--cluster local:N" in r.stderr and "Traceback" not in r.stderr
