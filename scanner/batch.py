@@ -329,6 +329,10 @@ class Worker:
     def scan(self, entry: WalkEntry) -> FileReport:
         from scanner.engine import scan_file
 
+        if not isinstance(entry, WalkEntry):  # a remote file (scanner.remote): read by range, not cached
+            from scanner.remote import scan_remote
+
+            return scan_remote(entry, self.rules, self.policy, digest=self.digest)
         if self.cache is None or entry.error is not None or not entry.scan:
             return scan_file(entry, self.rules, self.policy, digest=self.digest)
         try:
@@ -382,7 +386,8 @@ def _chunks(items: list[tuple[int, WalkEntry]], size: int) -> Iterator[list[tupl
 
 def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, rules: RuleSet | None = None,
                *, jobs: int | None = None, cache: CacheSpec | None = None, on_file: OnFile | None = None,
-               progress: Progress | None = None, digest: bool = True) -> Report:
+               progress: Progress | None = None, digest: bool = True,
+               storage_options: dict[str, Any] | None = None, cluster: Any = None) -> Report:
     """Scan like `engine.scan`, on `jobs` processes, calling `on_file` as each result lands; `cache`
     comes from `open_cache`.
 
@@ -393,7 +398,7 @@ def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = 
     policy = policy or Policy()
     rules = rules or load_ruleset()
     started = _now()
-    entries = list(enumerate(walk_paths([Path(p) for p in paths], policy, rules)))
+    entries = list(enumerate(walk_targets(paths, policy, rules, storage_options)))
     jobs = min(jobs or default_jobs(), max(1, len(entries)))
     results: dict[int, FileReport] = {}
     store = ResultCache(cache) if cache is not None else None  # the only writer of the cache
@@ -408,10 +413,14 @@ def scan_batch(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = 
             if on_file is not None:
                 on_file(fr)
             if progress is not None:
-                progress.advance(fr.path)
+                progress.advance(fr.path, fr.size or 0)
 
     try:
-        if jobs <= 1:
+        if cluster is not None:  # Dask: the same Worker per file on the cluster's processes (scanner.cluster)
+            from scanner.cluster import run_on_cluster
+
+            run_on_cluster(cluster, entries, rules, policy, cache, digest, land)
+        elif jobs <= 1:
             worker = Worker(rules, policy, cache, digest)
             for item in entries:
                 land(*worker.scan_chunk([item]))
@@ -505,6 +514,21 @@ def _isolate(todo: Chunk, initargs: tuple[Any, ...], rules: RuleSet, policy: Pol
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def walk_targets(paths: Sequence[str | os.PathLike[str]], policy: Policy, rules: RuleSet,
+                 storage_options: dict[str, Any] | None = None) -> Iterator[WalkEntry]:
+    """`walk_paths`, except that URL arguments are listed through fsspec (scanner.remote, imported only then)."""
+    from scanner.remote import url_from_arg
+
+    for p in paths:
+        url = url_from_arg(p)
+        if url is None:
+            yield from walk_paths([Path(p)], policy, rules)
+        else:
+            from scanner.remote import walk_url
+
+            yield from walk_url(url, policy, storage_options)  # type: ignore[misc]
+
+
 def _crash_report(entry: WalkEntry, rules: RuleSet, policy: Policy) -> FileReport:
     meta = rules.meta("SCAN-INTERNAL-ERROR")
     sev = policy.severity_overrides.get("SCAN-INTERNAL-ERROR", meta.severity if meta else Severity.HIGH)
@@ -512,8 +536,8 @@ def _crash_report(entry: WalkEntry, rules: RuleSet, policy: Policy) -> FileRepor
                 "worker process terminated abruptly", meta.reference if meta else None)
     try:
         size: int | None = entry.path.stat().st_size
-    except OSError:
-        size = None
+    except (OSError, AttributeError):  # AttributeError: a remote entry
+        size = getattr(entry, "size", None)
     return FileReport(entry.display, size, None, "unknown", (*entry.findings, f))
 
 
@@ -552,15 +576,27 @@ class Progress:
         self.done = 0
         self._last_len = 0
         self._last_draw = 0.0
+        self.bytes = 0
+        self._t0 = time.monotonic()
 
     def start(self, total: int) -> None:
         self.total = total
         self.done = 0
+        self.bytes = 0
+        self._t0 = time.monotonic()
         self._draw("")
 
-    def advance(self, path: str) -> None:
+    def advance(self, path: str, size: int = 0) -> None:
         self.done += 1
+        self.bytes += size
         self._draw(path)
+
+    def rates(self) -> str:
+        """files/s, bytes/s and ETA so far (long runs: a store over a cluster)."""
+        elapsed = max(time.monotonic() - self._t0, 1e-6)
+        fps = self.done / elapsed
+        eta = (self.total - self.done) / fps if fps > 0 else 0.0
+        return f"{fps:.1f} files/s {_human(self.bytes / elapsed)}/s ETA {int(eta) // 60}m{int(eta) % 60:02d}s"
 
     def _draw(self, path: str) -> None:
         if not self.enabled or self.total <= 1:
@@ -574,7 +610,7 @@ class Progress:
         from scanner.output.escape import escape
 
         name = escape(os.path.basename(path))[-30:]
-        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {name}"
+        line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {self.rates()} {name}"
         pad = max(0, self._last_len - len(line))
         self._last_len = len(line)
         self.stream.write(line + " " * pad)
@@ -584,3 +620,11 @@ class Progress:
         if self.enabled and self.total > 1 and self._last_len:
             self.stream.write("\r" + " " * self._last_len + "\r")
             self.stream.flush()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.0f} TB"

@@ -73,12 +73,23 @@ def scan(
     digest: Annotated[bool, typer.Option(
         "--digest", help="Put each file's sha256 in the report. Reads every byte; without it large models are "
         "scanned from their headers and pickle members only.")] = False,
+    storage_option: Annotated[list[str] | None, typer.Option(
+        "--storage-option", help="key=value for the fsspec filesystem of URL arguments (s3://, gs://, https://, "
+        "hf://), e.g. endpoint_url=http://minio:9000; repeatable.")] = None,
+    cluster: Annotated[str | None, typer.Option(
+        "--cluster", help="Scan on Dask: local:N (a local cluster of N workers) or tcp://scheduler:8786.")] = None,
 ) -> None:
     """Scan model files; exit 0 clean, 1 findings at or above --fail-on, 2 the scan could not be done."""
     from scanner.batch import open_cache
+    from scanner.remote import parse_storage_options, url_from_arg
     from scanner.rules import load_ruleset
 
-    policy = policy_for(config, fail_on, paths)
+    policy = policy_for(config, fail_on, [p for p in paths if url_from_arg(p) is None])
+    try:
+        options = parse_storage_options(storage_option)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    where = {"storage_options": options, "cluster": cluster}  # URL arguments and Dask (scanner.remote/.cluster)
     ruleset = load_ruleset()
     try:
         cache_spec = open_cache(cache, ruleset, policy) if cache is not None else None
@@ -87,7 +98,7 @@ def scan(
     from scanner.fastscan import execute
 
     raise typer.Exit(execute(paths, policy, ruleset, cache_spec, fmt=fmt.value, output=output, jobs=jobs,
-                             digest=digest, show_info=show_info))
+                             digest=digest, show_info=show_info, **where))
 
 
 @app.command()

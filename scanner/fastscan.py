@@ -81,10 +81,12 @@ def run(opts: dict[str, object]) -> int | None:
 
 
 def execute(paths: list[Path], policy: Any, ruleset: Any, cache_spec: Any, *, fmt: str, output: Path | None,
-            jobs: int | None, digest: bool, show_info: bool) -> int:
+            jobs: int | None, digest: bool, show_info: bool, **where: Any) -> int:
     """Scan and write the report in `fmt`; the exit code (2 after a one-line error). Shared by this entry
-    point and `scanner.cli.scan`, so both print the same bytes."""
+    point and `scanner.cli.scan`, so both print the same bytes. `where`: storage_options / cluster for URL
+    arguments and Dask (scanner.remote, scanner.cluster)."""
     from scanner.batch import JsonlWriter, Progress, scan_batch
+    from scanner.remote import RemoteError
 
     progress = Progress()
     if fmt == "jsonl":  # streamed: every file is written (and flushed) as soon as it is scanned
@@ -95,13 +97,19 @@ def execute(paths: list[Path], policy: Any, ruleset: Any, cache_spec: Any, *, fm
         writer = JsonlWriter(out)
         try:
             report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, on_file=writer.file,
-                                digest=digest, progress=progress)
+                                digest=digest, progress=progress, **where)
             writer.summary(report)
+        except RemoteError as e:
+            return _fail(str(e))
         finally:
             if out is not sys.stdout:
                 out.close()
         return report.exit_code()
-    report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress, digest=digest)
+    try:
+        report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress, digest=digest,
+                            **where)
+    except RemoteError as e:
+        return _fail(str(e))
     if fmt == "json":
         from scanner.output.json import render as render_json
 

@@ -122,6 +122,7 @@ class FileReport:
     format: str
     findings: tuple[Finding, ...]
     error: str | None = None
+    transfer: dict[str, int] | None = None  # remote files: {"requests", "bytes_fetched"} (scanner.remote)
 
     @property
     def verdict(self) -> Verdict:
@@ -133,7 +134,7 @@ class FileReport:
         return max((f.severity for f in self.findings), key=lambda s: s.rank)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "path": self.path,
             "size": self.size,
             "sha256": self.sha256,
@@ -142,6 +143,9 @@ class FileReport:
             "error": self.error,
             "findings": [f.to_dict() for f in self.findings],
         }
+        if self.transfer is not None:
+            out["transfer"] = dict(self.transfer)
+        return out
 
 
 @dataclass(frozen=True)

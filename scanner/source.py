@@ -38,6 +38,10 @@ class Source:
     def head(self, n: int = 4096) -> bytes:
         return self.read_at(0, min(n, self.size))
 
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        """Hint: (offset, length) regions about to be read. Remote sources fetch them concurrently; local
+        sources ignore it."""
+
     def read_all(self, limit: int) -> bytes:
         if self.size > limit:
             raise LimitExceeded("max_read_bytes", f"{self.size} bytes exceed the read limit of {limit}",
@@ -131,6 +135,9 @@ class SliceSource(Source):
         if offset < 0 or n <= 0 or offset >= self.size:
             return b""
         return self.parent.read_at(self.offset + offset, min(n, self.size - offset))
+
+    def prefetch(self, ranges: list[tuple[int, int]]) -> None:
+        self.parent.prefetch([(self.offset + o, min(n, self.size - o)) for o, n in ranges if 0 <= o < self.size])
 
 
 class _SourceIO(io.RawIOBase):

@@ -125,7 +125,7 @@ def judge_library(an: Analyzer, sources: ModuleSource, modules: list[str]) -> di
         lib = mod.lib
         aliases = [(a, an.resolve_expr(v, mod, frozenset())) for a, v in mod.assigns.items()
                    if a not in mod.classes and isinstance(v, (ast.Name, ast.Attribute))]
-        # re-exports kept for old pickles (gensim's `from gensim.models.keyedvectors import Vocab  # noqa` in
+        # re-exports kept for old pickles (gensim's `from gensim.models.keyedvectors import Vocab` (marked noqa) in
         # word2vec): names imported from the same distribution
         aliases += [(a, t) for a, t in mod.imports.items()
                     if a not in mod.classes and "." in t and (sources.get(t.rpartition(".")[0]) or mod).lib == lib

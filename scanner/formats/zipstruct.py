@@ -205,6 +205,8 @@ def parse_layout(src: Source, *, max_members: int, max_cd_bytes: int, eocd_offse
         problems.append(f"end record declares {end.entries} entries, central directory holds {len(entries)}")
     elif pos != len(cd):
         problems.append(f"{len(cd) - pos} unparsed bytes at the end of the central directory")
+    # remote sources fetch every local header in one concurrent round instead of one request after another
+    src.prefetch([(e.header_offset + shift, LFH_LEN + len(e.name_raw) + len(e.extra) + 16) for e in entries])
     for e in entries:
         _read_local(src, e, shift)
     return ZipLayout(end, eocds, shift, cd_start, entries, problems)
