@@ -171,6 +171,12 @@ def _is_executable(head: bytes) -> bool:
 
 def _hdf5_userblock(src: Source) -> bool:
     """H5FD_locate_signature tries 0, 512, 1024, ... every power of two below the end of the file."""
+    probes = []
+    off = 512
+    while off + len(HDF5_MAGIC) <= src.size:
+        probes.append((off, 8))
+        off *= 2
+    src.prefetch(probes)  # remote sources fetch the probes in one concurrent round
     off = 512
     while off + len(HDF5_MAGIC) <= src.size:
         if src.read_at(off, 8) == HDF5_MAGIC:

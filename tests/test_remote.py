@@ -300,7 +300,10 @@ def test_http_2gb_safetensors_costs_under_one_percent_and_few_requests(http_stor
     obj = remote["model.safetensors"]
     assert obj["format"] == "safetensors" and obj["verdict"] == "clean" and obj["sha256"] is None
     assert obj["transfer"]["bytes_fetched"] < obj["size"] / 100
-    assert obj["transfer"]["requests"] <= 10
+    # 2 for the header, plus the HDF5 signature probes HDF5's H5FD_locate_signature would try (every power of
+    # two past the first read-ahead: a polyglot check no reading of the safetensors structure can replace)
+    probes = sum(1 for k in range(21, 64) if (1 << k) + 8 <= obj["size"])
+    assert obj["transfer"]["requests"] <= 10 + probes
     # the server saw exactly the ranged requests the report counts (no whole-body GET to list or size it)
     assert store.server.stats["/big/model.safetensors"] == obj["transfer"]["requests"]  # type: ignore[attr-defined]
     assert store.server.sent["/big/model.safetensors"] == obj["transfer"]["bytes_fetched"]  # type: ignore[attr-defined]
