@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # a checkout that is not installed
 
 from scanner.engine import ScanContext  # noqa: E402
-from scanner.formats.pickle import _scan  # noqa: E402
-from scanner.formats.pickle_machine import Counters  # noqa: E402
+from scanner.formats.pickle.machine import Counters  # noqa: E402
+from scanner.formats.pickle.scan import _scan  # noqa: E402
 from scanner.limits import Limits  # noqa: E402
 from scanner.rules import Policy, load_ruleset  # noqa: E402
 from scanner.source import BytesSource  # noqa: E402

@@ -82,7 +82,7 @@ def profile_scan(path: Path, top: int = 14) -> str:
 def profile_engine(path: Path, top: int = 14) -> str:
     """cProfile of the engine alone on the first 8 MB of the pickle (enough to rank the hot spots)."""
     code = ("import sys, cProfile, pstats, io\n"
-            "from scanner.engine import ScanContext\nfrom scanner.formats.pickle import scan_pickle\n"
+            "from scanner.engine import ScanContext\nfrom scanner.formats.pickle.scan import scan_pickle\n"
             "from scanner.rules import Policy, load_ruleset\nfrom scanner.source import BytesSource\n"
             "data = open(sys.argv[1], 'rb').read()\n"
             "ctx = ScanContext(load_ruleset(), Policy())\n"
@@ -101,8 +101,8 @@ def profile_engine(path: Path, top: int = 14) -> str:
 
 _ENGINE = """
 import json, sys, time
-from scanner.engine import ScanContext
-from scanner.formats.pickle import scan_pickle
+from scanner.context import ScanContext
+from scanner.formats.pickle.scan import scan_pickle
 from scanner.rules import Policy, load_ruleset
 from scanner.source import BytesSource
 data = open(sys.argv[1], "rb").read()

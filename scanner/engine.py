@@ -8,13 +8,13 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from scanner import __version__
+from scanner.context import NOT_A_MODEL, ScanContext
+from scanner.context import rule_severity as _sev
 from scanner.findings import FileReport, Finding, Location, Report, Severity
-from scanner.limits import Limits
 from scanner.rules import Policy, RuleSet, load_ruleset
 from scanner.sniff import extension, sniff
 from scanner.source import FileSource, LimitExceeded, Source
@@ -22,122 +22,28 @@ from scanner.walk import WalkEntry, walk_paths
 
 # format name -> module with `analyze(src, ctx) -> Iterable[Finding]` (our own modules, imported lazily)
 ANALYZERS: dict[str, str] = {
-    "pickle": "scanner.formats.pickle",
-    "zip": "scanner.formats.zipfile",
-    "tar": "scanner.formats.archive",
-    "gzip": "scanner.formats.archive",
-    "bz2": "scanner.formats.archive",
-    "xz": "scanner.formats.archive",
-    "lzma": "scanner.formats.archive",
-    "lz4": "scanner.formats.archive",
-    "zlib": "scanner.formats.archive",
-    "7z": "scanner.formats.archive",
-    "npy": "scanner.formats.numpy",
-    "torch-legacy": "scanner.formats.torch_legacy",
-    "hdf5": "scanner.formats.hdf5",
-    "onnx": "scanner.formats.onnx",
+    "pickle": "scanner.formats.pickle.scan",
+    "zip": "scanner.formats.zip.reader",
+    "tar": "scanner.formats.archives.archive",
+    "gzip": "scanner.formats.archives.archive",
+    "bz2": "scanner.formats.archives.archive",
+    "xz": "scanner.formats.archives.archive",
+    "lzma": "scanner.formats.archives.archive",
+    "lz4": "scanner.formats.archives.archive",
+    "zlib": "scanner.formats.archives.archive",
+    "7z": "scanner.formats.archives.archive",
+    "npy": "scanner.formats.numpy.npy",
+    "torch-legacy": "scanner.formats.zip.torch_legacy",
+    "hdf5": "scanner.formats.hdf5.reader",
+    "onnx": "scanner.formats.onnx.model",
     "safetensors": "scanner.formats.safetensors",
-    "gguf": "scanner.formats.gguf",
-    "tensorflow": "scanner.formats.tensorflow",
-    "paddle": "scanner.formats.paddle",
-    "text": "scanner.formats.sidecar",
+    "gguf": "scanner.formats.gguf.reader",
+    "tensorflow": "scanner.formats.tensorflow.savedmodel",
+    "paddle": "scanner.formats.paddle.program",
+    "text": "scanner.formats.sidecars.sidecar",
     "executable": "scanner.formats.executable",
-    "tflite": "scanner.formats.tflite",
+    "tflite": "scanner.formats.tensorflow.tflite",
 }
-NOT_A_MODEL = ("text", "data", "empty")
-
-
-@dataclass
-class Budget:
-    """Counters shared by everything scanned under one top-level file (nested archives share one budget)."""
-
-    total_bytes: int = 0
-    members: int = 0
-    deadline: float | None = None   # time.monotonic() by which the scan of the file must end
-    bomb_at: int | None = None      # total_bytes when the first bomb was reported: what follows is capped
-    stopped: LimitExceeded | None = None  # the bound that stopped the scan: later members are not scanned
-    stop_reported: bool = False
-
-
-@dataclass
-class ScanContext:
-    rules: RuleSet
-    policy: Policy
-    depth: int = 0
-    budget: Budget = field(default_factory=Budget)
-    root: Path | None = None  # the model folder (ONNX external data resolves against it)
-
-    @property
-    def limits(self) -> Limits:
-        return self.policy.limits
-
-    def finding(self, rule_id: str, message: str, src: Source | None = None, *, offset: int | None = None,
-                opcode_index: int | None = None, evidence: str | None = None,
-                severity: Severity | None = None, reference: str | None = None) -> Finding:
-        """Build a finding; severity and reference default to the rule catalog, then the user's overrides."""
-        meta = self.rules.meta(rule_id)
-        if meta is None:
-            raise KeyError(f"rule {rule_id} is not declared in rules/*.toml")
-        sev = self.policy.severity_overrides.get(rule_id, severity or meta.severity)
-        loc = src.loc(offset, opcode_index) if src is not None else None
-        if evidence is not None and len(evidence) > self.limits.max_evidence_chars:
-            evidence = evidence[: self.limits.max_evidence_chars] + "…"
-        from scanner.findings import Location
-
-        if rule_id == "ARCHIVE-BOMB" and self.budget.bomb_at is None:
-            self.budget.bomb_at = self.budget.total_bytes  # a file that is a bomb gets little more inflating
-        return Finding(rule_id, sev, message, loc or Location(), evidence, reference or meta.reference)
-
-    def charge(self, nbytes: int, src: Source) -> None:
-        """Account decompressed bytes against the per-file total; raise when the budget is spent."""
-        b, lim = self.budget, self.limits
-        b.total_bytes += nbytes
-        if b.total_bytes > lim.max_total_bytes:
-            self._stop(LimitExceeded("max_total_bytes",
-                                     f"more than {lim.max_total_bytes} decompressed bytes in one file", src.loc()))
-        if b.bomb_at is not None and b.total_bytes - b.bomb_at > lim.max_bytes_after_bomb:
-            self._stop(LimitExceeded("max_bytes_after_bomb", f"a bomb was found and {lim.max_bytes_after_bomb} "
-                                     "more bytes were decompressed; rest of the file not scanned", src.loc()))
-        self.check_deadline(src)
-
-    def check_deadline(self, src: Source) -> None:
-        """Raise once the file's wall-clock budget (max_file_seconds) is spent; analyzers call it in long loops."""
-        if self.budget.deadline is not None and time.monotonic() > self.budget.deadline:
-            self._stop(LimitExceeded("max_file_seconds", f"scan of the file took longer than "
-                                     f"{self.limits.max_file_seconds} s; rest not scanned", src.loc()))
-
-    def _stop(self, e: LimitExceeded) -> None:
-        if self.budget.stopped is None:
-            self.budget.stopped = e
-        raise self.budget.stopped  # the same exception all the way up: reported once
-
-    def limit_findings(self, e: LimitExceeded, src: Source) -> list[Finding]:
-        """The finding for a LimitExceeded caught by an analyzer or the engine (a budget stop only once)."""
-        if e is self.budget.stopped:
-            if self.budget.stop_reported:
-                return []
-            self.budget.stop_reported = True
-        return [Finding("LIMIT-EXCEEDED", _sev(self, "LIMIT-EXCEEDED"), str(e), e.location or src.loc(), e.limit)]
-
-    def scan_child(self, src: Source, fmt: str | None = None) -> list[Finding]:
-        """Scan a member found inside a container (sniffed unless `fmt` is given), one level deeper."""
-        if self.budget.stopped is not None:
-            return []  # reported once where it happened (and by scan_file if an analyzer swallowed it)
-        try:
-            self.check_deadline(src)
-        except LimitExceeded as e:
-            return self.limit_findings(e, src)
-        self.budget.members += 1
-        if self.budget.members > self.limits.max_members:
-            return [self.finding("LIMIT-EXCEEDED", f"more than {self.limits.max_members} members; rest not scanned",
-                                 src, evidence="max_members")]
-        if self.depth + 1 > self.limits.max_depth:
-            return [self.finding("LIMIT-EXCEEDED", f"nesting deeper than {self.limits.max_depth}; member not scanned",
-                                 src, evidence="max_depth")]
-        child = ScanContext(self.rules, self.policy, self.depth + 1, self.budget, self.root)
-        return scan_source(src, child, fmt)[1]
-
-
 def analyzer_for(fmt: str) -> Callable[[Source, ScanContext], Iterable[Finding]] | None:
     module = ANALYZERS.get(fmt)
     if module is None:
@@ -147,6 +53,8 @@ def analyzer_for(fmt: str) -> Callable[[Source, ScanContext], Iterable[Finding]]
 
 def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[str, list[Finding]]:
     """Sniff and analyze one source. Never raises: a crash or a limit becomes a finding (fail closed)."""
+    if ctx.dispatch is None:
+        ctx.dispatch = scan_source
     findings: list[Finding] = []
     try:
         if fmt is None:
@@ -180,12 +88,12 @@ def scan_source(src: Source, ctx: ScanContext, fmt: str | None = None) -> tuple[
 def _refine(src: Source, fmt: str) -> str:
     """Sub-formats the sniffer leaves to their analyzers: legacy torch files are stacked pickles."""
     if fmt == "pickle":
-        from scanner.formats.torch_legacy import is_legacy_torch
+        from scanner.formats.zip.torch_legacy import is_legacy_torch
 
         if is_legacy_torch(src.head(64)):
             return "torch-legacy"
     elif fmt == "data":
-        from scanner.formats.tflite import is_tflite
+        from scanner.formats.tensorflow.tflite import is_tflite
 
         if is_tflite(src.head(8), src.size):
             return "tflite"
@@ -202,7 +110,7 @@ def _leading_pickle(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
     (a tar header whose name is a pickle, an HDF5 user block, `MZ` + BININT2) (T12, Z05)."""
     if fmt in _NO_LEADING_PICKLE:
         return []
-    from scanner.formats import pickle as pk
+    from scanner.formats.pickle import scan as pk
 
     if not pk.source_looks_like_pickle(src):
         return []
@@ -227,14 +135,9 @@ def _appended_zip(src: Source, fmt: str, ctx: ScanContext) -> list[Finding]:
     """A zip glued after other content (T12 polyglot): zip readers find it from the end."""
     if fmt == "zip":
         return []
-    from scanner.formats.zipfile import appended_zip
+    from scanner.formats.zip.reader import appended_zip
 
     return appended_zip(src, fmt, ctx)
-
-
-def _sev(ctx: ScanContext, rule_id: str) -> Severity:
-    meta = ctx.rules.meta(rule_id)
-    return ctx.policy.severity_overrides.get(rule_id, meta.severity if meta else Severity.HIGH)
 
 
 # AppleDouble (RFC 1740): the resource-fork files macOS archivers add as `__MACOSX/._<name>`; never the

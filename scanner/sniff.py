@@ -221,7 +221,7 @@ def joblib_zf_length(head: bytes) -> int | None:
 def _looks_like_text_pickle(src: Source) -> bool:
     """Protocol 0/1 pickles have no magic: let the pickle tokenizer decide whether the head is an opcode
     stream (text, JSON and source code fail within a few bytes)."""
-    from scanner.formats.pickle import source_looks_like_pickle
+    from scanner.formats.pickle.scan import source_looks_like_pickle
 
     return source_looks_like_pickle(src)
 
@@ -247,13 +247,13 @@ def _is_text(head: bytes) -> bool:
 
 
 def _looks_like_saved_model(src: Source) -> bool:
-    from scanner.formats.tensorflow import looks_like_graph_def, looks_like_saved_model
+    from scanner.formats.tensorflow.savedmodel import looks_like_graph_def, looks_like_saved_model
 
     return looks_like_saved_model(src) or looks_like_graph_def(src)
 
 
 def _looks_like_paddle(src: Source) -> bool:
-    from scanner.formats.paddle import looks_like_program
+    from scanner.formats.paddle.program import looks_like_program
 
     return looks_like_program(src)
 

@@ -138,7 +138,7 @@ def main() -> int:
 def _probes(state: dict, child_log: ChildLog) -> list[str]:
     """The hook is live in sandbox children (exec, spawn and shell are caught and blocked there) and a
     fork from anywhere but scanner/sandbox.py is caught in the parent."""
-    from scanner.formats import hdf5
+    from scanner.formats.hdf5 import reader as hdf5
 
     errors: list[str] = []
     before = len(child_log.items())

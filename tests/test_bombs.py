@@ -15,7 +15,7 @@ from conftest import ROOT, rule_ids
 from scanner import sandbox
 from scanner.engine import ScanContext, scan_file, scan_source
 from scanner.findings import Finding
-from scanner.formats import jinja_template
+from scanner.formats.sidecars import jinja_template
 from scanner.limits import GiB, Limits, MiB
 from scanner.rules import Policy, load_ruleset
 from scanner.source import BytesSource
@@ -43,7 +43,7 @@ def limit_hits(findings: list[Finding]) -> set[str]:
 def test_zero_stream_bomb_stops_near_the_floor(kind: str, name: str) -> None:
     ctx, findings = run(bombs.zero_stream(kind, 96 * MiB), name)
     assert "ARCHIVE-BOMB" in rule_ids(findings)
-    IN_CHUNK = 1 << 16  # noqa: N806 - scanner.formats.inflate.IN_CHUNK
+    IN_CHUNK = 1 << 16  # noqa: N806 - scanner.formats.archives.inflate.IN_CHUNK
     lim = Limits()
     # the ratio is judged per MiB out and per 64 KiB in (lz4 takes input ahead of its output, so allow two
     # input steps): the bomb stops near the floor, not at 96 MiB
@@ -75,7 +75,7 @@ def test_inflated_stream_is_spooled_not_held_in_memory() -> None:
 
 
 def test_spool_moves_large_output_to_a_file_and_keeps_the_crc() -> None:
-    from scanner.formats.inflate import Spool, SpoolSource
+    from scanner.formats.archives.inflate import Spool, SpoolSource
 
     parent = BytesSource("p", None, b"")
     spool = Spool(memory=1 * MiB)

@@ -14,9 +14,9 @@ import pytest
 from conftest import FIXTURES, rule_ids, scan_data, scan_path
 from scanner.engine import ScanContext, scan_source
 from scanner.findings import Severity
-from scanner.formats import numpy as npy
-from scanner.formats import zipstruct as zs
-from scanner.formats.torch_legacy import is_legacy_torch
+from scanner.formats.numpy import npy
+from scanner.formats.zip import structure as zs
+from scanner.formats.zip.torch_legacy import is_legacy_torch
 from scanner.rules import Policy, load_ruleset
 from scanner.source import BytesSource
 

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FIXTURES, rule_ids, scan_data, scan_path
 from scanner.findings import Severity
-from scanner.formats.jinja_template import analyze_template, template_rules
+from scanner.formats.sidecars.jinja_template import analyze_template, template_rules
 from scanner.limits import Limits
 from scanner.rules import Policy, load_ruleset
 

@@ -12,9 +12,11 @@ from test_keras import _zero_size_heap_object
 
 from conftest import FIXTURES, rule_ids, scan_data, scan_path
 from scanner import sandbox
-from scanner.engine import ScanContext
+from scanner.context import ScanContext
 from scanner.findings import Severity
-from scanner.formats import hdf5, hdf5_heap, hdf5_result
+from scanner.formats.hdf5 import heap as hdf5_heap
+from scanner.formats.hdf5 import reader as hdf5
+from scanner.formats.hdf5 import result as hdf5_result
 from scanner.limits import Limits
 from scanner.rules import Policy, load_ruleset
 from scanner.source import BytesSource

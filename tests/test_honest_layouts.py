@@ -18,7 +18,7 @@ import pytest
 
 from conftest import FIXTURES, rule_ids, scan_data, scan_path
 from scanner.findings import Severity
-from scanner.formats.tflite import is_tflite
+from scanner.formats.tensorflow.tflite import is_tflite
 
 ROOT = Path(__file__).resolve().parent.parent
 TFL = (FIXTURES / "benign" / "honest_layouts" / "tflite_no_metadata.tflite").read_bytes()

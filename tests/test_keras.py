@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, rule_ids, scan_data, scan_path
-from scanner.engine import ScanContext
+from scanner.context import ScanContext
 from scanner.findings import Severity
-from scanner.formats import keras, marshal_code
+from scanner.formats.hdf5 import keras
+from scanner.formats.pickle import marshal_code
 from scanner.limits import Limits
 from scanner.rules import Policy, load_ruleset
 from scanner.source import BytesSource
@@ -286,7 +287,7 @@ def test_h5_garbage_after_magic_is_malformed() -> None:
 
 
 def test_filter_plugins_are_disabled() -> None:
-    from scanner.formats.hdf5 import _h5py
+    from scanner.formats.hdf5.reader import _h5py
 
     h5py = _h5py()
     assert h5py.h5pl.size() == 0
@@ -350,7 +351,7 @@ def _zero_size_heap_object(data: bytes) -> bytes:
 
 
 def test_corrupt_global_heap_is_reported_instead_of_hanging_the_library() -> None:
-    from scanner.formats import hdf5_heap
+    from scanner.formats.hdf5 import heap as hdf5_heap
 
     good = (FIXTURES / "benign" / "keras" / "functional_compiled.h5").read_bytes()
     assert hdf5_heap.heap_problems(BytesSource("x", None, good)) == []
@@ -406,7 +407,7 @@ def test_path_fields_apply_to_any_layer() -> None:
 
 
 def test_hydra_targets_are_judged_by_the_pickle_tables() -> None:
-    from scanner.formats import sidecar_config
+    from scanner.formats.sidecars import config as sidecar_config
 
     text = "opt:\n  _target_: torch.optim.Adam\nrun:\n  - _target_: os.system\n"
     c = ScanContext(RULES, Policy())

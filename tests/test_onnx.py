@@ -380,7 +380,7 @@ def test_light_onnx_loading_leaves_a_later_import_onnx_intact() -> None:
     import subprocess
     import sys
 
-    code = ("from scanner.formats.onnx_proto import pb2, has_schema\n"
+    code = ("from scanner.formats.onnx.proto import pb2, has_schema\n"
             "P = pb2(); assert has_schema('Add', '') and not has_schema('Exec', '')\n"
             "import sys; assert 'numpy' not in sys.modules and 'onnx' not in sys.modules\n"
             "import onnx, onnx.helper\n"

@@ -10,11 +10,11 @@ import zipfile
 import pytest
 
 from conftest import FIXTURES, rule_ids, scan_data, scan_path
-from scanner.engine import ScanContext
+from scanner.context import ScanContext
 from scanner.findings import Severity
-from scanner.formats.pickle import Call, Global, looks_like_pickle, scan_pickle
-from scanner.formats.pickle_ops import OpError, read_op
-from scanner.formats.pickle_policy import Classifier
+from scanner.formats.pickle.ops import OpError, read_op
+from scanner.formats.pickle.policy import Classifier
+from scanner.formats.pickle.scan import Call, Global, looks_like_pickle, scan_pickle
 from scanner.limits import Limits
 from scanner.rules import DenyEntry, Policy, load_ruleset
 from scanner.source import BytesSource
@@ -388,7 +388,7 @@ def test_text_is_not_a_pickle(text: bytes) -> None:
 def test_python_source_is_not_a_pickle() -> None:
     src = (FIXTURES / "gen_pickle.py").read_bytes()
     assert not looks_like_pickle(src[:4096], len(src))
-    from scanner.formats import pickle as engine
+    from scanner.formats.pickle import scan as engine
 
     body = io.BytesIO(engine.__doc__.encode()).read()
     assert not looks_like_pickle(body, len(body))
@@ -404,7 +404,7 @@ def test_found_objects_are_symbolic() -> None:
 
 def _general_only(data: bytes, policy: Policy | None = None) -> tuple[list, list]:
     """The same scan with every opcode forced through Machine._step (no inline loop)."""
-    from scanner.formats import pickle_machine
+    from scanner.formats.pickle import machine as pickle_machine
 
     real = pickle_machine.Machine._loop
 
@@ -449,7 +449,7 @@ def test_inline_loop_matches_the_general_path(data: bytes) -> None:
 
 
 def test_general_opcodes_charge_more_of_the_budget() -> None:
-    from scanner.formats.pickle_machine import GENERAL_COST
+    from scanner.formats.pickle.machine import GENERAL_COST
 
     inline = p2(b"N0" * 150 + b"N")  # 303 opcodes, PROTO and STOP outside the inline loop
     general = b"I1\n0" * 30 + b"N."  # 62 opcodes, the text ones outside it

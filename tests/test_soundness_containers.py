@@ -19,9 +19,9 @@ import pytest
 
 from conftest import FIXTURES, rule_ids, scan_data, scan_path
 from scanner.findings import Severity, Verdict
-from scanner.formats import pickle_joblib
-from scanner.formats.pickle_machine import Counters, Machine
-from scanner.formats.pickle_policy import Classifier
+from scanner.formats.numpy import joblib_arrays as pickle_joblib
+from scanner.formats.pickle.machine import Counters, Machine
+from scanner.formats.pickle.policy import Classifier
 from scanner.rules import Policy, load_ruleset
 
 ORACLE = Path(os.environ.get("MODELSEAL_ORACLE_PYTHON", "/work/oracle/bin/python"))

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import rule_ids, scan_data
 from scanner.findings import Severity
-from scanner.formats.torchscript_ops import resolve_ops
+from scanner.formats.zip.torchscript_ops import resolve_ops
 from scanner.sniff import alternate_formats, is_tar_header, joblib_codec, sniff
 from scanner.source import BytesSource
 

@@ -386,7 +386,7 @@ def _list_opcodes(data: bytes, start: int, options: ExplainOptions) -> _OpListin
     The engine's own tokenizer (CPython `_pickle.c` semantics) is preferred so offsets and opcode numbers
     match the findings; pickletools is the fallback when it is not available."""
     try:
-        from scanner.formats.pickle_ops import OpError, read_op
+        from scanner.formats.pickle.ops import OpError, read_op
     except ImportError:
         return _list_opcodes_pickletools(data, start, options)
     ops: list[tuple[int, int, str, str]] = []
@@ -563,7 +563,7 @@ def _zip_entries(src: Source, options: ExplainOptions) -> list[_ZipEntry]:
     """Members as our own zip reader sees them (the scanner's view: prefix shifts, zip64, local headers);
     Python's zipfile when that reader is not available."""
     try:
-        from scanner.formats import zipstruct
+        from scanner.formats.zip import structure as zipstruct
     except ImportError:
         return _zip_entries_stdlib(src, options)
     layout = zipstruct.parse_layout(src, max_members=options.max_members_listed, max_cd_bytes=options.max_config_bytes)
@@ -780,7 +780,7 @@ def _strings(node: object) -> Iterator[str]:
 
 
 def _disassemble_b64(text: str) -> str | None:
-    from scanner.formats import marshal_code
+    from scanner.formats.pickle import marshal_code
 
     if len(text) < 16:
         return None

@@ -15,7 +15,7 @@ from scanner.findings import Finding
 from scanner.source import Source
 
 if TYPE_CHECKING:
-    from scanner.engine import ScanContext
+    from scanner.context import ScanContext
 
 BLOCK = 1 << 20
 EOCD = b"PK\x05\x06"

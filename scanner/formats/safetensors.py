@@ -18,7 +18,7 @@ from scanner.findings import Finding, Severity
 from scanner.source import Source
 
 if TYPE_CHECKING:
-    from scanner.engine import ScanContext
+    from scanner.context import ScanContext
 
 RULES = "safetensors"
 FIELDS = frozenset({"dtype", "shape", "data_offsets"})

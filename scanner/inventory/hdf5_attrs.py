@@ -16,7 +16,7 @@ MAX_VALUE = 200
 
 def read_hdf5(src: Source, facts: FileFacts) -> None:
     from scanner import sandbox
-    from scanner.formats import hdf5_heap
+    from scanner.formats.hdf5 import heap as hdf5_heap
     from scanner.limits import Limits
 
     path = src.path
@@ -26,7 +26,7 @@ def read_hdf5(src: Source, facts: FileFacts) -> None:
     if hdf5_heap.heap_problems(src, hdf5_heap.size_of_lengths(src, 0)):
         facts.notes.append("HDF5 attributes not read: corrupt global heap")
         return
-    from scanner.formats.hdf5 import _h5py
+    from scanner.formats.hdf5.reader import _h5py
 
     h5py = _h5py()  # in the parent, plugins off, so the child does not import
 

@@ -170,7 +170,7 @@ def _gguf_value(cur: _GgufCursor, vtype: int, keep: bool) -> Any:
 # -- zip: torch archives, Keras v3 ---------------------------------------------------------------------
 
 def read_zip(src: Source, facts: FileFacts) -> None:
-    from scanner.formats import zipstruct as zs
+    from scanner.formats.zip import structure as zs
 
     try:
         layout = zs.parse_layout(src, max_members=MAX_ZIP_MEMBERS, max_cd_bytes=META_LIMIT)
@@ -302,7 +302,7 @@ def _xgboost_version(data: bytes) -> str | None:
 
 def _sklearn_version(data: bytes) -> str | None:
     """The string constant after the key '_sklearn_version' (BaseEstimator.__getstate__ adds it)."""
-    from scanner.formats.pickle_ops import OpError, read_op
+    from scanner.formats.pickle.ops import OpError, read_op
 
     key = b"_sklearn_version"
     start = 0

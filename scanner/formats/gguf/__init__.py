@@ -1,0 +1,1 @@
+"""GGUF headers, metadata and chat templates."""

@@ -1,0 +1,1 @@
+"""HDF5 (in a sandboxed child) and Keras configs."""

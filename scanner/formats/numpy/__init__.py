@@ -1,0 +1,1 @@
+"""NumPy `.npy`/`.npz` headers and joblib's interleaved arrays."""

@@ -1,0 +1,1 @@
+"""ONNX models: protobuf parsing, skeletons of large models, external data."""

@@ -1,0 +1,1 @@
+"""PaddlePaddle inference programs (legacy ProgramDesc and PIR JSON)."""

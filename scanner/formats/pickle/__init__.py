@@ -1,0 +1,1 @@
+"""The pickle engine: tokenizer, symbolic machine, policy, nested payloads."""

@@ -1,0 +1,1 @@
+"""TensorFlow SavedModels, frozen graphs and TFLite flatbuffers, read without TensorFlow."""
