@@ -47,7 +47,9 @@ def load_advisories(directory: Path | None = None) -> tuple[Advisory, ...]:
 def _load(directory: str | None) -> tuple[Advisory, ...]:
     from packaging.specifiers import SpecifierSet
 
-    from scanner.rules import rules_dir, tomllib
+    from scanner.rules import rules_dir, toml_module
+
+    tomllib = toml_module()
 
     path = (Path(directory) if directory else rules_dir()) / "advisories.toml"
     doc = tomllib.loads(path.read_text(encoding="utf-8"))

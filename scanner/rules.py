@@ -14,7 +14,7 @@ from scanner.findings import Severity
 from scanner.limits import Limits
 
 
-def _toml() -> Any:
+def toml_module() -> Any:
     """tomllib, imported on first use: a start-up served by compiled-rules.json never parses TOML."""
     if sys.version_info >= (3, 11):
         import tomllib
@@ -78,7 +78,7 @@ class RuleSet:
     def doc(self, stem: str) -> dict[str, Any]:
         text = self._deferred.pop(stem, None)
         if text is not None:
-            self._docs[stem] = _toml().loads(text)
+            self._docs[stem] = toml_module().loads(text)
         return self._docs.get(stem, {})
 
     def cached(self, key: str, build: Any) -> Any:
@@ -112,7 +112,7 @@ def load_ruleset(directory: Path | None = None) -> RuleSet:
             continue
         text = raw.decode("utf-8")
         if _MAY_DECLARE_RULES.search(text):
-            docs[path.stem] = _toml().loads(text)
+            docs[path.stem] = toml_module().loads(text)
         else:
             deferred[path.stem] = text
     index = directory / CLASS_POLICY_INDEX
@@ -142,7 +142,7 @@ def compile_rules(directory: Path | None = None) -> Path:
     docs = {}
     for path in sorted(directory.glob("*.toml")):
         raw = path.read_bytes()
-        docs[path.stem] = {"sha256": hashlib.sha256(raw).hexdigest(), "doc": _toml().loads(raw.decode("utf-8"))}
+        docs[path.stem] = {"sha256": hashlib.sha256(raw).hexdigest(), "doc": toml_module().loads(raw.decode("utf-8"))}
     out = directory / COMPILED
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"generated_by": "python tools/compile_rules.py", "docs": docs},
@@ -190,7 +190,7 @@ def load_policy(config: Path | None, fail_on: str | None = None) -> Policy:
     table: dict[str, Any] = {}
     if config is not None:
         try:
-            tomllib = _toml()
+            tomllib = toml_module()
             doc = tomllib.loads(config.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"cannot read config {config}: {e}") from None

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import bz2
 import contextlib
 import io
-import lzma
 import posixpath
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,7 +187,7 @@ class _Gatherer:
                 node.blocks.extend(_keras_zip_lambdas(src, self.options, label))
             elif node.fmt == "tar":
                 node.blocks.append(_tar_tree(src, self.options, label))
-            elif node.fmt in ("gzip", "bz2", "xz", "lzma", "zlib"):
+            elif node.fmt in ("gzip", "bz2", "xz", "lzma", "zlib", "lz4"):
                 node.blocks.append(_stream_note(src, node.fmt, self.options, label))
             elif node.fmt == "pickle" or node.fmt == "npy":
                 self._pickle(node, label)
@@ -298,7 +295,7 @@ def _open_child(cur: Source, rest: str, options: ExplainOptions) -> tuple[Source
                 return None, "", f"member {name!r} larger than {options.max_member_read} bytes"
             return cur.child_slice(name, m.offset_data, m.size), after, None
         return None, "", f"no tar member named like {rest!r}"
-    if fmt in ("gzip", "bz2", "xz", "lzma", "zlib"):
+    if fmt in ("gzip", "bz2", "xz", "lzma", "zlib", "lz4"):
         data, err = _decompress(cur, fmt, options.max_member_read)
         if data is None:
             return None, "", err
@@ -316,22 +313,24 @@ def _splits(chain: str) -> Iterator[tuple[str, str]]:
 
 
 def _decompress(src: Source, fmt: str, cap: int) -> tuple[bytes | None, str | None]:
-    raw = src.read_at(0, min(src.size, cap))
+    kind = {"lzma": "lzma-alone"}.get(fmt, fmt)
+    return _inflate(src, 0, src.size, kind, cap)
+
+
+def _inflate(src: Source, start: int, length: int, kind: str, cap: int) -> tuple[bytes | None, str | None]:
+    """Decompress with the scanner's own bounded inflate (the same decoders and checks as a scan)."""
+    from scanner.formats.archives.inflate import inflate, make_decompressor
+
     try:
-        if fmt == "gzip":
-            d: object = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif fmt == "zlib":
-            d = zlib.decompressobj()
-        elif fmt == "bz2":
-            d = bz2.BZ2Decompressor()
-        else:
-            d = lzma.LZMADecompressor()
-        out = d.decompress(raw, cap + 1)  # type: ignore[attr-defined]
-    except (OSError, ValueError, EOFError, zlib.error, lzma.LZMAError) as e:
-        return None, f"{fmt} stream unreadable: {e}"
-    if len(out) > cap:
-        return None, f"{fmt} stream decompresses to more than {cap} bytes"
-    return out, None
+        out = inflate(src, start, length, make_decompressor(kind), cap=cap, max_ratio=1 << 30, ratio_floor=cap,
+                      charge=lambda _n: None)
+    except ValueError as e:
+        return None, f"{kind} stream unreadable: {e}"
+    if out.error is not None:
+        return None, f"{kind} stream unreadable: {out.error}"
+    if out.over_cap:
+        return None, f"{kind} stream decompresses to more than {cap} bytes"
+    return out.data, None
 
 
 # -- pickles ---------------------------------------------------------------------------------------------
@@ -560,12 +559,9 @@ class _ZipEntry:
 
 
 def _zip_entries(src: Source, options: ExplainOptions) -> list[_ZipEntry]:
-    """Members as our own zip reader sees them (the scanner's view: prefix shifts, zip64, local headers);
-    Python's zipfile when that reader is not available."""
-    try:
-        from scanner.formats.zip import structure as zipstruct
-    except ImportError:
-        return _zip_entries_stdlib(src, options)
+    """Members as the scanner's zip reader sees them (prefix shifts, zip64, local headers)."""
+    from scanner.formats.zip import structure as zipstruct
+
     layout = zipstruct.parse_layout(src, max_members=options.max_members_listed, max_cd_bytes=options.max_config_bytes)
     out = []
     for e in layout.entries:
@@ -574,26 +570,6 @@ def _zip_entries(src: Source, options: ExplainOptions) -> list[_ZipEntry]:
         problems = list(e.problems) + ([e.local_error] if e.local_error else [])
         out.append(_ZipEntry(e.name, e.usize, e.csize, e.method, e.flags, e.crc, e.header_offset,
                              e.data_offset, local_name, tuple(problems)))
-    return out
-
-
-def _zip_entries_stdlib(src: Source, options: ExplainOptions) -> list[_ZipEntry]:
-    import zipfile
-
-    with contextlib.closing(src.open()) as raw, zipfile.ZipFile(raw) as zf:
-        infos = zf.infolist()[: options.max_members_listed]
-    out = []
-    for info in infos:
-        head = src.read_at(info.header_offset, 30)
-        local_name = data_offset = None
-        if len(head) == 30 and head[:4] == b"PK\x03\x04":
-            flags, = struct.unpack("<H", head[6:8])
-            nlen, elen = struct.unpack("<HH", head[26:30])
-            local_name = src.read_at(info.header_offset + 30, nlen).decode("utf-8" if flags & 0x800 else "cp437",
-                                                                            "replace")
-            data_offset = info.header_offset + 30 + nlen + elen
-        out.append(_ZipEntry(info.filename, info.file_size, info.compress_size, info.compress_type, info.flag_bits,
-                             info.CRC, info.header_offset, data_offset, local_name, ()))
     return out
 
 
@@ -607,15 +583,9 @@ def _zip_member(src: Source, e: _ZipEntry, options: ExplainOptions) -> tuple[Sou
         return src.child_slice(e.name, e.data_offset, e.csize), None
     if e.method != 8:
         return None, f"member {e.name!r} uses compression method {e.method}: not shown"
-    if e.csize > options.max_member_read:
-        return None, f"member {e.name!r} larger than {options.max_member_read} bytes"
-    d = zlib.decompressobj(-15)
-    try:
-        data = d.decompress(src.read_at(e.data_offset, e.csize), options.max_member_read + 1)
-    except zlib.error as err:
-        return None, f"member {e.name!r} does not inflate: {err}"
-    if len(data) > options.max_member_read:
-        return None, f"member {e.name!r} inflates to more than {options.max_member_read} bytes"
+    data, err = _inflate(src, e.data_offset, e.csize, "deflate", options.max_member_read)
+    if data is None:
+        return None, f"member {e.name!r}: {err}"
     return src.child_bytes(e.name, data), None
 
 
