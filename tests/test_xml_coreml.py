@@ -54,3 +54,10 @@ def test_coreml_manifest_paths_are_checked_like_the_loader_joins_them() -> None:
     doc["rootModelIdentifier"] = "missing"
     _, findings = scan_data(json.dumps(doc).encode(), "Manifest.json")
     assert "COREML-MANIFEST-MALFORMED" in rule_ids(findings)
+
+
+def test_other_manifest_json_files_are_not_core_ml_manifests() -> None:
+    _, findings = scan_data(b'{"files": ["a.bin"], "version": 1}', "manifest.json")
+    assert not {"COREML-MANIFEST-MALFORMED", "COREML-MANIFEST-PATH"} & rule_ids(findings)
+    _, findings = scan_data(b'{"rootModelIdentifier": "x", "itemInfoEntries": []}', "Manifest.json")
+    assert "COREML-MANIFEST-MALFORMED" in rule_ids(findings)

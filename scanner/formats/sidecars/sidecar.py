@@ -172,6 +172,8 @@ def _coreml_manifest(src: Source, ctx: Any, doc: dict[str, Any]) -> Iterator[Fin
     """An `.mlpackage`'s Manifest.json: coremltools joins each entry's path to Data/ and opens it."""
     from scanner.formats.pathcheck import escapes, lookalikes
 
+    if not {"itemInfoEntries", "rootModelIdentifier"} & doc.keys():
+        return  # some other manifest.json (the name matches case-insensitively): not a package manifest
     entries = doc.get("itemInfoEntries")
     if not isinstance(entries, dict):
         yield ctx.finding("COREML-MANIFEST-MALFORMED", "Manifest.json has no itemInfoEntries object", src)
