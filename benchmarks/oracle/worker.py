@@ -80,6 +80,21 @@ WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 NOTE_GLOBALS_SAFE = ("collections", "numpy", "torch", "builtins", "copyreg", "_codecs", "datetime", "decimal")
 
 
+
+def _importable(top: str) -> bool:
+    """Could `import top` find a module (and so run its code)? Names that are not identifiers (array bytes
+    read as a GLOBAL by a plain unpickler) and names nothing provides fail with ModuleNotFoundError first."""
+    if not top.isidentifier():
+        return False
+    if top in sys.modules or top in sys.builtin_module_names:
+        return True
+    import importlib.machinery
+
+    try:
+        return importlib.machinery.PathFinder.find_spec(top) is not None
+    except (ImportError, ValueError, OSError):
+        return True  # cannot tell: count it
+
 class Blocked(RuntimeError):
     """Raised by the audit hook to stop a dangerous action before it happens."""
 
@@ -371,6 +386,8 @@ class Auditor:
             top = name.split(".")[0]
             if name in self.allowed_modules or top in LOADER_PACKAGES or top in self.allowed_packages:
                 return None
+            if not _importable(top):
+                return None  # no such module here: the import fails before any module code runs
             return "import", name, False
         if event == "open":
             path, mode, flags = (list(args) + [None, None, None])[:3]
