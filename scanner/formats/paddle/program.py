@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding, Severity
-from scanner.formats.tensorflow.savedmodel import ProtoError, _Budget, _fields
+from scanner.formats.tensorflow.savedmodel import ProtoError, _Budget, _fields, message_shape
 from scanner.source import Source
 
 if TYPE_CHECKING:
@@ -28,24 +28,10 @@ PATH_ATTRS = (b"file_path", b"filename")  # save/load/*_combine, read_file
 
 def looks_like_program(src: Source) -> bool:
     """Only ProgramDesc fields to the end of the file; the first block has only BlockDesc fields and ops."""
-    budget = _Budget(10_000, 0)
-    first: tuple[int, int] | None = None
-    try:
-        for num, wtype, off, length in _fields(src, 0, src.size, budget):
-            if PROGRAM.get(num) != wtype:
-                return False
-            if num == 1 and first is None:
-                first = (off, length)
-        if first is None:
-            return False
-        seen = set()
-        for num, wtype, _o, _n in _fields(src, first[0], first[0] + first[1], budget):
-            if BLOCK.get(num) != wtype:
-                return False
-            seen.add(num)
-    except ProtoError as e:
-        return str(e) == "max_proto_fields" and first is not None
-    return 4 in seen and 1 in seen
+    inner = message_shape(src, PROGRAM, 1)
+    if inner is None or any(BLOCK.get(n) != w for n, w in inner.items()):
+        return False
+    return 4 in inner and 1 in inner
 
 
 @dataclass(frozen=True)

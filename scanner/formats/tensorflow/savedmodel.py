@@ -80,46 +80,44 @@ def _fields(src: Source, start: int, end: int, budget: _Budget) -> Iterator[tupl
             raise ProtoError("field runs past the end of its message")
 
 
+def message_shape(src: Source, top: dict[int, int], first: int) -> dict[int, int] | None:
+    """Protobuf sniffing shared by the TensorFlow and Paddle readers: every top-level field is one of `top`
+    (number -> wire type) up to the end of the file, and the first field `first` is a message; returns its
+    fields (number -> wire type), or None when the bytes are not of that shape. A walk that runs into the
+    field bound after a plausible start counts as the shape (padding must not turn a model into data)."""
+    budget = _Budget(10_000, 0)
+    span: tuple[int, int] | None = None
+    inner: dict[int, int] = {}
+    try:
+        for num, wtype, off, length in _fields(src, 0, src.size, budget):
+            if top.get(num) != wtype:
+                return None
+            if num == first and span is None:
+                span = (off, length)
+        if span is None:
+            return None
+        for num, wtype, _off, _length in _fields(src, span[0], span[0] + span[1], budget):
+            if inner.setdefault(num, wtype) != wtype:
+                return None
+    except ProtoError as e:
+        return inner if str(e) == "max_proto_fields" and span is not None else None
+    return inner
+
+
 def looks_like_saved_model(src: Source) -> bool:
     """A SavedModel: only fields 1 (varint) and 2 (messages), to the end of the file, and the first
     MetaGraphDef holds a graph_def or an object graph, each of its fields of the right wire type."""
-    budget = _Budget(10_000, 0)
-    first: tuple[int, int] | None = None
-    try:
-        for num, wtype, off, length in _fields(src, 0, src.size, budget):
-            if SAVED_MODEL.get(num) != wtype:
-                return False
-            if num == 2 and first is None:
-                first = (off, length)
-        if first is None:
-            return False
-        seen: set[int] = set()
-        for num, wtype, _off, _length in _fields(src, first[0], first[0] + first[1], budget):
-            if num in META_GRAPH and META_GRAPH[num] != wtype:
-                return False
-            seen.add(num)
-    except ProtoError as e:
-        return str(e) == "max_proto_fields" and first is not None
-    return bool(seen & {_GRAPH_DEF, _OBJECT_GRAPH})
+    inner = message_shape(src, SAVED_MODEL, 2)
+    if inner is None or any(META_GRAPH[n] != w for n, w in inner.items() if n in META_GRAPH):
+        return False
+    return bool(inner.keys() & {_GRAPH_DEF, _OBJECT_GRAPH})
 
 
 def looks_like_graph_def(src: Source) -> bool:
     """A frozen GraphDef (tf.compat.v1 `import_graph_def` input): only GraphDef fields, to the end of the
-    file, and a first node with an op name (NodeDef.op = 2)."""
-    budget = _Budget(10_000, 0)
-    first: tuple[int, int] | None = None
-    try:
-        for num, wtype, off, length in _fields(src, 0, src.size, budget):
-            if GRAPH_DEF.get(num) != wtype:
-                return False
-            if num == 1 and first is None:
-                first = (off, length)
-        if first is None:
-            return False
-        fields = {num: wtype for num, wtype, _o, _n in _fields(src, first[0], first[0] + first[1], budget)}
-    except ProtoError as e:
-        return str(e) == "max_proto_fields" and first is not None
-    return fields.get(2) == 2 and fields.get(1) == 2
+    file, and a first node with a name and an op (NodeDef.name = 1, op = 2)."""
+    inner = message_shape(src, GRAPH_DEF, 1)
+    return inner is not None and inner.get(1) == 2 and inner.get(2) == 2
 
 
 @dataclass(frozen=True)
