@@ -109,6 +109,7 @@ SAFE_EXTERNAL_BASES = frozenset({
     "collections.abc.MutableSet", "collections.abc.Collection", "numbers.Number", "numbers.Real",
     "numbers.Integral", "typing.Mapping", "typing.Sequence", "typing.Iterable", "typing.Callable",
     "typing.Dict", "typing.List", "typing.Tuple", "typing.Optional", "typing.Union",
+    "threading.local", "_thread._local",  # per-thread attribute storage, C __new__
 })
 SAFE_METACLASSES = frozenset({"abc.ABCMeta", "builtins.type", "enum.EnumMeta", "enum.EnumType"})
 HOOKS = ("__new__", "__setstate__", "__getattr__", "__setattr__", "__init__", "__post_init__")
@@ -627,7 +628,8 @@ class Analyzer:
             return self.call_class(name, depth + 1, (*trail, f"{name.rsplit('.', 1)[-1]}()"))
         if kind == "missing" and fq.startswith("builtins."):
             short = fq[len("builtins."):]
-            return Verdict(SAFE) if short in SAFE_BUILTIN_CALLS or "." in short else \
+            exception = short.endswith(("Error", "Warning", "Exception"))  # raise ImportError(...) builds data
+            return Verdict(SAFE) if short in SAFE_BUILTIN_CALLS or exception or "." in short else \
                 Verdict(UNKNOWN, (*trail, fq))
         if kind == "value" and mod is not None and fq.startswith(mod.name + "."):
             return _value_method(fq.rsplit(".", 1)[-1], trail)  # a method of a module-level value (logger.info)
