@@ -638,6 +638,9 @@ class Machine:
                     self.emit(unsafe.rule, f"calls {d.name}{where} ({call.kind}): {unsafe.reason}",
                               evidence=lambda: self._evidence(call), severity=unsafe.severity, key=d.name,
                               reference=unsafe.reference)
+                codec_at = (self.classifier.t.codec_calls or {}).get(d.name)
+                if codec_at is not None:
+                    self._codec_lookup(call, codec_at, d.name, where)
                 for prefix, pattern, rule in self.classifier.t.string_args:
                     if d.name.startswith(prefix):
                         hit = _string_match((call.args, call.kwargs), pattern)
@@ -660,6 +663,23 @@ class Machine:
         elif isinstance(func, Unknown):
             self.emit("PICKLE-DYNAMIC-CALL", f"calls an unknown value ({func.reason}){where} ({call.kind})",
                       evidence=lambda: self._evidence(call), key="unknown")
+
+    def _codec_lookup(self, call: Call, index: int, name: str, where: str) -> None:
+        """codecs.encode/decode look the codec up by name: a name Python has not loaded makes the
+        encodings search function import `encodings.<name>` (and registered search functions run)."""
+        args = call.args if isinstance(call.args, tuple) else ()
+        value = args[index] if index < len(args) else (call.kwargs or {}).get("encoding", "utf-8") \
+            if isinstance(call.kwargs, dict) else NOCONST
+        if isinstance(value, str):
+            norm = "".join(ch if ch.isalnum() or ch == "." else "_" for ch in value.strip().lower())
+            if norm in self.classifier.t.codec_names:  # type: ignore[union-attr]
+                return
+            what = f"codec {value[:60]!r}"
+        else:
+            what = "a codec name that is not a constant"
+        self.emit("PICKLE-CODEC-LOOKUP", f"calls {name}{where} with {what}: the codec registry imports "
+                  "encodings.<name> (or asks registered search functions) to find it", key=f"codec:{name}",
+                  evidence=lambda: self._evidence(call))
 
     def _evidence(self, call: Call) -> str:
         # rendered only for a finding: most calls are allowed and never shown

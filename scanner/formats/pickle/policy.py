@@ -53,6 +53,10 @@ class Tables:
     by_target: dict[str, int] | None = None
     # {producer: methods}: getattr(<producer(...)>, method) reaches a known method of a known type
     typed_methods: dict[str, frozenset[str]] | None = None
+    # {callable: argument index of a codec name}: codecs.lookup imports encodings.<name> for unknown names
+    codec_calls: dict[str, int] | None = None
+    # codec names (normalized as encodings.normalize_encoding + lower) that resolve without a new import
+    codec_names: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,13 @@ def _build(doc: dict[str, Any]) -> Tables:
     for e in doc.get("typed_methods", []):
         for producer in e["producers"]:
             typed[producer] = typed.get(producer, frozenset()) | frozenset(e["methods"])
+    codecs = doc.get("codec_lookup", {})
     return Tables(frozenset(allow), deny, nested, decoders, through, frozenset(res.get("getattr", [])),
                   frozenset(res.get("import", [])), frozenset(res.get("module_name", [])),
                   dict(doc.get("aliases", {})),
                   frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only, string_args,
-                  by_target, typed)
+                  by_target, typed, {k: int(v) for k, v in codecs.get("calls", {}).items()},
+                  frozenset(codecs.get("names", [])))
 
 
 class Generated:
