@@ -409,10 +409,12 @@ def test_path_fields_apply_to_any_layer() -> None:
 def test_hydra_targets_are_judged_by_the_pickle_tables() -> None:
     from scanner.formats.sidecars import config as sidecar_config
 
-    text = "opt:\n  _target_: torch.optim.Adam\nrun:\n  - _target_: os.system\n"
+    text = ("opt:\n  _target_: torch.optim.Adam\nnet:\n  _target_: mypkg.models.Net\n"
+            "run:\n  - _target_: os.system\n")
     c = ScanContext(RULES, Policy())
     found = {(f.evidence, f.severity) for f in sidecar_config.yaml_findings(text, BytesSource("c.yaml", None, b""), c)}
-    assert ("torch.optim.Adam", Severity.LOW) in found
+    assert ("mypkg.models.Net", Severity.LOW) in found  # on no list, generated or hand-made: a note
+    assert not any(ev == "torch.optim.Adam" and sev > Severity.LOW for ev, sev in found)  # safe to call
     assert any(ev == "os.system" and sev >= Severity.HIGH for ev, sev in found)
 
 
