@@ -86,7 +86,12 @@ def execute(paths: list[Path], policy: Any, ruleset: Any, cache_spec: Any, *, fm
     point and `scanner.cli.scan`, so both print the same bytes. `where`: storage_options / cluster for URL
     arguments and Dask (scanner.remote, scanner.cluster)."""
     from scanner.batch import JsonlWriter, Progress, scan_batch
-    from scanner.remote import RemoteError
+
+    remote_errors: tuple[type[Exception], ...] = ()  # scanner.remote only when a URL or a cluster is named
+    if where.get("cluster") or any("://" in str(p) for p in paths):
+        from scanner.remote import RemoteError
+
+        remote_errors = (RemoteError,)
 
     progress = Progress()
     if fmt == "jsonl":  # streamed: every file is written (and flushed) as soon as it is scanned
@@ -99,7 +104,7 @@ def execute(paths: list[Path], policy: Any, ruleset: Any, cache_spec: Any, *, fm
             report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, on_file=writer.file,
                                 digest=digest, progress=progress, **where)
             writer.summary(report)
-        except RemoteError as e:
+        except remote_errors as e:
             return _fail(str(e))
         finally:
             if out is not sys.stdout:
@@ -108,7 +113,7 @@ def execute(paths: list[Path], policy: Any, ruleset: Any, cache_spec: Any, *, fm
     try:
         report = scan_batch(paths, policy, ruleset, jobs=jobs, cache=cache_spec, progress=progress, digest=digest,
                             **where)
-    except RemoteError as e:
+    except remote_errors as e:
         return _fail(str(e))
     if fmt == "json":
         from scanner.output.json import render as render_json
