@@ -517,10 +517,12 @@ def _isolate(todo: Chunk, initargs: tuple[Any, ...], rules: RuleSet, policy: Pol
 def walk_targets(paths: Sequence[str | os.PathLike[str]], policy: Policy, rules: RuleSet,
                  storage_options: dict[str, Any] | None = None) -> Iterator[WalkEntry]:
     """`walk_paths`, except that URL arguments are listed through fsspec (scanner.remote, imported only then)."""
-    from scanner.remote import url_from_arg
-
     for p in paths:
-        url = url_from_arg(p)
+        url = None
+        if ":/" in str(p):  # a URL, or one Path folded (`s3:/x`): only then is scanner.remote imported
+            from scanner.remote import url_from_arg
+
+            url = url_from_arg(p)
         if url is None:
             yield from walk_paths([Path(p)], policy, rules)
         else:

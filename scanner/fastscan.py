@@ -88,7 +88,7 @@ def execute(paths: list[Path], policy: Any, ruleset: Any, cache_spec: Any, *, fm
     from scanner.batch import JsonlWriter, Progress, scan_batch
 
     remote_errors: tuple[type[Exception], ...] = ()  # scanner.remote only when a URL or a cluster is named
-    if where.get("cluster") or any("://" in str(p) for p in paths):
+    if where.get("cluster") or any(":/" in str(p) for p in paths):  # `s3://x`, or `s3:/x` as Path folds it
         from scanner.remote import RemoteError
 
         remote_errors = (RemoteError,)

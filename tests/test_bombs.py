@@ -223,3 +223,19 @@ def test_hdf5_child_cannot_take_a_gib() -> None:
     out = sandbox.run(greedy, seconds=lim.max_hdf5_seconds, max_output=1024, memory=lim.max_hdf5_memory)
     assert out.data is None and out.detail == f"exit status {sandbox.EXIT_NO_MEMORY}"
     assert lim.max_hdf5_memory < 1 * GiB
+
+
+def test_user_template_limits_reach_the_bound_before_parsing() -> None:
+    import json
+
+    from conftest import scan_data
+    from scanner.limits import Limits
+    from scanner.rules import Policy
+
+    template = "{{ messages[0]['content']" + " | trim" * 10 + " }}"
+    doc = json.dumps({"chat_template": template}).encode()
+    _, default = scan_data(doc, "tokenizer_config.json")
+    assert "CHAT-TEMPLATE-MALFORMED" not in {f.rule_id for f in default}
+    policy = Policy(limits=Limits().with_overrides({"max_template_filters": 5}))
+    _, tight = scan_data(doc, "tokenizer_config.json", policy=policy)
+    assert any(f.rule_id == "CHAT-TEMPLATE-MALFORMED" and "max_template_filters" in f.message for f in tight)

@@ -11,20 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from scanner.sniff import reject_duplicate_keys
+
 MAX_MESSAGE = 300
 
 
 class StrictJSONError(ValueError):
     """Not strict JSON; `str(e)` is one line."""
-
-
-def _no_duplicates(items: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in items:
-        if k in out:
-            raise StrictJSONError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
 
 
 def _no_constant(name: str) -> Any:
@@ -35,13 +28,13 @@ def loads(raw: bytes | str, what: str = "document") -> Any:
     """Parse `raw` strictly; StrictJSONError("<what> is not valid JSON: <reason>") otherwise."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except StrictJSONError as e:
-        raise StrictJSONError(f"{what} is not valid JSON: {e}") from None
+        return json.loads(text, object_pairs_hook=reject_duplicate_keys, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise StrictJSONError(f"{what} is not valid JSON: not UTF-8") from None
     except json.JSONDecodeError as e:
         raise StrictJSONError(f"{what} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except ValueError as e:  # a duplicate key or a NaN/Infinity constant
+        raise StrictJSONError(f"{what} is not valid JSON: {e}") from None
     except RecursionError:
         raise StrictJSONError(f"{what} is not valid JSON: nested too deeply") from None
 

@@ -375,7 +375,7 @@ def _template(st: _State, key: str, t: int, value: Any) -> None:
     except UnicodeDecodeError:
         st.add("GGUF-TEMPLATE-MALFORMED", f"{key} is not valid UTF-8", None, key)
         return
-    for rule, sev, message in classify_hits(analyze_template(source, template_rules(st.ctx.rules)), TEMPLATE_KINDS):
+    for rule, sev, message in classify_hits(analyze_template(source, template_rules(st.ctx.rules), st.ctx.limits), TEMPLATE_KINDS):
         st.add(rule, f"{key}: {message}", None, f"key={key} {message.split(' ', 1)[0]}", severity=sev)
 
 

@@ -144,7 +144,7 @@ def _templates(src: Source, ctx: Any, sources: list[tuple[str, object]]) -> Iter
             yield ctx.finding("CHAT-TEMPLATE-MALFORMED", f"{key} is a JSON {type(source).__name__}, not a template "
                               "string", src, evidence=f"key={key}")
             continue
-        for rule, sev, message in classify_hits(analyze_template(source, template_rules(ctx.rules)),
+        for rule, sev, message in classify_hits(analyze_template(source, template_rules(ctx.rules), ctx.limits),
                                                 TEMPLATE_KINDS):
             yield ctx.finding(rule, f"{key}: {message}", src, evidence=f"key={key}", severity=sev)
 
