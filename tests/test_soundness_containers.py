@@ -155,6 +155,24 @@ def test_honest_raw_array_stays_clean() -> None:
     assert worst <= Severity.LOW
 
 
+def test_plain_reading_keeps_libraries_no_table_names_high() -> None:
+    """A payload in array bytes importing a third-party module the policy tables do not name (sympy's
+    `sympify` evaluates its argument) is not excused as memo-shift garbage: only recombined names are."""
+    report = scan_path(HOSTILE / "joblib_array_opcodes_library.pkl")
+    assert report.verdict is not Verdict.CLEAN
+    hits = [f for f in report.findings if "sympy.sympify" in f.message]
+    assert hits and all(f.severity.rank >= Severity.HIGH.rank for f in hits)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in BENIGN.glob("*.joblib")
+                                        if p.name.startswith(("list_", "dict_"))))
+def test_containers_of_object_arrays_stay_clean(name: str) -> None:
+    """Several object arrays in one joblib file: read plainly, their nested pickles meet the outer memo and
+    import recombined names (`NumpyArrayWrapper.dtype`) or hand STACK_GLOBAL an array; the loader raises."""
+    report = scan_path(BENIGN / name)
+    assert report.verdict is Verdict.CLEAN, [(f.rule_id, f.message) for f in report.findings]
+
+
 def test_opcodes_in_alignment_padding_are_found() -> None:
     body = PAYLOAD_OPS[1:]
     pad = b"c" + body + b"N0" * ((0x63 - len(body)) // 2) + b"N" * ((0x63 - len(body)) % 2)
@@ -352,5 +370,10 @@ def test_real_loaders_fire_on_hostile_fixtures() -> None:
             pytest.skip(outcome)
         assert fired, (name, loader, outcome)
         assert scan_path(HOSTILE / name).verdict is Verdict.MALICIOUS
+    fired, outcome = gen.run_loader(HOSTILE / "joblib_array_opcodes_library.pkl", "pickle", python=str(ORACLE))
+    assert fired, outcome
+    for name in ("list_two_dicts.joblib", "list_object_arrays.joblib", "dict_names_weights.joblib"):
+        fired, outcome = gen.run_loader(BENIGN / name, "joblib", python=str(ORACLE))
+        assert not fired and outcome == "loaded", (name, outcome)
     fired, outcome = gen.run_loader(BENIGN / "joblib_structured_object.pkl", "joblib", python=str(ORACLE))
     assert not fired and outcome == "loaded"

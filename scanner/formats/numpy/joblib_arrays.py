@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,13 @@ _ALL_WRAPPERS = WRAPPERS | COMPAT_WRAPPERS
 # constructions that run only cls.__new__ (+ BUILD): the wrapper's attributes are exactly the BUILD state
 _CONSTRUCTORS = ("copyreg._reconstructor", "copyreg.__newobj__", "copyreg.__newobj_ex__")
 _NEW_KINDS = frozenset({"NEWOBJ", "NEWOBJ_EX"})
+# callables whose result is never an exact `str`, read from NumPy's source: `_reconstruct` returns
+# `ndarray.__new__(subtype, ...)` (numpy/_core/src/multiarray/multiarraymodule.c `array__reconstruct`),
+# `dtype(...)` a dtype; `scalar` is left out (for an object dtype it returns its argument)
+_NON_STR_RESULTS = frozenset({
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.dtype",
+    "numpy.ndarray",
+})
 # numpy.dtype as pickled by numpy (dtype.__reduce__), every spelling numpy has used for the class
 _DTYPE_CLASSES = frozenset({"numpy.dtype", "numpy.core.multiarray.dtype", "numpy._core.multiarray.dtype"})
 _STRINGDTYPE = frozenset({"numpy._core._internal._convert_to_stringdtype_kwargs",
@@ -43,7 +49,6 @@ _CODES = {"?": 1, "b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "l": 8, "L": 8
           "P": 8, "e": 2, "f": 4, "d": 8, "g": 16, "F": 8, "D": 16, "G": 32, "O": 8, "M": 8, "m": 8}
 _NPY_ITEM_HASOBJECT = 0x01
 _ERROR_RULES = frozenset({"PICKLE-MALFORMED"})  # the plain loader raises there: nothing after it runs
-_TOPS: dict[int, tuple[object, frozenset[str]]] = {}  # policy tables -> top-level modules they name
 
 
 class PlainHooks:
@@ -136,7 +141,7 @@ def _plain_continuation(m: Machine) -> None:
     _loader_type_errors(sub)
     res = sub.run(m.pos, m.end)
     have = {(f.rule_id, f.message, f.location) for f in m.findings}
-    garbage = _unimportable(m, sub)
+    garbage = _recombined(m, sub)
     for f in res.findings:
         if sub.error is not None and f.rule_id in _ERROR_RULES:
             continue
@@ -145,8 +150,8 @@ def _plain_continuation(m: Machine) -> None:
         if f.rule_id == "PICKLE-UNKNOWN-GLOBAL" and any(f.message.startswith((f"imports {g}", f"calls {g}"))
                                                         for g in garbage):
             f = replace(f, severity=Severity.INFO, message="plain pickle.load reading of joblib array bytes "
-                        "(top-level module neither stdlib nor named by the policy: the loader fails there unless"
-                        f" such a module is installed): {f.message}")
+                        "(module and name only recombine allowed globals' parts: the loader fails there unless"
+                        f" that module defines that name): {f.message}")
         m.findings.append(f)
     m.globals.extend(res.globals)
 
@@ -170,7 +175,7 @@ def _loader_type_errors(sub: Machine) -> None:
         if rule == "PICKLE-UNRESOLVED-GLOBAL":
             bad = next((v for v in popped if _surely_not_str(v)), None)
             if bad is not None:
-                raise Stop(f"STACK_GLOBAL requires str, got an instance of {instance_class(bad)}")  # type: ignore[arg-type]
+                raise Stop(f"STACK_GLOBAL requires str, got {render(bad, 120)}")
         emit(rule, message, **kw)
 
     sub._pop = _pop  # type: ignore[method-assign]
@@ -178,7 +183,13 @@ def _loader_type_errors(sub: Machine) -> None:
 
 
 def _surely_not_str(v: object) -> bool:
-    if not isinstance(v, Call) or not _new_only(v):
+    if isinstance(v, Global):
+        return v.full in _ALL_WRAPPERS or v.full in _NON_STR_RESULTS  # classes and functions, never a str
+    if not isinstance(v, Call):
+        return False
+    if v.kind == "REDUCE" and isinstance(v.func, Global) and v.func.full in _NON_STR_RESULTS:
+        return True
+    if not _new_only(v):
         return False
     cls = instance_class(v)
     if cls is None:
@@ -187,24 +198,28 @@ def _surely_not_str(v: object) -> bool:
     return not any(w in leaf for w in ("str", "unicode", "text", "bytes"))
 
 
-def _unimportable(m: Machine, sub: Machine) -> set[str]:
-    """Unknown globals of the plain reading whose top-level module is neither in the standard library nor
-    named anywhere in the policy tables. Read plainly, honest joblib data (a nested object-array pickle
-    meets the outer memo: MEMOIZE indexes shift) imports names like `NumpyArrayWrapper.dtype`; the loader
-    fails there with ModuleNotFoundError. Kept visible as info, never dropped."""
-    if m.classifier is None:
-        return set()
-    t = m.classifier.t
-    hit = _TOPS.get(id(t))
-    if hit is None or hit[0] is not t:
-        hit = _TOPS[id(t)] = (t, frozenset(n.split(".", 1)[0] for n in (*t.allow, *t.deny)))
-    known = hit[1]
-    out = set()
-    for full, seen in sub.seen.items():
-        if seen.decision.status != "unknown":
+def _recombined(m: Machine, sub: Machine) -> set[str]:
+    """Unknown globals of the plain reading that only recombine the names of globals the joblib reading
+    allowed. Read plainly, honest joblib data (a nested object-array pickle meets the outer memo: MEMOIZE
+    indexes shift) imports names such as `NumpyArrayWrapper.dtype` or `joblib.numpy_pickle.dtype`: module
+    and name are both parts of allowed globals, and the loader fails there (ModuleNotFoundError,
+    AttributeError). A module or name the allowed globals do not spell keeps its full severity, so a payload
+    in array bytes cannot reach a module of its choosing this way. Kept visible as info, never dropped."""
+    modules: set[str] = set()
+    leaves: set[str] = set()
+    for module, name in m.globals:
+        seen = m.seen.get(f"{module}.{name}" if name else module)
+        if seen is None or seen.decision.status != "allow" or not name:
             continue
-        top = full.split(".", 1)[0]
-        if top not in sys.stdlib_module_names and top not in known:
+        modules.add(module)
+        leaves.add(name.rsplit(".", 1)[-1])
+    out = set()
+    for module, name in sub.globals:
+        full = f"{module}.{name}" if name else module
+        seen = sub.seen.get(full)
+        if seen is None or seen.decision.status != "unknown":
+            continue
+        if (module in modules or module in leaves) and name and all(p in leaves for p in name.split(".")):
             out.add(full)
             out.add(seen.decision.name)
     return out
