@@ -173,7 +173,7 @@ def _loader_type_errors(sub: Machine) -> None:
 
     def _emit(rule: str, message: str, **kw: Any) -> None:
         if rule == "PICKLE-UNRESOLVED-GLOBAL":
-            bad = next((v for v in popped if _surely_not_str(v)), None)
+            bad = next((v for v in popped if _surely_not_str(v, sub)), None)
             if bad is not None:
                 raise Stop(f"STACK_GLOBAL requires str, got {render(bad, 120)}")
         emit(rule, message, **kw)
@@ -182,9 +182,12 @@ def _loader_type_errors(sub: Machine) -> None:
     sub.emit = _emit  # type: ignore[method-assign]
 
 
-def _surely_not_str(v: object) -> bool:
+def _surely_not_str(v: object, m: Machine) -> bool:
     if isinstance(v, Global):
-        return v.full in _ALL_WRAPPERS or v.full in _NON_STR_RESULTS  # classes and functions, never a str
+        # an allowed name is a class or function (generated policies list only those; the hand list is
+        # checked by a test), never an exact str
+        return v.full in _ALL_WRAPPERS or v.full in _NON_STR_RESULTS or (
+            m.classifier is not None and m.decide(v).status == "allow")
     if not isinstance(v, Call):
         return False
     if v.kind == "REDUCE" and isinstance(v.func, Global) and v.func.full in _NON_STR_RESULTS:
