@@ -37,6 +37,7 @@ _MANGLED = re.compile(r"^([a-z][a-z0-9+.-]*):/(?!/)", re.IGNORECASE)  # what pat
 FIRST_READ = 1 << 20  # the first request of a file: headers, zip heads and small files in one go
 MIN_AHEAD = 16 << 10  # an isolated small read (a zip local header) fetches this much
 MAX_AHEAD = 8 << 20  # sequential reads double their read-ahead up to this
+COALESCE_GAP = 128 << 10  # announced regions closer than this are fetched as one range (small zip members)
 CACHE_BYTES = 32 << 20  # fetched extents kept per open file (LRU)
 CACHE_EXTENTS = 4096
 PAGE = 4096
@@ -112,13 +113,15 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[Any,
 
 @dataclass
 class Transfer:
-    """What reading one file cost: ranged requests made and bytes received."""
+    """What reading one file cost: requests made, payload bytes received, and round trips (requests sent
+    together, concurrently or as one multi-range request, count one round trip)."""
 
     requests: int = 0
     bytes_fetched: int = 0
+    round_trips: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"requests": self.requests, "bytes_fetched": self.bytes_fetched}
+        return {"requests": self.requests, "bytes_fetched": self.bytes_fetched, "round_trips": self.round_trips}
 
 
 class RemoteSource(Source):
@@ -142,7 +145,7 @@ class RemoteSource(Source):
         self.ahead = min_ahead
         self.last_end = -1
         self.transfer = Transfer()
-        self._http_file: Any = None
+        self.multi_range = True  # HTTP: until the server shows it does not answer multi-range requests
 
     @property
     def name(self) -> str:
@@ -153,12 +156,13 @@ class RemoteSource(Source):
 
     def _fetch(self, start: int, end: int) -> bytes:
         self.transfer.requests += 1
+        self.transfer.round_trips += 1
         if self._is_http():
             # fsspec's HTTP cat_file reads whatever body comes back: a server ignoring Range would send the
-            # whole file into memory. HTTPFile's fetch stops at the asked length or refuses a non-range reply.
-            if self._http_file is None:
-                self._http_file = self.fs.open(self.fs_path, "rb", cache_type="none", size=self.size)
-            data = self._http_file._fetch_range(start, end)
+            # whole file into memory. remote_http stops at the asked length or refuses a non-range reply.
+            from scanner.remote_http import fetch_one
+
+            data = fetch_one(self.fs, self.fs_path, start, end)
         else:
             data = self.fs.cat_file(self.fs_path, start=start, end=end)
         self.transfer.bytes_fetched += len(data)
@@ -226,29 +230,41 @@ class RemoteSource(Source):
         return out
 
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
-        """Fetch the regions no cached extent covers, concurrently (`fs.cat_ranges`: one request each, in one
-        round trip on async filesystems), page-aligned and at least `min_ahead` long as isolated reads are."""
+        """Fetch the regions no cached extent covers in one round trip: page-aligned and at least `min_ahead`
+        long as isolated reads are, neighbours closer than COALESCE_GAP merged into one range. Over HTTP one
+        multi-range request (concurrent single ranges if the server refuses it); elsewhere `fs.cat_ranges`
+        (concurrent on async filesystems such as s3fs, one range per GET: S3 and GCS serve no multi-range)."""
         spans: list[tuple[int, int]] = []
         for off, n in sorted(ranges):
             if off < 0 or off >= self.size or n <= 0 or self._find(off) is not None:
                 continue
             start = max(off - off % PAGE, self._covered(off))
             stop = min(self.size, max(off + n, off + self.min_ahead))
-            if spans and start <= spans[-1][1]:
+            if spans and start <= spans[-1][1] + COALESCE_GAP:
                 spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
             else:
                 spans.append((start, stop))
-        if len(spans) < 2 or sum(b - a for a, b in spans) > self.cache_bytes or self._is_http():
-            return  # one region is read on demand anyway; more than the cache holds would be thrown away;
-            # HTTP: cat_ranges does not bound a reply that ignores Range (see _fetch)
-        datas = self.fs.cat_ranges([self.fs_path] * len(spans), [a for a, _ in spans], [b for _, b in spans],
-                                   on_error="return")
+        if len(spans) < 2 or sum(b - a for a, b in spans) > self.cache_bytes:
+            return  # one region is read on demand anyway; more than the cache holds would be thrown away
+        if self._is_http():
+            from scanner.remote_http import fetch_many
+
+            got = fetch_many(self.fs, self.fs_path, spans, multi=self.multi_range)
+            if got.multi_refused:
+                self.multi_range = False  # refused: this file's next batches go straight to single ranges
+            datas: list[Any] = got.datas
+            self.transfer.requests += got.requests
+            self.transfer.round_trips += got.round_trips
+            self.transfer.bytes_fetched += got.bytes_fetched
+        else:
+            datas = self.fs.cat_ranges([self.fs_path] * len(spans), [a for a, _ in spans], [b for _, b in spans],
+                                       on_error="return")
+            self.transfer.requests += len(spans)
+            self.transfer.round_trips += 1
+            self.transfer.bytes_fetched += sum(len(d) for d in datas if isinstance(d, bytes | bytearray))
         for (a, b), data in zip(spans, datas, strict=True):
-            self.transfer.requests += 1
-            if isinstance(data, Exception) or len(data) != b - a:
-                continue  # read again on demand, where a failure becomes a finding
-            self.transfer.bytes_fetched += len(data)
-            self._keep(a, bytes(data))
+            if isinstance(data, bytes | bytearray) and len(data) == b - a:
+                self._keep(a, bytes(data))  # anything else is read again on demand, where a failure is a finding
 
     def sha256(self) -> str:
         """The whole file streamed once (--digest)."""
@@ -260,9 +276,6 @@ class RemoteSource(Source):
     def close(self) -> None:
         self.extents.clear()
         self.cached = 0
-        if self._http_file is not None:
-            self._http_file.close()
-            self._http_file = None
 
 
 # -- listing a store ---------------------------------------------------------------------------------------
