@@ -18,15 +18,20 @@ import json
 import posixpath
 import re
 import sys
+import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scanner.findings import FileReport, Finding
 from scanner.rules import Policy, RuleSet
-from scanner.source import Source
+from scanner.source import FileSource, Source
+
+# (sha256, name, size) -> a cached (format, findings), or None
+CacheLookup = Callable[[str, str, int], "tuple[str, tuple[Finding, ...]] | None"]
 
 # scheme -> the extra that provides its filesystem (named in the error when it is missing)
 SCHEMES: dict[str, str] = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http",
@@ -267,15 +272,33 @@ class RemoteSource(Source):
                 self._keep(a, bytes(data))  # anything else is read again on demand, where a failure is a finding
 
     def sha256(self) -> str:
-        """The whole file streamed once (--digest)."""
+        """The whole file streamed once, hashed, kept nowhere."""
+        return self.spool(None)
+
+    def spool(self, target: Path | None) -> str:
+        """Stream the whole file once (STREAM_CHUNK requests) into `target` (a new file), returning its sha256:
+        the digest and any scan of `target` then see the very same bytes."""
         h = hashlib.sha256()
-        for start in range(0, self.size, STREAM_CHUNK):
-            h.update(self._fetch(start, min(self.size, start + STREAM_CHUNK)))
+        with open(target, "xb") if target is not None else nullcontext() as fh:
+            for start in range(0, self.size, STREAM_CHUNK):
+                data = self._fetch(start, min(self.size, start + STREAM_CHUNK))
+                h.update(data)
+                if fh is not None:
+                    fh.write(data)
         return h.hexdigest()
 
     def close(self) -> None:
         self.extents.clear()
         self.cached = 0
+
+
+class SpooledSource(FileSource):
+    """A remote file streamed into a private temporary file (`--digest`, `attest`): read locally, but
+    reported under its URL and, like a RemoteSource, with no folder on disk around it."""
+
+    @property
+    def path(self) -> Path | None:
+        return None
 
 
 # -- listing a store ---------------------------------------------------------------------------------------
@@ -338,8 +361,11 @@ def walk_url(url: str, policy: Policy, options: Mapping[str, Any] | None = None)
         yield RemoteEntry(child, url, p, size if isinstance(size, int) else None, opts)
 
 
-def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: bool = False) -> FileReport:
-    """`engine.scan_file` for a remote file: same sniffing and analyzers, bytes read by range."""
+def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: bool = False,
+                cache: CacheLookup | None = None) -> FileReport:
+    """`engine.scan_file` for a remote file: same sniffing and analyzers, bytes read by range. With `digest`
+    the file is streamed once into a private temporary file and scanned from there, so the sha256 reported
+    (and the `cache` lookup keyed on it) is of exactly the bytes scanned."""
     from scanner.engine import ScanContext, scan_source
 
     if entry.error is not None:
@@ -356,8 +382,22 @@ def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: b
             f = ctx.finding("LIMIT-EXCEEDED", f"file of {size} bytes exceeds max_file_bytes; not scanned",
                             src, evidence="max_file_bytes")
             return FileReport(entry.url, size, None, "unknown", (*entry.findings, f), transfer=src.transfer.to_dict())
-        fmt, findings = scan_source(src, ctx)
-        sha = src.sha256() if digest else None
+        if not digest:
+            fmt, findings = scan_source(src, ctx)
+            return FileReport(entry.url, size, None, fmt, (*entry.findings, *findings), transfer=src.transfer.to_dict())
+        with tempfile.TemporaryDirectory(prefix="modelseal-remote-") as tmp:
+            local = Path(tmp) / "file"
+            sha = src.spool(local)
+            hit = cache(sha, src.name, size) if cache is not None else None
+            if hit is not None:
+                fmt, found = hit
+                return FileReport(entry.url, size, sha, fmt, (*entry.findings, *found),
+                                  transfer=src.transfer.to_dict())
+            spooled = SpooledSource(local, entry.url)
+            try:
+                fmt, findings = scan_source(spooled, ctx)
+            finally:
+                spooled.close()
         return FileReport(entry.url, size, sha, fmt, (*entry.findings, *findings), transfer=src.transfer.to_dict())
     except Exception as e:  # noqa: BLE001 - network errors of any client library: an error, never clean
         return FileReport(entry.url, size, None, "unknown", tuple(entry.findings),

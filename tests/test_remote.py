@@ -472,3 +472,80 @@ def test_http_torch_zip_members_cost_one_round_trip_and_multi_range_one_request(
         assert 40 <= t["requests"] <= 52 and store.server.refused["/model.pt"] == 1  # type: ignore[attr-defined]
     assert t["requests"] == store.server.stats["/model.pt"]  # type: ignore[attr-defined]
     assert t["bytes_fetched"] == store.server.sent["/model.pt"] < obj["size"] / 5  # type: ignore[attr-defined]
+
+
+# -- attest and --digest/--cache: the file streamed once, scanned from the same bytes ------------------------------
+
+def attest_cli(target: str, out: Path, *extra: str, extra_env: dict[str, str] | None = None) -> dict:
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "attest", target, "--unsigned", "-o", str(out), *extra],
+                       capture_output=True, text=True, env={**env(), **(extra_env or {})}, cwd=ROOT, timeout=600)
+    assert r.returncode in (0, 1), r.stderr
+    st = json.loads(out.read_text())
+    for k in ("scanStartedOn", "scanFinishedOn"):
+        st["predicate"].pop(k)
+    return st
+
+
+@needs_http
+def test_http_attest_streams_each_file_once_and_matches_a_local_attest(http_store: tuple[HttpStore, Path],
+                                                                      tmp_path: Path) -> None:
+    store, root = http_store
+    model = root / "model"
+    for sub in ("hostile/pickle", "benign/torch"):
+        shutil.copytree(FIXTURES / sub, model / sub)
+    (model / ".gitattributes").write_text("*.bin filter=lfs\n")  # ignored at the top, as locally
+    local = attest_cli(str(model), tmp_path / "local.json")
+    remote = attest_cli(store.url + "/model/", tmp_path / "remote.json")
+    assert remote == local and remote["predicate"]["verdict"] == "malicious"
+    assert len(remote["subject"]) > 20 and ".gitattributes" not in {s["name"] for s in remote["subject"]}
+    # every attested file came over the wire exactly once, whole, and nothing else was read
+    files = [p for p in model.rglob("*") if p.is_file() and p.name != ".gitattributes"]
+    for p in files:
+        rel = "/model/" + p.relative_to(model).as_posix()
+        assert store.server.sent[rel] == p.stat().st_size, rel  # type: ignore[attr-defined]
+        assert store.server.stats[rel] == max(1, -(-p.stat().st_size // (8 << 20))), rel  # type: ignore[attr-defined]
+    assert "/model/.gitattributes" not in store.server.sent  # type: ignore[attr-defined]
+
+
+@needs_s3
+def test_s3_attest_of_one_file_matches_a_local_attest(s3_server: dict[str, str], tmp_path: Path) -> None:
+    evil = FIXTURES / "hostile" / "pickle" / sorted(os.listdir(FIXTURES / "hostile" / "pickle"))[0]
+    fs = s3fs_for(s3_server)
+    fs.mkdir("att")
+    fs.put(str(evil), f"att/{evil.name}")
+    creds = {k: v for k, v in s3_server.items() if k.startswith("AWS_")}
+    remote = attest_cli(f"s3://att/{evil.name}", tmp_path / "remote.json", "--storage-option",
+                        f"endpoint_url={s3_server['endpoint']}", extra_env=creds)
+    assert remote == attest_cli(str(evil), tmp_path / "local.json")
+    assert remote["subject"] == [{"name": evil.name, "digest": {"sha256": hashlib.sha256(evil.read_bytes()).hexdigest()}}]
+
+
+@needs_http
+def test_remote_digest_uses_the_signed_cache_keyed_on_the_bytes_scanned(http_store: tuple[HttpStore, Path],
+                                                                       tmp_path: Path, ruleset,  # type: ignore[no-untyped-def]
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from scanner import engine
+    from scanner.batch import open_cache, scan_batch
+    from scanner.rules import Policy
+
+    store, root = http_store
+    shutil.copytree(FIXTURES / "hostile" / "pickle", root / "p")
+    monkeypatch.setenv("MODELSEAL_CACHE_KEY", "test-secret")
+    spec = open_cache(tmp_path / "cache", ruleset, Policy())
+    first = scan_batch([store.url + "/p/"], Policy(), ruleset, jobs=1, cache=spec, digest=True)
+    assert all(fr.sha256 == hashlib.sha256((root / "p" / Path(fr.path).name).read_bytes()).hexdigest()
+               for fr in first.files)
+    # the second run finds every result in the cache: no analyzer runs (each file is still streamed once)
+    monkeypatch.setattr(engine, "scan_source", lambda *a, **k: pytest.fail("scanned despite a cache hit"))
+    second = scan_batch([store.url + "/p/"], Policy(), ruleset, jobs=1, cache=spec, digest=True)
+    key = lambda r: sorted((fr.path, fr.sha256, fr.format, fr.findings) for fr in r.files)  # noqa: E731
+    assert key(second) == key(first) and any(fr.verdict.value == "malicious" for fr in second.files)
+    # a cache signed with another key is not trusted: everything is scanned again
+    monkeypatch.setenv("MODELSEAL_CACHE_KEY", "other-secret")
+    with pytest.raises(pytest.fail.Exception):
+        scan_batch([store.url + "/p/"], Policy(), ruleset, jobs=1, cache=open_cache(tmp_path / "cache", ruleset,
+                                                                                   Policy()), digest=True)
+    # without --digest a remote file is read by range and the cache is not consulted
+    monkeypatch.undo()
+    ranged = scan_batch([store.url + "/p/"], Policy(), ruleset, jobs=1, cache=spec, digest=False)
+    assert all(fr.sha256 is None for fr in ranged.files)
