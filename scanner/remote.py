@@ -40,6 +40,7 @@ _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _MANGLED = re.compile(r"^([a-z][a-z0-9+.-]*):/(?!/)", re.IGNORECASE)  # what pathlib leaves of `s3://`
 
 FIRST_READ = 1 << 20  # the first request of a file: headers, zip heads and small files in one go
+TAIL_READ = 128 << 10  # fetched with the head: every scan searches the last 64 KiB for a zip end record
 MIN_AHEAD = 16 << 10  # an isolated small read (a zip local header) fetches this much
 MAX_AHEAD = 8 << 20  # sequential reads double their read-ahead up to this
 COALESCE_GAP = 128 << 10  # announced regions closer than this are fetched as one range (small zip members)
@@ -207,6 +208,9 @@ class RemoteSource(Source):
         if offset < 0 or n <= 0 or offset >= self.size:
             return b""
         end = min(self.size, offset + n)
+        if self.transfer.requests == 0 and offset < self.first_read and self.size > self.first_read + TAIL_READ:
+            # one round trip (one request over HTTP) for the head and the tail (a zip's directory)
+            self.prefetch([(offset - offset % PAGE, self.first_read), (self.size - TAIL_READ, TAIL_READ)])
         sequential = offset == self.last_end
         self.last_end = end
         out = b""

@@ -142,7 +142,7 @@ def test_missing_extra_is_a_one_line_error(tmp_path: Path) -> None:
 def test_remote_source_returns_the_files_bytes_and_coalesces_requests(tmp_path: Path) -> None:
     import fsspec
 
-    from scanner.remote import FIRST_READ, MIN_AHEAD, RemoteSource
+    from scanner.remote import FIRST_READ, MIN_AHEAD, TAIL_READ, RemoteSource
 
     data = os.urandom(6 << 20)
     p = tmp_path / "blob.bin"
@@ -150,14 +150,17 @@ def test_remote_source_returns_the_files_bytes_and_coalesces_requests(tmp_path: 
     fs = fsspec.filesystem("file")
     src = RemoteSource(fs, str(p), len(data), str(p))
     assert src.read_at(0, 8) == data[:8]
-    assert src.transfer.requests == 1 and src.transfer.bytes_fetched == FIRST_READ
+    # the head and the tail in one round trip
+    assert src.transfer.requests == 2 and src.transfer.bytes_fetched == FIRST_READ + TAIL_READ
+    assert src.transfer.round_trips == 1
     assert src.read_at(1000, 5000) == data[1000:6000]  # inside the first read: free
-    assert src.transfer.requests == 1
+    assert src.read_at(len(data) - 22, 22) == data[-22:]
+    assert src.transfer.requests == 2
     far = 4 << 20
     assert src.read_at(far + 10, 30) == data[far + 10:far + 40]  # isolated: one small request
     assert src.read_at(far + 40, 18) == data[far + 40:far + 58]
     assert src.read_at(far, 10) == data[far:far + 10]  # just before it: same page, already fetched
-    assert src.transfer.requests == 2 and src.transfer.bytes_fetched == FIRST_READ + MIN_AHEAD + 10
+    assert src.transfer.requests == 3 and src.transfer.bytes_fetched == FIRST_READ + TAIL_READ + MIN_AHEAD + 10
     # a parser walking forward: read-ahead doubles, so 64 reads of 16 KiB cost far fewer than 64 requests
     pos, before = 2 << 20, src.transfer.requests
     for _ in range(64):
