@@ -269,7 +269,7 @@ class RemoteSource(Source):
             datas = self.fs.cat_ranges([self.fs_path] * len(spans), [a for a, _ in spans], [b for _, b in spans],
                                        on_error="return")
             self.transfer.requests += len(spans)
-            self.transfer.round_trips += 1
+            self.transfer.round_trips += 1 if getattr(self.fs, "async_impl", False) else len(spans)  # hf: in turn
             self.transfer.bytes_fetched += sum(len(d) for d in datas if isinstance(d, bytes | bytearray))
         for (a, b), data in zip(spans, datas, strict=True):
             if isinstance(data, bytes | bytearray) and len(data) == b - a:
