@@ -47,6 +47,7 @@ COALESCE_GAP = 128 << 10  # announced regions closer than this are fetched as on
 CACHE_BYTES = 32 << 20  # fetched extents kept per open file (LRU)
 CACHE_EXTENTS = 4096
 PAGE = 4096
+SYNC_THREADS = 8  # concurrent range reads on a synchronous filesystem (hf://)
 STREAM_CHUNK = 8 << 20  # whole-file reads (--digest) in requests of this size
 
 
@@ -243,18 +244,29 @@ class RemoteSource(Source):
         long as isolated reads are, neighbours closer than COALESCE_GAP merged into one range. Over HTTP one
         multi-range request (concurrent single ranges if the server refuses it); elsewhere `fs.cat_ranges`
         (concurrent on async filesystems such as s3fs, one range per GET: S3 and GCS serve no multi-range)."""
-        spans: list[tuple[int, int]] = []
+        wanted: list[tuple[int, int]] = []
         for off, n in sorted(ranges):
             if off < 0 or off >= self.size or n <= 0 or self._find(off) is not None:
                 continue
             start = max(off - off % PAGE, self._covered(off))
             stop = min(self.size, max(off + n, off + self.min_ahead))
-            if spans and start <= spans[-1][1] + COALESCE_GAP:
-                spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
+            if wanted and start <= wanted[-1][1]:
+                wanted[-1] = (wanted[-1][0], max(wanted[-1][1], stop))
             else:
-                spans.append((start, stop))
-        if len(spans) < 2 or sum(b - a for a, b in spans) > self.cache_bytes:
+                wanted.append((start, stop))
+        total = sum(b - a for a, b in wanted)
+        if len(wanted) < 2 or total > self.cache_bytes:
             return  # one region is read on demand anyway; more than the cache holds would be thrown away
+        spans = wanted[:1]
+        # close neighbours become one range while the bytes stay within a quarter of the cache: the zip's
+        # structure pass reads every member's surroundings again after its batches were fetched
+        for a, b in wanted[1:]:
+            gap = a - spans[-1][1]
+            if gap <= COALESCE_GAP and total + gap <= self.cache_bytes // 4:
+                spans[-1] = (spans[-1][0], b)
+                total += gap
+            else:
+                spans.append((a, b))
         if self._is_http():
             from scanner.remote_http import fetch_many
 
@@ -265,15 +277,30 @@ class RemoteSource(Source):
             self.transfer.requests += got.requests
             self.transfer.round_trips += got.round_trips
             self.transfer.bytes_fetched += got.bytes_fetched
-        else:
+        elif getattr(self.fs, "async_impl", False):  # s3fs, gcsfs: concurrent on the filesystem's loop
             datas = self.fs.cat_ranges([self.fs_path] * len(spans), [a for a, _ in spans], [b for _, b in spans],
                                        on_error="return")
+        else:  # synchronous filesystems (hf://, local): concurrent in threads
+            datas = self._threaded(spans)
+        if not self._is_http():
             self.transfer.requests += len(spans)
-            self.transfer.round_trips += 1 if getattr(self.fs, "async_impl", False) else len(spans)  # hf: in turn
+            self.transfer.round_trips += 1
             self.transfer.bytes_fetched += sum(len(d) for d in datas if isinstance(d, bytes | bytearray))
         for (a, b), data in zip(spans, datas, strict=True):
             if isinstance(data, bytes | bytearray) and len(data) == b - a:
                 self._keep(a, bytes(data))  # anything else is read again on demand, where a failure is a finding
+
+    def _threaded(self, spans: list[tuple[int, int]]) -> list[Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(span: tuple[int, int]) -> Any:
+            try:
+                return self.fs.cat_file(self.fs_path, start=span[0], end=span[1])
+            except Exception as e:  # noqa: BLE001 - read again on demand, where a failure becomes a finding
+                return e
+
+        with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(spans))) as pool:
+            return list(pool.map(one, spans))
 
     def sha256(self) -> str:
         """The whole file streamed once, hashed, kept nowhere."""
