@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import os
+import posixpath
 import secrets
 import signal
 import sqlite3
@@ -329,10 +330,8 @@ class Worker:
     def scan(self, entry: WalkEntry) -> FileReport:
         from scanner.engine import scan_file
 
-        if not isinstance(entry, WalkEntry):  # a remote file (scanner.remote): read by range, not cached
-            from scanner.remote import scan_remote
-
-            return scan_remote(entry, self.rules, self.policy, digest=self.digest)
+        if not isinstance(entry, WalkEntry):  # a remote file (scanner.remote): read by range
+            return self._scan_remote(entry)
         if self.cache is None or entry.error is not None or not entry.scan:
             return scan_file(entry, self.rules, self.policy, digest=self.digest)
         try:
@@ -350,6 +349,30 @@ class Worker:
         if self._cacheable(report, before, size) and _unchanged_since(entry.path, snap):
             assert before is not None
             self.outbox.append((before, name, size, report.format, report.findings[len(entry.findings):]))
+        return report
+
+    def _scan_remote(self, entry: Any) -> FileReport:
+        """Cached only with --digest: the file is then streamed once anyway, and the key is the sha256 of the
+        very bytes scanned (a store's ETag is an MD5, which collides on demand; docs/scale.md)."""
+        from scanner.remote import scan_remote
+
+        cache = self.cache
+        if cache is None or not self.digest or entry.error is not None or not entry.scan:
+            return scan_remote(entry, self.rules, self.policy, digest=self.digest)
+        hits: list[str] = []
+
+        def lookup(sha: str, name: str, size: int) -> tuple[str, tuple[Finding, ...]] | None:
+            hit = cache.get(sha, name, size, self.rules)
+            if hit is not None:
+                hits.append(sha)
+            return hit
+
+        report = scan_remote(entry, self.rules, self.policy, digest=True, cache=lookup)
+        if not hits and report.size is not None and self._cacheable(report, report.sha256, report.size):
+            name = posixpath.basename(entry.fs_path.rstrip("/"))  # what the analyzers saw as the name
+            assert report.sha256 is not None
+            self.outbox.append((report.sha256, name, report.size, report.format,
+                                report.findings[len(entry.findings):]))
         return report
 
     def _cacheable(self, report: FileReport, before: str | None, size: int) -> bool:

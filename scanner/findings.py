@@ -122,7 +122,7 @@ class FileReport:
     format: str
     findings: tuple[Finding, ...]
     error: str | None = None
-    transfer: dict[str, int] | None = None  # remote files: {"requests", "bytes_fetched"} (scanner.remote)
+    transfer: dict[str, int] | None = None  # remote files: {"requests", "bytes_fetched", "round_trips"} (scanner.remote)
 
     @property
     def verdict(self) -> Verdict:

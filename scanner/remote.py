@@ -18,15 +18,20 @@ import json
 import posixpath
 import re
 import sys
+import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scanner.findings import FileReport, Finding
 from scanner.rules import Policy, RuleSet
-from scanner.source import Source
+from scanner.source import FileSource, Source
+
+# (sha256, name, size) -> a cached (format, findings), or None
+CacheLookup = Callable[[str, str, int], "tuple[str, tuple[Finding, ...]] | None"]
 
 # scheme -> the extra that provides its filesystem (named in the error when it is missing)
 SCHEMES: dict[str, str] = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "http": "http", "https": "http",
@@ -35,11 +40,14 @@ _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://", re.IGNORECASE)
 _MANGLED = re.compile(r"^([a-z][a-z0-9+.-]*):/(?!/)", re.IGNORECASE)  # what pathlib leaves of `s3://`
 
 FIRST_READ = 1 << 20  # the first request of a file: headers, zip heads and small files in one go
+TAIL_READ = 128 << 10  # fetched with the head: every scan searches the last 64 KiB for a zip end record
 MIN_AHEAD = 16 << 10  # an isolated small read (a zip local header) fetches this much
 MAX_AHEAD = 8 << 20  # sequential reads double their read-ahead up to this
+COALESCE_GAP = 128 << 10  # announced regions closer than this are fetched as one range (small zip members)
 CACHE_BYTES = 32 << 20  # fetched extents kept per open file (LRU)
 CACHE_EXTENTS = 4096
 PAGE = 4096
+SYNC_THREADS = 8  # concurrent range reads on a synchronous filesystem (hf://)
 STREAM_CHUNK = 8 << 20  # whole-file reads (--digest) in requests of this size
 
 
@@ -112,13 +120,15 @@ def filesystem(url: str, options: Mapping[str, Any] | None = None) -> tuple[Any,
 
 @dataclass
 class Transfer:
-    """What reading one file cost: ranged requests made and bytes received."""
+    """What reading one file cost: requests made, payload bytes received, and round trips (requests sent
+    together, concurrently or as one multi-range request, count one round trip)."""
 
     requests: int = 0
     bytes_fetched: int = 0
+    round_trips: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"requests": self.requests, "bytes_fetched": self.bytes_fetched}
+        return {"requests": self.requests, "bytes_fetched": self.bytes_fetched, "round_trips": self.round_trips}
 
 
 class RemoteSource(Source):
@@ -142,7 +152,7 @@ class RemoteSource(Source):
         self.ahead = min_ahead
         self.last_end = -1
         self.transfer = Transfer()
-        self._http_file: Any = None
+        self.multi_range = True  # HTTP: until the server shows it does not answer multi-range requests
 
     @property
     def name(self) -> str:
@@ -153,12 +163,13 @@ class RemoteSource(Source):
 
     def _fetch(self, start: int, end: int) -> bytes:
         self.transfer.requests += 1
+        self.transfer.round_trips += 1
         if self._is_http():
             # fsspec's HTTP cat_file reads whatever body comes back: a server ignoring Range would send the
-            # whole file into memory. HTTPFile's fetch stops at the asked length or refuses a non-range reply.
-            if self._http_file is None:
-                self._http_file = self.fs.open(self.fs_path, "rb", cache_type="none", size=self.size)
-            data = self._http_file._fetch_range(start, end)
+            # whole file into memory. remote_http stops at the asked length or refuses a non-range reply.
+            from scanner.remote_http import fetch_one
+
+            data = fetch_one(self.fs, self.fs_path, start, end)
         else:
             data = self.fs.cat_file(self.fs_path, start=start, end=end)
         self.transfer.bytes_fetched += len(data)
@@ -198,6 +209,9 @@ class RemoteSource(Source):
         if offset < 0 or n <= 0 or offset >= self.size:
             return b""
         end = min(self.size, offset + n)
+        if self.transfer.requests == 0 and offset < self.first_read and self.size > self.first_read + TAIL_READ:
+            # one round trip (one request over HTTP) for the head and the tail (a zip's directory)
+            self.prefetch([(offset - offset % PAGE, self.first_read), (self.size - TAIL_READ, TAIL_READ)])
         sequential = offset == self.last_end
         self.last_end = end
         out = b""
@@ -226,43 +240,96 @@ class RemoteSource(Source):
         return out
 
     def prefetch(self, ranges: list[tuple[int, int]]) -> None:
-        """Fetch the regions no cached extent covers, concurrently (`fs.cat_ranges`: one request each, in one
-        round trip on async filesystems), page-aligned and at least `min_ahead` long as isolated reads are."""
-        spans: list[tuple[int, int]] = []
+        """Fetch the regions no cached extent covers in one round trip: page-aligned and at least `min_ahead`
+        long as isolated reads are, neighbours closer than COALESCE_GAP merged into one range. Over HTTP one
+        multi-range request (concurrent single ranges if the server refuses it); elsewhere `fs.cat_ranges`
+        (concurrent on async filesystems such as s3fs, one range per GET: S3 and GCS serve no multi-range)."""
+        wanted: list[tuple[int, int]] = []
         for off, n in sorted(ranges):
             if off < 0 or off >= self.size or n <= 0 or self._find(off) is not None:
                 continue
             start = max(off - off % PAGE, self._covered(off))
             stop = min(self.size, max(off + n, off + self.min_ahead))
-            if spans and start <= spans[-1][1]:
-                spans[-1] = (spans[-1][0], max(spans[-1][1], stop))
+            if wanted and start <= wanted[-1][1]:
+                wanted[-1] = (wanted[-1][0], max(wanted[-1][1], stop))
             else:
-                spans.append((start, stop))
-        if len(spans) < 2 or sum(b - a for a, b in spans) > self.cache_bytes or self._is_http():
-            return  # one region is read on demand anyway; more than the cache holds would be thrown away;
-            # HTTP: cat_ranges does not bound a reply that ignores Range (see _fetch)
-        datas = self.fs.cat_ranges([self.fs_path] * len(spans), [a for a, _ in spans], [b for _, b in spans],
-                                   on_error="return")
+                wanted.append((start, stop))
+        total = sum(b - a for a, b in wanted)
+        if len(wanted) < 2 or total > self.cache_bytes:
+            return  # one region is read on demand anyway; more than the cache holds would be thrown away
+        spans = wanted[:1]
+        # close neighbours become one range while the bytes stay within a quarter of the cache: the zip's
+        # structure pass reads every member's surroundings again after its batches were fetched
+        for a, b in wanted[1:]:
+            gap = a - spans[-1][1]
+            if gap <= COALESCE_GAP and total + gap <= self.cache_bytes // 4:
+                spans[-1] = (spans[-1][0], b)
+                total += gap
+            else:
+                spans.append((a, b))
+        if self._is_http():
+            from scanner.remote_http import fetch_many
+
+            got = fetch_many(self.fs, self.fs_path, spans, multi=self.multi_range)
+            if got.multi_refused:
+                self.multi_range = False  # refused: this file's next batches go straight to single ranges
+            datas: list[Any] = got.datas
+            self.transfer.requests += got.requests
+            self.transfer.round_trips += got.round_trips
+            self.transfer.bytes_fetched += got.bytes_fetched
+        elif getattr(self.fs, "async_impl", False):  # s3fs, gcsfs: concurrent on the filesystem's loop
+            datas = self.fs.cat_ranges([self.fs_path] * len(spans), [a for a, _ in spans], [b for _, b in spans],
+                                       on_error="return")
+        else:  # synchronous filesystems (hf://, local): concurrent in threads
+            datas = self._threaded(spans)
+        if not self._is_http():
+            self.transfer.requests += len(spans)
+            self.transfer.round_trips += 1
+            self.transfer.bytes_fetched += sum(len(d) for d in datas if isinstance(d, bytes | bytearray))
         for (a, b), data in zip(spans, datas, strict=True):
-            self.transfer.requests += 1
-            if isinstance(data, Exception) or len(data) != b - a:
-                continue  # read again on demand, where a failure becomes a finding
-            self.transfer.bytes_fetched += len(data)
-            self._keep(a, bytes(data))
+            if isinstance(data, bytes | bytearray) and len(data) == b - a:
+                self._keep(a, bytes(data))  # anything else is read again on demand, where a failure is a finding
+
+    def _threaded(self, spans: list[tuple[int, int]]) -> list[Any]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(span: tuple[int, int]) -> Any:
+            try:
+                return self.fs.cat_file(self.fs_path, start=span[0], end=span[1])
+            except Exception as e:  # noqa: BLE001 - read again on demand, where a failure becomes a finding
+                return e
+
+        with ThreadPoolExecutor(max_workers=min(SYNC_THREADS, len(spans))) as pool:
+            return list(pool.map(one, spans))
 
     def sha256(self) -> str:
-        """The whole file streamed once (--digest)."""
+        """The whole file streamed once, hashed, kept nowhere."""
+        return self.spool(None)
+
+    def spool(self, target: Path | None) -> str:
+        """Stream the whole file once (STREAM_CHUNK requests) into `target` (a new file), returning its sha256:
+        the digest and any scan of `target` then see the very same bytes."""
         h = hashlib.sha256()
-        for start in range(0, self.size, STREAM_CHUNK):
-            h.update(self._fetch(start, min(self.size, start + STREAM_CHUNK)))
+        with open(target, "xb") if target is not None else nullcontext() as fh:
+            for start in range(0, self.size, STREAM_CHUNK):
+                data = self._fetch(start, min(self.size, start + STREAM_CHUNK))
+                h.update(data)
+                if fh is not None:
+                    fh.write(data)
         return h.hexdigest()
 
     def close(self) -> None:
         self.extents.clear()
         self.cached = 0
-        if self._http_file is not None:
-            self._http_file.close()
-            self._http_file = None
+
+
+class SpooledSource(FileSource):
+    """A remote file streamed into a private temporary file (`--digest`, `attest`): read locally, but
+    reported under its URL and, like a RemoteSource, with no folder on disk around it."""
+
+    @property
+    def path(self) -> Path | None:
+        return None
 
 
 # -- listing a store ---------------------------------------------------------------------------------------
@@ -325,8 +392,11 @@ def walk_url(url: str, policy: Policy, options: Mapping[str, Any] | None = None)
         yield RemoteEntry(child, url, p, size if isinstance(size, int) else None, opts)
 
 
-def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: bool = False) -> FileReport:
-    """`engine.scan_file` for a remote file: same sniffing and analyzers, bytes read by range."""
+def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: bool = False,
+                cache: CacheLookup | None = None) -> FileReport:
+    """`engine.scan_file` for a remote file: same sniffing and analyzers, bytes read by range. With `digest`
+    the file is streamed once into a private temporary file and scanned from there, so the sha256 reported
+    (and the `cache` lookup keyed on it) is of exactly the bytes scanned."""
     from scanner.engine import ScanContext, scan_source
 
     if entry.error is not None:
@@ -343,8 +413,22 @@ def scan_remote(entry: RemoteEntry, rules: RuleSet, policy: Policy, *, digest: b
             f = ctx.finding("LIMIT-EXCEEDED", f"file of {size} bytes exceeds max_file_bytes; not scanned",
                             src, evidence="max_file_bytes")
             return FileReport(entry.url, size, None, "unknown", (*entry.findings, f), transfer=src.transfer.to_dict())
-        fmt, findings = scan_source(src, ctx)
-        sha = src.sha256() if digest else None
+        if not digest:
+            fmt, findings = scan_source(src, ctx)
+            return FileReport(entry.url, size, None, fmt, (*entry.findings, *findings), transfer=src.transfer.to_dict())
+        with tempfile.TemporaryDirectory(prefix="modelseal-remote-") as tmp:
+            local = Path(tmp) / "file"
+            sha = src.spool(local)
+            hit = cache(sha, src.name, size) if cache is not None else None
+            if hit is not None:
+                fmt, found = hit
+                return FileReport(entry.url, size, sha, fmt, (*entry.findings, *found),
+                                  transfer=src.transfer.to_dict())
+            spooled = SpooledSource(local, entry.url)
+            try:
+                fmt, findings = scan_source(spooled, ctx)
+            finally:
+                spooled.close()
         return FileReport(entry.url, size, sha, fmt, (*entry.findings, *findings), transfer=src.transfer.to_dict())
     except Exception as e:  # noqa: BLE001 - network errors of any client library: an error, never clean
         return FileReport(entry.url, size, None, "unknown", tuple(entry.findings),

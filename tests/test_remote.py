@@ -142,7 +142,7 @@ def test_missing_extra_is_a_one_line_error(tmp_path: Path) -> None:
 def test_remote_source_returns_the_files_bytes_and_coalesces_requests(tmp_path: Path) -> None:
     import fsspec
 
-    from scanner.remote import FIRST_READ, MIN_AHEAD, RemoteSource
+    from scanner.remote import FIRST_READ, MIN_AHEAD, TAIL_READ, RemoteSource
 
     data = os.urandom(6 << 20)
     p = tmp_path / "blob.bin"
@@ -150,14 +150,17 @@ def test_remote_source_returns_the_files_bytes_and_coalesces_requests(tmp_path: 
     fs = fsspec.filesystem("file")
     src = RemoteSource(fs, str(p), len(data), str(p))
     assert src.read_at(0, 8) == data[:8]
-    assert src.transfer.requests == 1 and src.transfer.bytes_fetched == FIRST_READ
+    # the head and the tail in one round trip
+    assert src.transfer.requests == 2 and src.transfer.bytes_fetched == FIRST_READ + TAIL_READ
+    assert src.transfer.round_trips == 1
     assert src.read_at(1000, 5000) == data[1000:6000]  # inside the first read: free
-    assert src.transfer.requests == 1
+    assert src.read_at(len(data) - 22, 22) == data[-22:]
+    assert src.transfer.requests == 2
     far = 4 << 20
     assert src.read_at(far + 10, 30) == data[far + 10:far + 40]  # isolated: one small request
     assert src.read_at(far + 40, 18) == data[far + 40:far + 58]
     assert src.read_at(far, 10) == data[far:far + 10]  # just before it: same page, already fetched
-    assert src.transfer.requests == 2 and src.transfer.bytes_fetched == FIRST_READ + MIN_AHEAD + 10
+    assert src.transfer.requests == 3 and src.transfer.bytes_fetched == FIRST_READ + TAIL_READ + MIN_AHEAD + 10
     # a parser walking forward: read-ahead doubles, so 64 reads of 16 KiB cost far fewer than 64 requests
     pos, before = 2 << 20, src.transfer.requests
     for _ in range(64):
@@ -180,14 +183,25 @@ def test_remote_source_returns_the_files_bytes_and_coalesces_requests(tmp_path: 
 # -- an HTTP server with Range support --------------------------------------------------------------------------
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with single `Range: bytes=a-b` requests (206); counts requests and bytes per path.
-    With the server's `ignore_range` set it answers every GET with the whole file (200), as some servers do."""
-
-    stats: Counter[str]
-    sent: Counter[str]
+    """Static files with `Range` requests: one range (206) or several (206 multipart/byteranges, as nginx and
+    Apache answer). Counts requests and payload bytes per path. With the server's `ignore_range` set it answers
+    every GET with the whole file (200), as some servers do; with `multi_range` off it answers a multi-range
+    request with the whole file (200), as S3 does (counted in `refused`, the client hangs up unread)."""
 
     def log_message(self, *args: object) -> None:
         pass
+
+    def _count(self, n: int) -> None:
+        if self.command == "GET":
+            self.server.stats[self.path] += 1  # type: ignore[attr-defined]
+            self.server.sent[self.path] += n  # type: ignore[attr-defined]
+
+    def _write(self, body: bytes) -> None:
+        if self.command == "GET":
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
 
     def send_head(self):  # type: ignore[no-untyped-def]
         path = self.translate_path(self.path)
@@ -195,33 +209,49 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         if getattr(self.server, "ignore_range", False):
             rng = None
         if rng is None or os.path.isdir(path):
-            if self.command == "GET" and not os.path.isdir(path):
-                self.server.stats[self.path] += 1  # type: ignore[attr-defined]
-                if os.path.exists(path):
-                    self.server.sent[self.path] += os.path.getsize(path)  # type: ignore[attr-defined]
+            if not os.path.isdir(path):
+                self._count(os.path.getsize(path) if os.path.exists(path) else 0)
             return super().send_head()
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
+        m = re.fullmatch(r"bytes=(\d+-\d*(?:,\s*\d+-\d*)*)", rng.strip())
         if m is None or not os.path.isfile(path):
             self.send_error(416)
             return None
         size = os.path.getsize(path)
-        a = int(m.group(1))
-        b = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+        spans = []
+        for item in m.group(1).split(","):
+            a_s, b_s = item.strip().split("-")
+            spans.append((int(a_s), min(int(b_s) if b_s else size - 1, size - 1)))
+        mode = getattr(self.server, "multi_range", True)
+        if len(spans) > 1 and not mode:
+            self.server.stats[self.path] += 1  # type: ignore[attr-defined]
+            self.server.refused[self.path] += 1  # type: ignore[attr-defined]
+            return super().send_head()
+        coalesced = len(spans) > 1 and mode == "coalesce"
+        if coalesced:  # RFC 9110 lets a server merge ranges: here into one huge one
+            self.server.stats[self.path] += 1  # type: ignore[attr-defined]
+            self.server.refused[self.path] += 1  # type: ignore[attr-defined]
+            spans = [(min(a for a, _ in spans), max(b for _, b in spans))]
         with open(path, "rb") as fh:
-            fh.seek(a)
-            body = fh.read(max(0, b - a + 1))
+            parts = []
+            for a, b in spans:
+                fh.seek(a)
+                parts.append((a, b, fh.read(max(0, b - a + 1))))
         self.send_response(206)
-        self.send_header("Content-Range", f"bytes {a}-{b}/{size}")
+        if len(parts) == 1:
+            a, b, body = parts[0]
+            self.send_header("Content-Range", f"bytes {a}-{b}/{size}")
+        else:
+            bnd = "modelsealtestboundary"
+            body = b"".join(f"\r\n--{bnd}\r\nContent-Type: application/octet-stream\r\n"
+                            f"Content-Range: bytes {a}-{b}/{size}\r\n\r\n".encode() + d for a, b, d in parts)
+            body += f"\r\n--{bnd}--\r\n".encode()
+            self.send_header("Content-Type", f"multipart/byteranges; boundary={bnd}")
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
-        if self.command == "GET":
-            self.server.stats[self.path] += 1  # type: ignore[attr-defined]
-            self.server.sent[self.path] += len(body)  # type: ignore[attr-defined]
-            try:
-                self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+        if not coalesced:
+            self._count(sum(len(d) for _, _, d in parts))
+        self._write(body)
         return None
 
 
@@ -231,6 +261,7 @@ class HttpStore:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.stats = Counter()  # type: ignore[attr-defined]
         self.server.sent = Counter()  # type: ignore[attr-defined]
+        self.server.refused = Counter()  # type: ignore[attr-defined]
         self.server.daemon_threads = True
         self.server.handle_error = lambda *a: None  # type: ignore[method-assign]  # clients hang up after the headers
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -300,10 +331,10 @@ def test_http_2gb_safetensors_costs_under_one_percent_and_few_requests(http_stor
     obj = remote["model.safetensors"]
     assert obj["format"] == "safetensors" and obj["verdict"] == "clean" and obj["sha256"] is None
     assert obj["transfer"]["bytes_fetched"] < obj["size"] / 100
-    # 2 for the header, plus the HDF5 signature probes HDF5's H5FD_locate_signature would try (every power of
-    # two past the first read-ahead: a polyglot check no reading of the safetensors structure can replace)
-    probes = sum(1 for k in range(21, 64) if (1 << k) + 8 <= obj["size"])
-    assert obj["transfer"]["requests"] <= 10 + probes
+    # the head, the tail, and the HDF5 signature probes H5FD_locate_signature would try (every power of two
+    # past the first read-ahead: a polyglot check no reading of the safetensors structure can replace) in one
+    # multi-range request
+    assert obj["transfer"]["requests"] <= 4 and obj["transfer"]["round_trips"] <= 4
     # the server saw exactly the ranged requests the report counts (no whole-body GET to list or size it)
     assert store.server.stats["/big/model.safetensors"] == obj["transfer"]["requests"]  # type: ignore[attr-defined]
     assert store.server.sent["/big/model.safetensors"] == obj["transfer"]["bytes_fetched"]  # type: ignore[attr-defined]
@@ -422,3 +453,124 @@ def test_hf_repo_scan_gives_the_same_findings_as_a_local_scan(tmp_path: Path) ->
     finally:
         hub.shutdown()
         hub.server_close()
+
+
+
+ORACLE = Path(os.environ.get("MODELSEAL_ORACLE_PYTHON", "/work/oracle/bin/python"))
+
+
+@needs_http
+@pytest.mark.skipif(not ORACLE.exists(), reason="needs a python with torch to write the checkpoint")
+@pytest.mark.parametrize("multi", [True, False, "coalesce"])
+def test_http_torch_zip_members_cost_one_round_trip_and_multi_range_one_request(
+        http_store: tuple[HttpStore, Path], multi: bool | str) -> None:
+    store, root = http_store
+    # 48 tensors of 300 KB: every member's local header and first bytes is a region of its own
+    subprocess.run([str(ORACLE), "-c", "import sys, torch; torch.save({f'w{i}': torch.zeros(75_000) "
+                    "for i in range(48)}, sys.argv[1])", str(root / "model.pt")], check=True, timeout=300)
+    store.server.multi_range = multi  # type: ignore[attr-defined]
+    local = local_results(root)
+    r = modelseal(store.url + "/model.pt", "-f", "json")
+    (obj,) = json.loads(r.stdout)["files"]
+    assert comparable(obj) == comparable(local["model.pt"]) and obj["format"] == "zip"
+    t = obj["transfer"]
+    # the head, the tail, then every member's local header and first bytes in one round
+    assert t["round_trips"] <= 4
+    if multi is True:
+        assert t["requests"] <= 4
+    else:  # refused once (a whole-file reply, or one range far larger than asked, is dropped unread), then one
+        # concurrent request per member
+        assert 40 <= t["requests"] <= 52 and store.server.refused["/model.pt"] == 1  # type: ignore[attr-defined]
+    assert t["requests"] == store.server.stats["/model.pt"]  # type: ignore[attr-defined]
+    assert t["bytes_fetched"] == store.server.sent["/model.pt"] < obj["size"] / 5  # type: ignore[attr-defined]
+
+
+# -- attest and --digest/--cache: the file streamed once, scanned from the same bytes ------------------------------
+
+def attest_cli(target: str, out: Path, *extra: str, extra_env: dict[str, str] | None = None) -> dict:
+    r = subprocess.run([sys.executable, "-m", "scanner.cli", "attest", target, "--unsigned", "-o", str(out), *extra],
+                       capture_output=True, text=True, env={**env(), **(extra_env or {})}, cwd=ROOT, timeout=600)
+    assert r.returncode in (0, 1), r.stderr
+    st = json.loads(out.read_text())
+    for k in ("scanStartedOn", "scanFinishedOn"):
+        st["predicate"].pop(k)
+    return st
+
+
+@needs_http
+def test_http_attest_streams_each_file_once_and_matches_a_local_attest(http_store: tuple[HttpStore, Path],
+                                                                      tmp_path: Path) -> None:
+    store, root = http_store
+    model = root / "model"
+    for sub in ("hostile/pickle", "benign/torch"):
+        shutil.copytree(FIXTURES / sub, model / sub)
+    (model / ".gitattributes").write_text("*.bin filter=lfs\n")  # ignored at the top, as locally
+    local = attest_cli(str(model), tmp_path / "local.json")
+    remote = attest_cli(store.url + "/model/", tmp_path / "remote.json")
+    assert remote == local and remote["predicate"]["verdict"] == "malicious"
+    assert len(remote["subject"]) > 20 and ".gitattributes" not in {s["name"] for s in remote["subject"]}
+    # every attested file came over the wire exactly once, whole, and nothing else was read
+    files = [p for p in model.rglob("*") if p.is_file() and p.name != ".gitattributes"]
+    for p in files:
+        rel = "/model/" + p.relative_to(model).as_posix()
+        assert store.server.sent[rel] == p.stat().st_size, rel  # type: ignore[attr-defined]
+        assert store.server.stats[rel] == max(1, -(-p.stat().st_size // (8 << 20))), rel  # type: ignore[attr-defined]
+    assert "/model/.gitattributes" not in store.server.sent  # type: ignore[attr-defined]
+
+
+@needs_s3
+def test_s3_attest_of_one_file_matches_a_local_attest(s3_server: dict[str, str], tmp_path: Path) -> None:
+    evil = FIXTURES / "hostile" / "pickle" / sorted(os.listdir(FIXTURES / "hostile" / "pickle"))[0]
+    fs = s3fs_for(s3_server)
+    fs.mkdir("att")
+    fs.put(str(evil), f"att/{evil.name}")
+    creds = {k: v for k, v in s3_server.items() if k.startswith("AWS_")}
+    remote = attest_cli(f"s3://att/{evil.name}", tmp_path / "remote.json", "--storage-option",
+                        f"endpoint_url={s3_server['endpoint']}", extra_env=creds)
+    assert remote == attest_cli(str(evil), tmp_path / "local.json")
+    assert remote["subject"] == [{"name": evil.name, "digest": {"sha256": hashlib.sha256(evil.read_bytes()).hexdigest()}}]
+
+
+@needs_http
+def test_remote_digest_uses_the_signed_cache_keyed_on_the_bytes_scanned(http_store: tuple[HttpStore, Path],
+                                                                       tmp_path: Path, ruleset,  # type: ignore[no-untyped-def]
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from scanner import engine
+    from scanner.batch import open_cache, scan_batch
+    from scanner.rules import Policy
+
+    store, root = http_store
+    shutil.copytree(FIXTURES / "hostile" / "pickle", root / "p")
+    monkeypatch.setenv("MODELSEAL_CACHE_KEY", "test-secret")
+    spec = open_cache(tmp_path / "cache", ruleset, Policy())
+    first = scan_batch([store.url + "/p/"], Policy(), ruleset, jobs=1, cache=spec, digest=True)
+    assert all(fr.sha256 == hashlib.sha256((root / "p" / Path(fr.path).name).read_bytes()).hexdigest()
+               for fr in first.files)
+    # the second run finds every result in the cache: no analyzer runs (each file is still streamed once)
+    monkeypatch.setattr(engine, "scan_source", lambda *a, **k: pytest.fail("scanned despite a cache hit"))
+    second = scan_batch([store.url + "/p/"], Policy(), ruleset, jobs=1, cache=spec, digest=True)
+    key = lambda r: sorted((fr.path, fr.sha256, fr.format, fr.findings) for fr in r.files)  # noqa: E731
+    assert key(second) == key(first) and any(fr.verdict.value == "malicious" for fr in second.files)
+    # a cache signed with another key is not trusted: everything is scanned again
+    monkeypatch.setenv("MODELSEAL_CACHE_KEY", "other-secret")
+    with pytest.raises(pytest.fail.Exception):
+        scan_batch([store.url + "/p/"], Policy(), ruleset, jobs=1, cache=open_cache(tmp_path / "cache", ruleset,
+                                                                                   Policy()), digest=True)
+    # without --digest a remote file is read by range and the cache is not consulted
+    monkeypatch.undo()
+    ranged = scan_batch([store.url + "/p/"], Policy(), ruleset, jobs=1, cache=spec, digest=False)
+    assert all(fr.sha256 is None for fr in ranged.files)
+
+
+def test_multipart_replies_are_split_by_their_content_ranges_not_by_boundary_search() -> None:
+    from scanner.remote_http import _split_multipart
+
+    b = b"BND"
+    data1 = b"\r\n--BND\r\nlooks like a part" * 3  # the boundary inside a part's bytes
+    data2 = bytes(range(256))
+    body = (b"\r\n--BND\r\nContent-Type: application/octet-stream\r\nContent-Range: bytes 100-"
+            + str(99 + len(data1)).encode() + b"/9999\r\n\r\n" + data1
+            + b"\r\n--BND\r\nContent-Range: bytes 5000-5255/9999\r\n\r\n" + data2 + b"\r\n--BND--\r\n")
+    assert _split_multipart(body, b) == [(100, data1), (5000, data2)]
+    # a part shorter than its Content-Range claims ends the parse: what follows is not trusted
+    assert _split_multipart(body[:-300], b) == [(100, data1)]

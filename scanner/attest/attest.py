@@ -6,6 +6,8 @@ from __future__ import annotations
 import glob
 import json
 import os
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -62,9 +64,18 @@ def scan_digested(model: ModelDigest, policy: Policy, rules: RuleSet | None = No
     return scan([model.root], scan_policy, rules, digests=digests)
 
 
-def attest(path: Path, policy: Policy, signer: Signer | None, rules: RuleSet | None = None, *,
-           allow_symlinks: bool = False) -> Attestation:
-    model, report = scan_model(path, policy, rules, allow_symlinks=allow_symlinks)
+def attest(path: Path | str, policy: Policy, signer: Signer | None, rules: RuleSet | None = None, *,
+           allow_symlinks: bool = False, storage_options: Mapping[str, Any] | None = None) -> Attestation:
+    """Attest a local model, or a URL (`str`, see scanner.attest.remote: streamed once, scanned from a private
+    copy that is gone when this returns)."""
+    if isinstance(path, str):
+        from scanner.attest.remote import fetch_model
+
+        with tempfile.TemporaryDirectory(prefix="modelseal-attest-") as tmp:
+            model = fetch_model(path, policy, Path(tmp), storage_options)
+            report = scan_digested(model, policy, rules)
+    else:
+        model, report = scan_model(path, policy, rules, allow_symlinks=allow_symlinks)
     statement = build_statement(model, report, policy)
     payload = canonical_json(statement)
     bundle = signer.sign(PAYLOAD_TYPE, payload) if signer is not None else None

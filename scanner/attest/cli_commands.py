@@ -4,6 +4,7 @@ import (cryptography, sigstore, the engine) happens inside the command that need
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 from typing import Annotated
 
@@ -58,8 +59,14 @@ def attest(
         "--base-model", help="Model fine-tuned from: PATH or sha256:DIGEST (provenance).")] = None,
     framework: Annotated[list[str] | None, typer.Option(
         "--framework", help="Training framework NAME==VERSION (repeatable; provenance).")] = None,
+    storage_option: Annotated[list[str] | None, typer.Option(
+        "--storage-option", help="key=value for the fsspec filesystem of a URL model (s3://, gs://, https://, "
+                                 "hf://).")] = None,
 ) -> None:
     """Scan a model and write a signed attestation of the result.
+
+    A URL (s3://, gs://, http(s)://, hf://) is streamed once into a private temporary folder, hashed as it
+    arrives and scanned from that copy; the bundle then goes to the current folder by default.
 
     The attestation is written whatever the verdict (it records the verdict); the exit code is the scan's:
     0 nothing at or above --fail-on, 1 findings at or above it, 2 the scan or signing could not be done.
@@ -67,8 +74,15 @@ def attest(
     modes = sum([key is not None, keyless, unsigned])
     if modes != 1:
         raise _fail("choose exactly one of --key KEY.pem, --keyless, --unsigned")
-    if not path.exists():
+    from scanner.remote import parse_storage_options, url_from_arg
+
+    url = url_from_arg(path)
+    if url is None and not path.exists():
         raise _fail(f"no such file or directory: {path}")
+    try:
+        options = parse_storage_options(storage_option)
+    except ValueError as e:
+        raise _fail(str(e)) from None
     from scanner.attest.attest import attest as run_attest
     from scanner.attest.attest import default_output
     from scanner.attest.digest import DigestError
@@ -90,16 +104,21 @@ def attest(
             signer = KeySigner.from_pem(pem, _password(key_password_env))
         elif keyless:
             signer = KeylessSigner(identity_token, staging)
-        result = run_attest(path, policy, signer, allow_symlinks=allow_symlinks)
+        result = run_attest(url if url is not None else path, policy, signer, allow_symlinks=allow_symlinks,
+                            storage_options=options)
     except (SignError, DigestError) as e:
         raise _fail(str(e)) from None
-    out = output or default_output(path, signed=not unsigned)
+    if url is not None:  # next to nothing on disk: <last URL component>.modelseal.<suffix> in the current folder
+        out = output or Path(f"{posixpath.basename(url.rstrip('/'))}.modelseal."
+                             f"{'intoto' if unsigned else 'sigstore'}.json")
+    else:
+        out = output or default_output(path, signed=not unsigned)
     try:
         out.write_bytes(result.document())
     except OSError as e:
         raise _fail(f"cannot write {out}: {e.strerror or e}") from None
     report = result.report
-    _say(f"{path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
+    _say(f"{url or path}: verdict {report.verdict.value}, {len(result.model.files)} file(s), "
          f"manifest sha256:{result.model.manifest_digest}")
     _say(f"wrote {'statement' if unsigned else 'attestation'} {out}")
     if deps or frameworks:

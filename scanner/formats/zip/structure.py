@@ -162,6 +162,9 @@ def choose_end(src: Source, eocd_offset: int | None = None) -> tuple[EndRecord, 
     return end, [r.offset for r in valid], problems
 
 
+PREFETCH_BATCH = 512
+
+
 def parse_layout(src: Source, *, max_members: int, max_cd_bytes: int, eocd_offset: int | None = None) -> ZipLayout:
     end, eocds, problems = choose_end(src, eocd_offset)
     cd_base = end.zip64_offset if end.zip64_offset is not None else end.offset
@@ -205,10 +208,13 @@ def parse_layout(src: Source, *, max_members: int, max_cd_bytes: int, eocd_offse
         problems.append(f"end record declares {end.entries} entries, central directory holds {len(entries)}")
     elif pos != len(cd):
         problems.append(f"{len(cd) - pos} unparsed bytes at the end of the central directory")
-    # remote sources fetch every local header in one concurrent round instead of one request after another
-    src.prefetch([(e.header_offset + shift, LFH_LEN + len(e.name_raw) + len(e.extra) + 16) for e in entries])
-    for e in entries:
-        _read_local(src, e, shift)
+    # remote sources fetch the local headers (and each member's first bytes) a batch per round trip instead of
+    # one request after another; a batch fits the remote source's cache
+    for i in range(0, len(entries), PREFETCH_BATCH):
+        batch = entries[i:i + PREFETCH_BATCH]
+        src.prefetch([(e.header_offset + shift, LFH_LEN + len(e.name_raw) + len(e.extra) + 16) for e in batch])
+        for e in batch:
+            _read_local(src, e, shift)
     return ZipLayout(end, eocds, shift, cd_start, entries, problems)
 
 
