@@ -15,7 +15,8 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 
 def sniff(src: Source) -> str:
     """Return a format name: pickle, zip, executable, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5,
-    safetensors, onnx, tensorflow, paddle, gguf, lz4, text, empty or data."""
+    safetensors, onnx, tensorflow, paddle, keras-metadata, msgpack, mxnet-params, mxnet-symbol, gguf, lz4, text,
+    empty or data."""
     if src.size == 0:
         return "empty"
     head = src.head(4096)
@@ -57,6 +58,10 @@ def sniff(src: Source) -> str:
         return "tensorflow"
     if _looks_like_paddle(src):
         return "paddle"
+    if _looks_like_keras_metadata(src):
+        return "keras-metadata"
+    if _looks_like_msgpack(src):
+        return "msgpack"
     if _looks_like_text_pickle(src):
         return "pickle"
     if _is_text(head) or _is_template_text(src, head):
@@ -250,6 +255,18 @@ def _looks_like_saved_model(src: Source) -> bool:
     from scanner.formats.tensorflow.savedmodel import looks_like_graph_def, looks_like_saved_model
 
     return looks_like_saved_model(src) or looks_like_graph_def(src)
+
+
+def _looks_like_keras_metadata(src: Source) -> bool:
+    from scanner.formats.tensorflow.keras_metadata import looks_like_keras_metadata
+
+    return looks_like_keras_metadata(src)
+
+
+def _looks_like_msgpack(src: Source) -> bool:
+    from scanner.formats.flax.msgpack_reader import looks_like_msgpack
+
+    return looks_like_msgpack(src)
 
 
 def _looks_like_paddle(src: Source) -> bool:
