@@ -11,6 +11,7 @@ from scanner.source import Source
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+MXNET_PARAMS = b"\x12\x01\x00\x00\x00\x00\x00\x00" + b"\x00" * 8  # mx.nd.save: u64 0x112, u64 reserved 0
 
 
 def sniff(src: Source) -> str:
@@ -46,6 +47,8 @@ def sniff(src: Source) -> str:
         return "tar"
     if _is_safetensors(head, src.size):
         return "safetensors"
+    if head.startswith(MXNET_PARAMS):
+        return "mxnet-params"
     if head.startswith(LZMA_PREFIX) and len(head) >= 13:
         return "lzma"
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
@@ -65,7 +68,7 @@ def sniff(src: Source) -> str:
     if _looks_like_text_pickle(src):
         return "pickle"
     if _is_text(head) or _is_template_text(src, head):
-        return "text"
+        return "mxnet-symbol" if _looks_like_mxnet_symbol(src, head) else "text"
     return "data"
 
 
@@ -261,6 +264,12 @@ def _looks_like_keras_metadata(src: Source) -> bool:
     from scanner.formats.tensorflow.keras_metadata import looks_like_keras_metadata
 
     return looks_like_keras_metadata(src)
+
+
+def _looks_like_mxnet_symbol(src: Source, head: bytes) -> bool:
+    from scanner.formats.mxnet.symbol import looks_like_symbol
+
+    return looks_like_symbol(src, head)
 
 
 def _looks_like_msgpack(src: Source) -> bool:
