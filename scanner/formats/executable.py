@@ -37,16 +37,39 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
     head = src.head(64)
     yield ctx.finding("EXECUTABLE-FILE", f"{_kind(head)} where a model file is expected", src, offset=0,
                       evidence=head[:16].hex())
+    spans = _zip_member_spans(src, ctx) if _has_zip_directory(src) else None
     hits = embedded_gguf_offsets(src, ctx.limits.max_header_bytes,
                                  int(ctx.rules.doc("executable").get("search", {}).get("gguf_hits", 4)))
     for off in hits:
+        if spans and any(a <= off < b for a, b in spans):
+            continue  # a zip member's data (llamafile weights): scanned below as that member
         yield ctx.finding("EXECUTABLE-EMBEDDED-MODEL", f"GGUF header embedded at offset {off}", src, offset=off,
                           evidence=src.read_at(off, 16).hex())
         yield from ctx.scan_child(src.child_slice(f"gguf@{off}", off, src.size - off), "gguf")
-    if _has_zip_directory(src):
-        yield ctx.finding("EXECUTABLE-EMBEDDED-MODEL", "executable is also a zip archive (APE/llamafile layout)",
-                          src, evidence="end-of-central-directory record in the tail")
+    if spans is None and not _has_zip_directory(src):
+        return
+    yield ctx.finding("EXECUTABLE-EMBEDDED-MODEL", "executable is also a zip archive (APE/llamafile layout)",
+                      src, evidence="end-of-central-directory record in the tail")
+    if spans:
+        # the members, as llamafile and zipfile read them (offsets from the end); the head is this file
+        from scanner.formats.zip.reader import analyze_appended
+
+        yield from analyze_appended(src, ctx, announce=False)
+    else:  # no readable directory: the zip analyzer reports why and walks the local headers
         yield from ctx.scan_child(src.child_slice("zip", 0, src.size), "zip")
+
+
+def _zip_member_spans(src: Source, ctx: ScanContext) -> list[tuple[int, int]] | None:
+    """Data spans of the members of the zip the executable carries (None: no directory that parses)."""
+    from scanner.formats.zip import structure as zs
+    from scanner.source import LimitExceeded
+
+    try:
+        layout = zs.parse_layout(src, max_members=ctx.limits.max_members, max_cd_bytes=ctx.limits.max_header_bytes)
+    except (zs.ZipError, LimitExceeded):
+        return None
+    spans = [(e.data_offset, e.data_end) for e in layout.entries if e.data_offset is not None and e.data_end]
+    return spans or None  # type: ignore[return-value]
 
 
 def embedded_gguf_offsets(src: Source, window: int, max_hits: int) -> list[int]:
