@@ -137,3 +137,18 @@ def test_counts_that_cannot_fit_are_refused() -> None:
     payload = _array(_array(b"\x01"), _bin(b"float32"), b"\xc6" + struct.pack(">I", 1 << 30) + b"\0" * 4)
     fmt, ids, _ = _findings(_map((_str("w"), _ext(1, payload))))
     assert fmt == "msgpack" and "FLAX-MALFORMED" in ids
+
+
+def test_msgpack_numpy_object_array_is_a_pickle_the_decoder_runs() -> None:
+    report = scan_path(HOSTILE / "msgpack_numpy_object.msgpack")
+    ids = rule_ids(report.findings)
+    assert {"MSGPACK-NUMPY-PICKLE", "PICKLE-DANGEROUS-CALL"} <= ids
+    assert scan_path(BENIGN / "msgpack_numpy_arrays.msgpack").verdict is Verdict.CLEAN
+
+
+def test_tiny_msgpack_numpy_pickle_is_scanned_even_below_the_leaf_threshold() -> None:
+    tiny = b"cos\nsystem\n(S'x'\ntR."  # 21 bytes, protocol 0
+    data = _map((_str("m"), _map((b"\xc4\x02nd", b"\xc3"), (b"\xc4\x04kind", b"\xc4\x01O"), (b"\xc4\x04data",
+                                                                                              _bin(tiny)))))
+    _, ids, _ = _findings(data)
+    assert "MSGPACK-NUMPY-PICKLE" in ids and "PICKLE-DANGEROUS-CALL" in ids

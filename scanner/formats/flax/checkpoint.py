@@ -102,6 +102,8 @@ class _Walk:
             ints = ints and v.all_ints
             if k.kind == "str" and name in (CHUNKED, "chunks", "shape"):
                 special[name] = v
+            elif k.kind in ("bin", "str") and k.value in (b"nd", b"kind", b"data"):
+                special[f"np:{k.value.decode()}"] = v  # type: ignore[union-attr]
         if CHUNKED in special:
             self.chunked += 1
             chunks, shape = special.get("chunks"), special.get("shape")
@@ -111,7 +113,23 @@ class _Walk:
             if shape is None or not (shape.seq_keys and shape.all_ints):
                 self.add("FLAX-MALFORMED", f"chunked array {path or '/'} without a `shape` map of integers",
                          it.offset)
+        self.numpy_pickle(special, path, it)
         return _Summary(it, seq_keys=seq, all_arrays=arrays and it.length > 0, all_ints=ints)
+
+    def numpy_pickle(self, special: dict[str, _Summary], path: str, it: Item) -> None:
+        """msgpack-numpy's decode (also vendored by other projects) turns {b'nd': True, b'kind': b'O',
+        b'data': ...} into pickle.loads(data): the one msgpack array convention that runs code."""
+        nd, kind, data = special.get("np:nd"), special.get("np:kind"), special.get("np:data")
+        if nd is None or nd.item.value is not True or kind is None or kind.item.value != b"O":
+            return
+        evidence = None
+        if data is not None and data.item.kind in ("bin", "str"):
+            evidence = f"data: {data.item.length} bytes at offset {data.item.payload}"
+            if data.item.kind == "str" or data.item.length < MIN_NESTED:  # not scanned as a leaf yet
+                member = self.src.child_slice(f"{path or 'root'}/data", data.item.payload, data.item.length)
+                self.findings.extend(self.ctx.scan_child(member, "pickle"))
+        self.add("MSGPACK-NUMPY-PICKLE", f"object array at {path or '/'} in msgpack-numpy form: its decoder "
+                 "unpickles `data` (pickle.loads)", it.offset, evidence=evidence)
 
     def text(self, it: Item, path: str) -> None:
         """raw=False decodes every str as UTF-8; a str that does not decode makes unpackb fail."""
