@@ -1,14 +1,16 @@
 """MXNet symbol graphs (`<prefix>-symbol.json`: mx.sym.load, gluon.SymbolBlock.imports, mx.mod.Module.load),
 nnvm's JSON graph (nnvm/src/core/graph_json.cc; MXNet's legacy_json_util.cc upgrades old `attr`/`param` keys).
 
-Detected by content: a JSON object holding `nodes`, `arg_nodes` and `heads` (the keys nnvm requires; dmlc's
-JSON reader does not decode escapes in keys, so the raw key bytes are what it matches). Every node of the
+Detected by content: a JSON object whose first key is one nnvm's graph reader knows (dmlc refuses unknown
+keys) and which holds `nodes`, `arg_nodes` and `heads` (the keys it requires; dmlc's JSON reader does not
+decode escapes in keys, so the raw key bytes are what it matches). Every node of the
 graph and of its subgraphs (control-flow ops) is judged by op name: `Custom` calls registered Python,
 unregistered ops need a native operator library.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,14 +22,17 @@ if TYPE_CHECKING:
     from scanner.context import ScanContext
 
 KEYS = (b'"nodes"', b'"arg_nodes"', b'"heads"')
+# dmlc's JSONObjectReadHelper refuses unknown keys, so the first key of a graph nnvm reads is one of these
+FIRST_KEY = re.compile(rb'\s*\{\s*"(nodes|arg_nodes|node_row_ptr|heads|attrs)"\s*:')
 SNIFF_BYTES = 64 << 20
 CHUNK = 1 << 20
 ATTR_KEYS = ("attrs", "attr", "param")
 
 
 def looks_like_symbol(src: Source, head: bytes) -> bool:
-    """A JSON object (first non-blank byte `{`) whose first SNIFF_BYTES hold the three keys nnvm requires."""
-    if not head.lstrip(b" \t\r\n\xef\xbb\xbf").startswith(b"{"):
+    """A JSON object whose first key is a graph key and whose first SNIFF_BYTES hold the three keys nnvm
+    requires (only files passing the cheap first-key test are read further)."""
+    if FIRST_KEY.match(head.removeprefix(b"\xef\xbb\xbf")) is None:
         return False
     missing = set(KEYS)
     pos, tail = 0, b""
