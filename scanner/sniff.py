@@ -11,7 +11,7 @@ from scanner.source import Source
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
-MXNET_PARAMS = b"\x12\x01\x00\x00\x00\x00\x00\x00" + b"\x00" * 8  # mx.nd.save: u64 0x112, u64 reserved 0
+MXNET_PARAMS = b"\x12\x01\x00\x00\x00\x00\x00\x00"  # mx.nd.save: u64 0x112 (the reserved u64 after it is not checked)
 
 
 def sniff(src: Source) -> str:
@@ -47,7 +47,7 @@ def sniff(src: Source) -> str:
         return "tar"
     if _is_safetensors(head, src.size):
         return "safetensors"
-    if head.startswith(MXNET_PARAMS):
+    if head.startswith(MXNET_PARAMS) and len(head) >= 16:
         return "mxnet-params"
     if head.startswith(LZMA_PREFIX) and len(head) >= 13:
         return "lzma"

@@ -67,3 +67,17 @@ def test_other_protobufs_are_not_keras_metadata() -> None:
     assert scan_data(graph_def, "g.pb")[0] != "keras-metadata"
     assert scan_data((FIXTURES / "benign" / "tensorflow" / "module_dense" / "saved_model.pb").read_bytes(),
                      "s.pb")[0] == "tensorflow"
+
+
+def test_fields_protobuf_skips_do_not_hide_the_file() -> None:
+    """tf_keras parses with protobuf, which skips undeclared fields and wrong wire types: padding a node or
+    the top level with them must not turn the file into data."""
+    lam = {"class_name": "Lambda", "config": {"name": "l", "function": "os.system", "function_type": "raw",
+                                              "module": "os"}}
+    node = _node(3, "root.layer-2", "_tf_keras_layer", lam)
+    inner = node[1 + len(encode_varint(len(node) - 2)):]  # the SavedObject message inside `node`
+    padded_node = _field(1, _field(9, b"junk") + inner)
+    for data in (padded_node, _field(7, b"junk") + node, encode_varint(3 << 3) + b"\x05" + node):
+        fmt, findings = scan_data(data, "keras_metadata.pb")
+        assert fmt == "keras-metadata"
+        assert any(f.severity >= Severity.HIGH and f.rule_id.startswith("KERAS-") for f in findings)

@@ -92,3 +92,11 @@ def test_params_name_on_other_content_is_a_mismatch() -> None:
     _, findings = scan_data(pickle, "model.params")
     hit = [f for f in findings if f.rule_id == "FORMAT-EXTENSION-MISMATCH"]
     assert hit and hit[0].severity is Severity.HIGH
+
+
+def test_reserved_header_field_is_not_checked_by_the_loader_so_not_by_the_sniff() -> None:
+    data = bytearray((BENIGN / "mlp-0000.params").read_bytes())
+    data[8:16] = struct.pack("<Q", 7)
+    fmt, findings = scan_data(bytes(data), "x.params")
+    hit = [f for f in findings if f.rule_id == "MXNET-MALFORMED"]
+    assert fmt == "mxnet-params" and hit and hit[0].severity is Severity.MEDIUM

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
 LIST_MAGIC = 0x112
 V1, V2, V3 = 0xF993FAC8, 0xF993FAC9, 0xF993FACA
-HEADER = struct.pack("<QQ", LIST_MAGIC, 0)
 MAX_NDIM = 32
 MIN_ARRAY_BYTES = 8   # the smallest array record (a V2 "none" array: magic, stype, ndim 0)
 DEV_TYPES = frozenset({1, 2, 3, 5})  # kCPU, kGPU, kCPUPinned, kCPUShared
@@ -32,10 +31,6 @@ class ParamsError(ValueError):
     def __init__(self, message: str, offset: int) -> None:
         super().__init__(message)
         self.offset = offset
-
-
-def is_params(head: bytes) -> bool:
-    return head.startswith(HEADER)
 
 
 @dataclass(frozen=True)
@@ -139,7 +134,10 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
     r = _Reader(src)
     arrays = names = 0
     try:
-        r.take("<QQ")
+        _magic, reserved = r.take("<QQ")
+        if reserved:
+            yield ctx.finding("MXNET-MALFORMED", f"reserved header field is {reserved:#x}: mx.save writes 0 (the "
+                              "loader does not check it)", src, offset=8, severity=Severity.MEDIUM)
         (count,) = r.take("<Q")
         if count * MIN_ARRAY_BYTES > r.left():
             raise ParamsError(f"{count} arrays cannot fit in the {r.left()} bytes left (dmlc resizes to the count "

@@ -21,27 +21,32 @@ if TYPE_CHECKING:
 
 _NODES = 1
 SAVED_OBJECT = {2: 0, 3: 2, 4: 2, 5: 2, 6: 2}
+KERAS_IDENTIFIERS = (b"_tf_keras", b"trackable_")
 _SNIFF_FIELDS = 10_000
 _MAX_TEXT = 4096
 
 
 def looks_like_keras_metadata(src: Source) -> bool:
-    """Only `nodes` (field 1, messages) to the end of the file; each node only SavedObject fields of the right
-    wire type; some node with an identifier or metadata. A walk that reaches the sniff bound after a plausible
-    start counts as the shape (padding must not turn a model into data)."""
+    """Protobuf wire format to the end of the file with a node (field 1) whose metadata (field 5) is a JSON
+    object or whose identifier (field 4) is a Keras one. Fields the proto does not declare, or of another wire
+    type, are allowed as protobuf parsers skip them (so must we, or a padded file would pass as data). A walk
+    that reaches the sniff bound after such a node counts as the shape."""
     budget = _Budget(_SNIFF_FIELDS, 0)
-    named = False
+    keras = False
     try:
         for num, wtype, off, length in _fields(src, 0, src.size, budget):
-            if num != _NODES or wtype != 2:
-                return False
-            for inum, iw, _o, _n in _fields(src, off, off + length, budget):
-                if SAVED_OBJECT.get(inum) != iw:
-                    return False
-                named = named or inum in (4, 5)
+            if keras or num != _NODES or wtype != 2:
+                continue
+            for inum, iw, ioff, ilen in _fields(src, off, off + length, budget):
+                if iw != 2 or not ilen:
+                    continue
+                if inum == 5 and src.read_at(ioff, min(ilen, 64)).lstrip(b" \t\r\n")[:1] == b"{":
+                    keras = True
+                elif inum == 4 and src.read_at(ioff, min(ilen, 16)).startswith(KERAS_IDENTIFIERS):
+                    keras = True
     except ProtoError as e:
-        return named and str(e) == "max_proto_fields"
-    return named
+        return keras and str(e) == "max_proto_fields"
+    return keras
 
 
 def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
@@ -52,8 +57,9 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
     try:
         for num, wtype, off, length in _fields(src, 0, src.size, budget):
             if num != _NODES or wtype != 2:
-                findings.append(ctx.finding("TF-MALFORMED", f"field {num} is not a SavedMetadata field", src,
-                                            offset=off))
+                # protobuf skips it; tf_keras never writes it
+                findings.append(ctx.finding("TF-MALFORMED", f"field {num} (wire type {wtype}) is not a "
+                                            "SavedMetadata field", src, offset=off))
                 continue
             nodes += 1
             for f in _node(src, ctx, off, off + length, budget):
@@ -75,7 +81,7 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
 def _node(src: Source, ctx: ScanContext, start: int, end: int, budget: _Budget) -> list[Finding]:
     path, identifier, metadata = "?", "", None
     for num, wtype, off, length in _fields(src, start, end, budget):
-        if wtype != 2:
+        if wtype != 2 or num not in SAVED_OBJECT:
             continue
         if num == 3:
             path = _text(src, off, length)
