@@ -67,8 +67,10 @@ def sniff(src: Source) -> str:
         return "msgpack"
     if _looks_like_text_pickle(src):
         return "pickle"
+    if _looks_like_mxnet_symbol(src, head):  # before the text test: dmlc's reader takes NULs and any bytes
+        return "mxnet-symbol"
     if _is_text(head) or _is_template_text(src, head):
-        return "mxnet-symbol" if _looks_like_mxnet_symbol(src, head) else "text"
+        return "text"
     return "data"
 
 

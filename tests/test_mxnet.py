@@ -100,3 +100,12 @@ def test_reserved_header_field_is_not_checked_by_the_loader_so_not_by_the_sniff(
     fmt, findings = scan_data(bytes(data), "x.params")
     hit = [f for f in findings if f.rule_id == "MXNET-MALFORMED"]
     assert fmt == "mxnet-params" and hit and hit[0].severity is Severity.MEDIUM
+
+
+def test_graph_with_binary_bytes_is_still_a_graph() -> None:
+    """dmlc's JSON reader copies string bytes as they are: a NUL or invalid UTF-8 in a node name must not
+    make the graph `data`."""
+    graph = (HOSTILE / "custom_op-symbol.json").read_bytes().replace(b'"pwn"', b'"p\x00\xffwn"')
+    fmt, findings = scan_data(graph, "x-symbol.json")
+    assert fmt == "mxnet-symbol"
+    assert any(f.rule_id == "MXNET-MALFORMED" and f.severity is Severity.HIGH for f in findings)
