@@ -68,14 +68,17 @@ class _Reader:
         return self.src.size - self.pos
 
 
-def _shape(r: _Reader, legacy_ndim: int | None = None) -> list[int]:
-    """TShape::Load (int32 ndim, int64 dims) or the pre-V1 layout (ndim given, uint32 dims)."""
+def _shape(r: _Reader, legacy_ndim: int | None = None, *, unknown_ok: bool = False) -> list[int] | None:
+    """TShape::Load (int32 ndim, int64 dims) or the pre-V1 layout (ndim given, uint32 dims); None for the
+    unknown shape (ndim -1) NumPy-semantics (V3) arrays use for `none`."""
     at = r.pos
     if legacy_ndim is None:
         (ndim,) = r.take("<i")
         fmt = "q"
     else:
         ndim, fmt = legacy_ndim, "I"
+    if ndim == -1 and unknown_ok:
+        return None
     if ndim < 0 or ndim > MAX_NDIM:
         raise ParamsError(f"shape with ndim {ndim}", at)
     dims = list(r.take(f"<{ndim}{fmt}")) if ndim else []
@@ -84,9 +87,9 @@ def _shape(r: _Reader, legacy_ndim: int | None = None) -> list[int]:
     return dims
 
 
-def _size(dims: list[int]) -> int:
+def _size(dims: list[int] | None) -> int:
     n = 1
-    for d in dims:
+    for d in dims or []:
         n *= d
     return n
 
@@ -103,17 +106,17 @@ def _array(r: _Reader, t: _Tables) -> str | None:
         nad = t.aux[stype]
         if nad:
             sshape = _shape(r)
-        shape = _shape(r)
+        shape = _shape(r, unknown_ok=magic == V3)
     elif magic == V1:
         shape = _shape(r)
     else:
         shape = _shape(r, legacy_ndim=magic)
-    if not shape:
+    if not shape:  # V1/V2 write ndim 0 for a `none` array, V3 ndim -1; nothing follows
         return None
     dev_type, _dev_id, dtype = r.take("<iii")
     if dev_type not in DEV_TYPES:
         raise ParamsError(f"device type {dev_type}", at)
-    aux: list[tuple[int, list[int]]] = []
+    aux: list[tuple[int, list[int] | None]] = []
     for _ in range(nad):
         (aux_type,) = r.take("<i")
         aux.append((aux_type, _shape(r)))
@@ -125,7 +128,7 @@ def _array(r: _Reader, t: _Tables) -> str | None:
         asize = t.sizes.get(aux_type)
         if asize is None:
             raise ParamsError(f"aux dtype flag {aux_type}", at)
-        r.skip(asize * _size(aux_shape), "aux data")
+        r.skip(asize * _size(aux_shape or []), "aux data")
     return f"{'x'.join(map(str, shape))}:{dtype}"
 
 
