@@ -152,3 +152,10 @@ def test_tiny_msgpack_numpy_pickle_is_scanned_even_below_the_leaf_threshold() ->
                                                                                               _bin(tiny)))))
     _, ids, _ = _findings(data)
     assert "MSGPACK-NUMPY-PICKLE" in ids and "PICKLE-DANGEROUS-CALL" in ids
+
+
+def test_findings_before_a_limit_are_kept() -> None:
+    big = b"x" * 5000
+    data = _map((_str("a"), _map((_str("w"), _ext(42, b"zz")))), (_str("b"), b"\xda" + struct.pack(">H", len(big)) + big))
+    _, ids, _ = _findings(data, policy=Policy(limits=Limits(max_string_bytes=1000)))
+    assert {"FLAX-EXT-TYPE", "LIMIT-EXCEEDED"} <= ids

@@ -109,3 +109,15 @@ def test_graph_with_binary_bytes_is_still_a_graph() -> None:
     fmt, findings = scan_data(graph, "x-symbol.json")
     assert fmt == "mxnet-symbol"
     assert any(f.rule_id == "MXNET-MALFORMED" and f.severity is Severity.HIGH for f in findings)
+
+
+def test_graph_and_list_bounds_are_reported() -> None:
+    from scanner.limits import Limits
+    from scanner.rules import Policy
+
+    graph = (BENIGN / "mlp-symbol.json").read_bytes()
+    _, findings = scan_data(graph, "x-symbol.json", policy=Policy(limits=Limits(max_graph_nodes=3)))
+    assert "LIMIT-EXCEEDED" in rule_ids(findings)
+    params = (BENIGN / "mlp-0000.params").read_bytes()
+    _, findings = scan_data(params, "x.params", policy=Policy(limits=Limits(max_array_items=2)))
+    assert "LIMIT-EXCEEDED" in rule_ids(findings)

@@ -73,6 +73,8 @@ class _Walk:
 
     def value(self, path: str, depth: int) -> _Summary:
         r = self.reader
+        if r.items % 65536 == 0:
+            self.ctx.check_deadline(self.src)  # max_file_seconds, between items of a long walk
         it = r.next(depth)
         if it.kind == "array":
             for i in range(it.length):
@@ -276,6 +278,8 @@ def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
                                          "checkpoint was not checked", src, offset=e.offset, evidence=e.limit))
     except MsgpackError as e:
         walk.add("FLAX-MALFORMED", f"not msgpack that msgpack_restore reads: {e}", e.offset)
+    except LimitExceeded as e:  # keep what was found before the bound
+        walk.findings.extend(ctx.limit_findings(e, src))
     yield from walk.findings
     for rule, n in sorted(walk.counts.items()):
         if n > MAX_PER_RULE:
