@@ -159,3 +159,21 @@ def test_findings_before_a_limit_are_kept() -> None:
     data = _map((_str("a"), _map((_str("w"), _ext(42, b"zz")))), (_str("b"), b"\xda" + struct.pack(">H", len(big)) + big))
     _, ids, _ = _findings(data, policy=Policy(limits=Limits(max_string_bytes=1000)))
     assert {"FLAX-EXT-TYPE", "LIMIT-EXCEEDED"} <= ids
+
+
+def test_long_arrays_of_plain_values_are_walked_exactly() -> None:
+    """The fast path over runs of numbers and short strings stops at anything else and at the end."""
+    plain = [b"\x01", b"\xff", b"\xcb" + struct.pack(">d", 1.5), _str("ab"), b"\xc0", b"\xc3",
+             b"\xcd\x01\x2c", _str("é"), b"\xd9\x03abc"]
+    items = plain * 500 + [_map((_str("x"), _ext(42, b"zz")))] + plain * 3
+    data = b"\xdc" + struct.pack(">H", len(items)) + b"".join(items)
+    fmt, ids, findings = _findings(data)
+    assert fmt == "msgpack" and "FLAX-EXT-TYPE" in ids and "FLAX-MALFORMED" not in ids
+    hit = next(f for f in findings if f.rule_id == "FLAX-EXT-TYPE")
+    assert f"[{len(plain) * 500}]/x" in hit.message
+    for before, after in ((1, 1), (100, 100)):  # near the end (general path) and inside a run (fast path)
+        bad = b"\xdc" + struct.pack(">H", before + 1 + after) + b"\x01" * before + b"\xa2\xff\xfe" + b"\x02" * after
+        _, ids, _ = _findings(bad)
+        assert "FLAX-MALFORMED" in ids
+    short = data[:-1]  # one byte missing: not a whole value any more
+    assert _findings(short)[0] != "msgpack"

@@ -7,6 +7,7 @@ containers element by element, so memory stays flat whatever the item count.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -15,6 +16,9 @@ from scanner.source import Source
 BLOCK = 1 << 20
 SMALL = 4096  # str/bin payloads up to this size are read (keys, dtype names); larger ones are skipped
 
+_NOT_FIXINT = re.compile(rb"[\x80-\xdf]")
+_ONE = frozenset({0xC0, 0xC2, 0xC3})                      # nil, false, true
+_FIXED = {0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9, 0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9}
 MAP_FIRST = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
 ARRAY_FIRST = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
 
@@ -115,12 +119,64 @@ class Reader:
             return self._container("map", off, self._uint(2 if b == 0xDE else 4), depth)
         raise MsgpackError("reserved type byte 0xc1", off)
 
+    def skip_plain(self, count: int) -> tuple[int, int | None]:
+        """Consume up to `count` consecutive scalars and short strings (the bulk of long arrays: token ids,
+        vocabularies) without building Items. Returns (values consumed, offset of the first string that is
+        not UTF-8 or None); stops before anything else and in the last bytes of the range."""
+        done, bad = 0, None
+        while done < count:
+            if self.pos + 10 > self._buf_at + len(self._buf) or self.pos < self._buf_at:
+                self._buf_at = self.pos
+                self._buf = self.src.read_at(self.pos, min(BLOCK, self.end - self.pos))
+            buf, base = self._buf, self._buf_at
+            lim = min(len(buf), self.end - base)
+            rel, stop, before = self.pos - base, lim - 9, done
+            while done < count and rel < stop:
+                b = buf[rel]
+                if b <= 0x7F or b >= 0xE0:  # a run of one-byte integers: skipped in one search
+                    limit = min(stop, rel + count - done)
+                    m = _NOT_FIXINT.search(buf, rel, limit)
+                    run = (m.start() if m else limit) - rel
+                    rel += run
+                    done += run
+                    continue
+                if b in _ONE:
+                    n = 1
+                elif b in _FIXED:
+                    n = _FIXED[b]
+                elif 0xA0 <= b <= 0xBF or b == 0xD9:
+                    head, length = (1, b & 0x1F) if b != 0xD9 else (2, buf[rel + 1])
+                    n = head + length
+                    if rel + n > lim:
+                        break
+                    if bad is None:
+                        try:
+                            buf[rel + head:rel + n].decode("utf-8")
+                        except UnicodeDecodeError:
+                            bad = base + rel + head
+                else:
+                    break
+                rel += n
+                done += 1
+            self.pos = base + rel
+            self.items -= done - before
+            if self.items < 0:
+                raise BudgetError("max_array_items", self.pos)
+            if done == before or (done < count and rel < stop):
+                break  # nothing plain left here, or the next value is not plain
+        return done, bad
+
     def skip(self, depth: int) -> Item:
         """Consume one whole value; map keys must be hashable (msgpack refuses list/map keys)."""
         item = self.next(depth)
         if item.kind == "array":
-            for _ in range(item.length):
-                self.skip(depth + 1)
+            i = 0
+            while i < item.length:
+                n, _bad = self.skip_plain(item.length - i)  # UTF-8 is the analyzer's question (raw=True reads any)
+                i += n
+                if i < item.length:
+                    self.skip(depth + 1)
+                    i += 1
         elif item.kind == "map":
             for _ in range(item.length):
                 self.key(depth + 1)
