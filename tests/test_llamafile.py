@@ -47,3 +47,20 @@ def test_executable_with_a_broken_zip_directory_still_reports_the_zip() -> None:
     data[cd:cd + 4] = b"XX\x01\x02"
     _, findings = scan_data(bytes(data), "x.llamafile")
     assert rule_ids(findings) & {"ZIP-MALFORMED"} and "EXECUTABLE-FILE" in rule_ids(findings)
+
+
+def test_default_arguments_are_shown() -> None:
+    report = scan_path(HONEST)
+    args = [f for f in report.findings if f.rule_id == "LLAMAFILE-ARGS"]
+    assert args and args[0].evidence == "-m tiny.gguf --host 127.0.0.1 ..." and args[0].severity is Severity.INFO
+
+
+def test_deflated_default_arguments_are_inflated() -> None:
+    data = HONEST.read_bytes()
+    prologue = data[:data.index(b"PK\x03\x04")]
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr(".args", "--server\n--host\n0.0.0.0\n" * 20)
+    _, findings = scan_data(prologue + zbuf.getvalue(), "x.llamafile")
+    args = [f for f in findings if f.rule_id == "LLAMAFILE-ARGS"]
+    assert args and (args[0].evidence or "").startswith("--server --host 0.0.0.0 --server")
