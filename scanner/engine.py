@@ -43,6 +43,10 @@ ANALYZERS: dict[str, str] = {
     "text": "scanner.formats.sidecars.sidecar",
     "executable": "scanner.formats.executable",
     "tflite": "scanner.formats.tensorflow.tflite",
+    "keras-metadata": "scanner.formats.tensorflow.keras_metadata",
+    "msgpack": "scanner.formats.flax.checkpoint",
+    "mxnet-params": "scanner.formats.mxnet.params",
+    "mxnet-symbol": "scanner.formats.mxnet.symbol",
 }
 def analyzer_for(fmt: str) -> Callable[[Source, ScanContext], Iterable[Finding]] | None:
     module = ANALYZERS.get(fmt)

@@ -11,11 +11,13 @@ from scanner.source import Source
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+MXNET_PARAMS = b"\x12\x01\x00\x00\x00\x00\x00\x00"  # mx.nd.save: u64 0x112 (the reserved u64 after it is not checked)
 
 
 def sniff(src: Source) -> str:
     """Return a format name: pickle, zip, executable, tar, gzip, bz2, xz, lzma, zlib, 7z, npy, hdf5,
-    safetensors, onnx, tensorflow, paddle, gguf, lz4, text, empty or data."""
+    safetensors, onnx, tensorflow, paddle, keras-metadata, msgpack, mxnet-params, mxnet-symbol, gguf, lz4, text,
+    empty or data."""
     if src.size == 0:
         return "empty"
     head = src.head(4096)
@@ -45,6 +47,8 @@ def sniff(src: Source) -> str:
         return "tar"
     if _is_safetensors(head, src.size):
         return "safetensors"
+    if head.startswith(MXNET_PARAMS) and len(head) >= 16:
+        return "mxnet-params"
     if head.startswith(LZMA_PREFIX) and len(head) >= 13:
         return "lzma"
     if len(head) >= 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
@@ -57,8 +61,14 @@ def sniff(src: Source) -> str:
         return "tensorflow"
     if _looks_like_paddle(src):
         return "paddle"
+    if _looks_like_keras_metadata(src):
+        return "keras-metadata"
+    if _looks_like_msgpack(src):
+        return "msgpack"
     if _looks_like_text_pickle(src):
         return "pickle"
+    if _looks_like_mxnet_symbol(src, head):  # before the text test: dmlc's reader takes NULs and any bytes
+        return "mxnet-symbol"
     if _is_text(head) or _is_template_text(src, head):
         return "text"
     return "data"
@@ -250,6 +260,24 @@ def _looks_like_saved_model(src: Source) -> bool:
     from scanner.formats.tensorflow.savedmodel import looks_like_graph_def, looks_like_saved_model
 
     return looks_like_saved_model(src) or looks_like_graph_def(src)
+
+
+def _looks_like_keras_metadata(src: Source) -> bool:
+    from scanner.formats.tensorflow.keras_metadata import looks_like_keras_metadata
+
+    return looks_like_keras_metadata(src)
+
+
+def _looks_like_mxnet_symbol(src: Source, head: bytes) -> bool:
+    from scanner.formats.mxnet.symbol import looks_like_symbol
+
+    return looks_like_symbol(src, head)
+
+
+def _looks_like_msgpack(src: Source) -> bool:
+    from scanner.formats.flax.msgpack_reader import looks_like_msgpack
+
+    return looks_like_msgpack(src)
 
 
 def _looks_like_paddle(src: Source) -> bool:

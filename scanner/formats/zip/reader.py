@@ -108,9 +108,10 @@ def _zipfile_opens(src: Source, off: int) -> bool:
     return n_total > 0 and cd_size <= off and src.read_at(off - cd_size, 4) == zs.CDH_SIG
 
 
-def analyze_appended(src: Source, ctx: Any) -> list[Finding]:
+def analyze_appended(src: Source, ctx: Any, *, announce: bool = True) -> list[Finding]:
     """A file sniffed as something else whose tail holds a zip end record (pickle + zip polyglot): scan the
-    zip part, leaving the head to the analyzer that already read it."""
+    zip part, leaving the head to the analyzer that already read it. `announce=False`: the caller already
+    reported the layout (an executable carrying a zip, as llamafiles do)."""
     try:
         layout = zs.parse_layout(src, max_members=ctx.limits.max_members, max_cd_bytes=ctx.limits.max_header_bytes)
     except (zs.ZipError, LimitExceeded):
@@ -119,9 +120,10 @@ def analyze_appended(src: Source, ctx: Any) -> list[Finding]:
         return []
     st = _State(src, ctx, _config(ctx))
     first = min((e.local.offset for e in layout.entries if e.local), default=layout.cd_start)
-    st.add("POLYGLOT", f"a zip archive of {len(layout.entries)} members follows {first} bytes of other content; "
-           "zip readers load the archive, other loaders the head", offset=first,
-           evidence=", ".join(e.name for e in layout.entries[:8]))
+    if announce:
+        st.add("POLYGLOT", f"a zip archive of {len(layout.entries)} members follows {first} bytes of other "
+               "content; zip readers load the archive, other loaders the head", offset=first,
+               evidence=", ".join(e.name for e in layout.entries[:8]))
     _structure(st, layout, prefix_scanned=True)
     _members(st, layout)
     return st.out

@@ -1,0 +1,1 @@
+"""MXNet symbol graphs (`-symbol.json`) and NDArray parameter lists (`.params`)."""
