@@ -66,7 +66,7 @@ def test_keys_from_the_context_and_numbers_are_data() -> None:
 def test_a_key_computed_from_constants_by_unmodelled_filters_is_dynamic() -> None:
     t = MACRO + "{% set d = ['_']|batch(2, '_')|first|join %}{% for k in [d ~ 'x'] %}{{ m[k] }}{% endfor %}"
     assert "dynamic" in kinds(t)
-    t = MACRO + "{% macro get(o, k) %}{{ o[k] }}{% endmacro %}{{ get(m, 'a') }}"
+    t = MACRO + "{% macro get(o, k) %}{{ o[k] }}{% endmacro %}{{ get(m, 'a'|center(3)) }}"
     assert "dynamic" in kinds(t)  # a macro parameter is whatever the template passes
 
 
@@ -85,3 +85,18 @@ def test_plain_jinja_renders_the_hostile_templates_and_the_scanner_flags_them(tm
         assert (run / "pwned").exists(), (name, r.stderr[-400:])
         assert scan_path(path).verdict is not Verdict.CLEAN
     assert scan_path(FIXTURES / "benign" / "soundness_templates" / "indexing.jinja").verdict is Verdict.CLEAN
+
+
+@pytest.mark.parametrize("key", ["messages and '_func'", "loop.cycle('_func')", "(m|string)[8]",
+                                 "messages[0].role if false else '_func'", "(dict(_=1)|list|random)"])
+def test_context_reads_do_not_launder_text_the_template_wrote(key: str) -> None:
+    t = MACRO + "{% macro _() %}{% endmacro %}{% for x in messages %}{{ m[" + key + "] }}{% endfor %}"
+    assert kinds(t) & {"dynamic", "dunder", "escape"}, key
+
+
+def test_macro_parameters_hold_what_the_call_sites_pass() -> None:
+    honest = ("{% macro extra(d, handled) %}{% for k in d if k not in handled %}{{ d[k] }}{% endfor %}{% endmacro %}"
+              "{% for tool in tools %}{{ extra(tool.function, ['name']) }}{{ extra(d=tool) }}{% endfor %}")
+    assert "dynamic" not in kinds(honest)
+    hostile = MACRO + "{% macro get(o, k) %}{{ o[k] }}{% endmacro %}{{ get(m, ['_', 'func']|join) }}"
+    assert "dynamic" in kinds(hostile)

@@ -444,8 +444,23 @@ class _Flow:
                 if ranged:
                     self.numeric_iter.add(t.name)
                 self.sources.setdefault(t.name, []).append(("iter", f.iter))
-        for m in [*ast.find_all(n.Macro), *ast.find_all(n.CallBlock)]:
-            for arg in m.args:  # parameters: whatever the template passes (constants it computed included)
+        calls: dict[str, list[Any]] = {}
+        for c in ast.find_all(n.Call):
+            if isinstance(c.node, n.Name):
+                calls.setdefault(c.node.name, []).append(c)
+        for m in ast.find_all(n.Macro):
+            self.sources.setdefault(m.name, []).append(None)  # a macro object: the template's own
+            for i, arg in enumerate(m.args):  # a parameter holds what the call sites pass
+                bound = self.sources.setdefault(arg.name, [])
+                for c in calls.get(m.name, []):
+                    kw = [k.value for k in c.kwargs if k.key == arg.name]
+                    bound.append(kw[0] if kw else c.args[i] if i < len(c.args) else
+                                 (m.defaults[i - len(m.args) + len(m.defaults)]
+                                  if i >= len(m.args) - len(m.defaults) else None))
+                    if c.dyn_args is not None or c.dyn_kwargs is not None:
+                        bound.append(None)
+        for m in ast.find_all(n.CallBlock):
+            for arg in m.args:
                 self.sources.setdefault(arg.name, []).append(None)
         assigned = set(self.sources)
         loaded = {x.name for x in ast.find_all(n.Name) if x.ctx == "load"}
@@ -482,28 +497,32 @@ class _Flow:
     def computed_name(self, key: Any) -> bool:
         if isinstance(key, self.n.Slice):
             return False
-        return self.walker.fold(key) is None and not self.numeric(key) and not self.from_context(key)
+        return self.walker.fold(key) is None and not self.numeric(key) and not self.data_only(key)
 
-    def _names(self, expr: Any) -> list[str]:
+    def data_only(self, expr: Any) -> bool:
+        """Built only from the render context and numbers: no text, keyword name, macro or global of the
+        template's own on the way (`m[messages and '_func']` carries a constant, `message[key]` does not)."""
         n = self.n
-        out = [_ref(n, expr)]
-        out += [_ref(n, x) for x in expr.find_all((n.Name, n.NSRef, n.Getattr))]
-        return [r for r in out if r is not None]
+        if isinstance(expr, n.Const):
+            return not isinstance(expr.value, str)
+        if isinstance(expr, n.Keyword):
+            return False  # dict(_=1): the keyword is text the template wrote
+        ref = _ref(n, expr) if isinstance(expr, (n.Name, n.NSRef)) else None
+        if ref is not None:
+            return self._data_ref(ref)
+        return all(self.data_only(c) for c in expr.iter_child_nodes())
 
-    def from_context(self, expr: Any) -> bool:
-        """Reads a context variable (directly or through names assigned from one): data, not a chosen name."""
-        return any(self._ctx(r) for r in self._names(expr))
-
-    def _ctx(self, ref: str) -> bool:
+    def _data_ref(self, ref: str) -> bool:
         base = ref.split(".")[0]
         if base in self.context or base == "loop":
             return True
         hit = self._ctx_memo.get(ref)
         if hit is not None:
             return hit
-        self._ctx_memo[ref] = False  # cycles: not context
+        self._ctx_memo[ref] = True  # cycles: the other bindings decide
         vals = self.sources.get(ref) or self.sources.get(base) or []
-        out = any(v is not None and self.from_context(v[1] if isinstance(v, tuple) else v) for v in vals)
+        out = bool(vals) and all(v is not None and self.data_only(v[1] if isinstance(v, tuple) else v)
+                                 for v in vals)
         self._ctx_memo[ref] = out
         return out
 
