@@ -101,6 +101,8 @@ def test_stdlib_and_public_writer_targets_fail_closed_user_code_stays_a_note() -
     assert _worst(b"x: {_target_: numpy.save, file: out, arr: [1]}\n", "c.yaml") is Severity.HIGH
     assert _worst(b"x: {_target_: hydra.utils.get_method, path: os.system}\n", "c.yaml") is Severity.CRITICAL
     assert _worst(b"x: {_target_: mypkg.models.Net}\n", "c.yaml") is Severity.LOW
+    assert _worst(b"x: {_target_: sklearn.datasets.dump_svmlight_file, f: out}\n", "c.yaml") is Severity.MEDIUM
+    assert _worst(b"x: {_target_: mypkg.store.save_all, path: out}\n", "c.yaml") is Severity.MEDIUM
     assert _worst(b"x: {_target_: torch.optim.SGD, lr: 0.1}\n", "c.yaml") is None
 
 

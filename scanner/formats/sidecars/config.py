@@ -151,6 +151,10 @@ def _judge(ctx: Any, src: Source, decision: Any, rule: str, message: str, *, cal
     if decision.status == "deny":
         yield ctx.finding(rule, f"{message}: {decision.reason}", src, evidence=decision.name,
                           severity=decision.severity, reference=decision.reference)
+    elif calls is not None and _io_name(ctx, decision.name):
+        conf = ctx.rules.doc("sidecar").get("sidecar", {})
+        yield ctx.finding(rule, f"{message}: {conf.get('hydra_io_reason', 'named like a file writer')}", src,
+                          evidence=decision.name, severity=Severity.MEDIUM)
     elif calls is not None and decision.name.split(".")[0] in sys.stdlib_module_names:
         # the standard library is where call gadgets live (wave.open / uu.encode write the files a config
         # names); honest configs call their own packages and ML libraries
@@ -159,3 +163,11 @@ def _judge(ctx: Any, src: Source, decision: Any, rule: str, message: str, *, cal
     else:
         yield ctx.finding(rule, f"{message} (not on the allow list)", src, evidence=decision.name,
                           severity=Severity.LOW)
+
+
+def _io_name(ctx: Any, name: str) -> bool:
+    import fnmatch
+
+    pats = ctx.rules.doc("sidecar").get("sidecar", {}).get("hydra_io_names", [])
+    last = name.rsplit(".", 1)[-1]
+    return any(fnmatch.fnmatchcase(last, p) for p in pats)
