@@ -100,3 +100,13 @@ def test_macro_parameters_hold_what_the_call_sites_pass() -> None:
     assert "dynamic" not in kinds(honest)
     hostile = MACRO + "{% macro get(o, k) %}{{ o[k] }}{% endmacro %}{{ get(m, ['_', 'func']|join) }}"
     assert "dynamic" in kinds(hostile)
+
+
+def test_map_with_a_computed_filter_name_and_get_with_a_computed_key_are_dynamic() -> None:
+    opaque = "{% set d = ['_']|batch(2, '_')|first|join %}"
+    assert "dynamic" in kinds(MACRO + opaque + "{{ [m]|map(d ~ 'x', 'y') }}")
+    assert "dunder" in kinds(MACRO + "{% for f in ['at' ~ 'tr'] %}{{ [m]|map(f, '_func') }}{% endfor %}")
+    assert "dynamic" in kinds(MACRO + opaque + "{% for f in ['attr'] %}{{ [m]|map(f, d ~ 'x') }}{% endfor %}")
+    assert "dynamic" in kinds(opaque + "{{ messages[0].get(d ~ 'builtins' ~ d) }}")
+    assert not kinds("{{ messages|map('upper') }}{{ messages[0].get('content') }}{% for m in messages %}"
+                     "{{ m.get(m.role) }}{% endfor %}") & {"dynamic", "dunder", "escape"}

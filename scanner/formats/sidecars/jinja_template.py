@@ -204,16 +204,12 @@ class _Walker:
         if isinstance(node, n.Getattr):
             yield from self.classify(node.attr, f".{node.attr}", line)
         elif isinstance(node, n.Getitem):
-            key = self.fold(node.arg)
-            if key is not None:
-                yield from self.classify(key, f"[{key!r}]", line)
-            elif (cands := self.flow.candidates(node.arg)) is not None:
-                for c in cands:  # a loop variable over constant strings: each value is a key
-                    yield from self.classify(c, f"[{c!r}]", line)
-            elif _ref(n, node.arg) in self.built or self._builds_string(node.arg, top_only=True) or \
-                    self.flow.computed_name(node.arg):
-                # obj[name] falls back to getattr in Jinja: a key assembled at render time is |attr in disguise
-                yield Hit("dynamic", "getitem", "subscript with a name assembled at render time", line)
+            yield from self.key(node.arg, "", line)
+        elif isinstance(node, n.Call) and isinstance(node.node, n.Getattr) and node.node.attr in _KEYED_METHODS \
+                and node.args:
+            # d.get(name): the dict look-up of obj[name] without its getattr fallback (reaches __builtins__ keys)
+            yield from self.key(node.args[0], f".{node.node.attr}", line)
+            yield from self.visit_value(node, line)
         elif isinstance(node, n.Filter):
             yield from self.filter(node, line)
         elif isinstance(node, n.Name):
@@ -227,11 +223,34 @@ class _Walker:
         elif isinstance(node, (n.Include, n.Import, n.FromImport, n.Extends)):
             yield Hit("load", type(node).__name__.lower(), "loads another template", line)
         elif isinstance(node, (n.Const, n.Concat, n.Add, n.Mod, n.Call)):
-            text = self.fold(node)
-            if text is not None and (not isinstance(node, n.Const) or _DUNDER.search(text)):
-                yield from self.strings(text, "string", line)
-            elif isinstance(node, n.Const) and isinstance(node.value, str):
-                yield from self.strings(node.value, "string", line)
+            yield from self.visit_value(node, line)
+
+    def visit_value(self, node: Any, line: int | None) -> Iterator[Hit]:
+        """Names inside text the template builds (a folded expression or a string constant)."""
+        n = self.n
+        text = self.fold(node)
+        if text is not None and (not isinstance(node, n.Const) or _DUNDER.search(text)):
+            yield from self.strings(text, "string", line)
+        elif isinstance(node, n.Const) and isinstance(node.value, str):
+            yield from self.strings(node.value, "string", line)
+
+    def key(self, arg: Any, how: str, line: int | None) -> Iterator[Hit]:
+        """A subscript / .get key: a name when it folds or loops over folded names; else judged by origin."""
+        n = self.n
+        key = self.fold(arg)
+        if key is not None:
+            yield from self.classify(key, f"{how}[{key!r}]", line)
+        elif (cands := self.flow.candidates(arg)) is not None:
+            for c in cands:  # a loop variable over constant strings: each value is a key
+                yield from self.classify(c, f"{how}[{c!r}]", line)
+        elif _ref(n, arg) in self.built or self._builds_string(arg, top_only=True) or self.flow.computed_name(arg):
+            # obj[name] falls back to getattr in Jinja: a key assembled at render time is |attr in disguise
+            yield Hit("dynamic", "getitem", "subscript with a name assembled at render time", line)
+
+    def names_of(self, arg: Any) -> list[str] | None:
+        """What an argument can be: its folded text, or each value of a loop over folded names."""
+        text = self.fold(arg)
+        return [text] if text is not None else self.flow.candidates(arg)
 
     def filter(self, node: Any, line: int | None) -> Iterator[Hit]:
         n = self.n
@@ -244,12 +263,19 @@ class _Walker:
             else:
                 yield from self.classify(target, f"|attr({target!r})", line)
         elif name in self.tr.attribute_name_filters:
-            if name == "map" and args and self.fold(args[0]) in self.tr.attr_filters:
-                target = self.fold(args[1]) if len(args) > 1 else None
-                if target is None:
+            fnames = self.names_of(args[0]) if name == "map" and args else []
+            if fnames is None:
+                # map(<computed filter name>, ...): may be map('attr', name)
+                yield Hit("dynamic", "map", "map() with a computed filter name", line)
+                args = []
+            elif fnames and set(fnames) & self.tr.attr_filters:
+                targets = self.names_of(args[1]) if len(args) > 1 else None
+                if targets is None:
                     yield Hit("dynamic", "attr", "map('attr', <computed>)", line)
                     args = []
                 else:
+                    for t in targets:
+                        yield from self.classify(t, f"|map('attr', {t!r})", line)
                     args = args[1:]
             named = [k.value for k in node.kwargs if isinstance(k, n.Keyword) and k.key == "attribute"]
             pos = self.tr.attribute_positions.get(name)
@@ -412,6 +438,7 @@ def _apply(name: str, base: str, args: list[Any]) -> str | None:
     return None
 
 
+_KEYED_METHODS = frozenset({"get", "pop", "setdefault"})
 # filters whose result is text assembled at render time (others are judged by where their input comes from)
 _BUILDING_FILTERS = frozenset({"join", "format", "replace", "reverse", "string"})
 
