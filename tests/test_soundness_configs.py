@@ -144,3 +144,9 @@ def test_real_instantiate_fires_on_hostile_configs_and_loads_honest_ones(tmp_pat
                        text=True, timeout=300, env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)})
     assert r.returncode == 0, r.stderr[-400:]
     assert scan_path(BENIGN / "train.yaml").verdict is Verdict.CLEAN
+
+
+def test_line_continuations_without_the_key_are_not_composed() -> None:
+    script = b"echo a \\\n  b\nC:\\x64\\new \\u0041\n" * 1000
+    assert not hydra.could_hold_targets(script)
+    assert hydra.could_hold_targets(b'k: "\\x5f\\\n    targe\\u0074_"')

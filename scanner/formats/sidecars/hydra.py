@@ -21,7 +21,8 @@ _MAX_CANDIDATES = 64
 _MAX_STEPS = 10_000  # distinct (value, place) resolutions per target
 _NODE_REF = re.compile(r"^\.*[\w\-]+(?:(?:\.[\w\-]+)|(?:\[[\w\-]+\]))*$|^\.+$")
 _SELECT = ("oc.select:", "oc.select :")
-_ESCAPED = re.compile(rb"\\(?:[xuU]0*(?:5[fF]|6[157]|7[24])|\r|\n)")
+_FOLD = re.compile(rb"\\\r?\n[ \t]*")  # an escaped line break inside double quotes joins the lines
+_HEX = re.compile(rb"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")
 
 
 Memo = dict[tuple[str, tuple[str, ...]], set[str | None]]
@@ -40,9 +41,19 @@ class Target:
 
 
 def could_hold_targets(data: bytes) -> bool:
-    """Cheap pre-test: the key spelled out, or a double-quoted escape of one of its letters / a folded line
-    (YAML and JSON decode `"\\x5ftarget_"`, `"\\u005ftarget_"`, `"_tar\\<newline>get_"` to the key)."""
-    return b"_target_" in data or _ESCAPED.search(data) is not None
+    """Cheap pre-test: the key spelled out, or spelled once double-quoted escapes are decoded and escaped line
+    breaks folded (YAML and JSON read `"\\x5ftarget_"`, `"\\u005ftarget_"`, `"_tar\\<newline>  get_"` as the key)."""
+    if b"_target_" in data:
+        return True
+    if b"\\" not in data:
+        return False
+    folded = _FOLD.sub(b"", data)
+    return b"_target_" in _HEX.sub(_decode_escape, folded)
+
+
+def _decode_escape(m: re.Match[bytes]) -> bytes:
+    code = int(next(g for g in m.groups() if g), 16)
+    return chr(code).encode("utf-8", "ignore") if code <= 0x10FFFF else b""
 
 
 def compose(text: str) -> list[object] | None:
