@@ -82,7 +82,7 @@ def route(data: bytes, ext: str) -> list[str]:
     elif _texty(data):
         if b"{" in data:
             out += ["jinja-sandbox", "jinja-plain"]
-        if b"_target_" in data:
+        if b"_target_" in data or b"\\" in data:  # YAML / JSON escapes can spell the key
             out.append("hydra")
     return out
 

@@ -1,20 +1,24 @@
 """Config files that make other loaders instantiate code (K10): Keras JSON outside an archive, Hydra /
-OmegaConf YAML (`_target_`), PyYAML python tags, skops `schema.json` type references.
+OmegaConf configs (`_target_`, any file name, YAML or JSON), PyYAML python tags, skops `schema.json` type
+references.
 
 Names are judged by the pickle allow/deny tables: the same import decides the same way whichever
-deserializer performs it. Nothing is parsed as YAML; the checks read lines.
+deserializer performs it. Python tags are found in the text; Hydra targets in the composed YAML tree
+(`sidecars.hydra`), or by lines where PyYAML is not installed.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 from scanner.findings import Finding, Severity
 from scanner.source import Source
 
-_TARGET = re.compile(r"""^[ \t]*(?:-[ \t]*)?["']?_target_["']?[ \t]*:[ \t]*["']?([A-Za-z_][\w.]*)""", re.M)
+_TARGET_LINE = re.compile(r"""["']?_target_["']?[ \t]*:[ \t]*([^\n,}]*)""")
+_PLAIN_NAME = re.compile(r"[A-Za-z_][\w.]*\Z")
 _PY_TAG = re.compile(r"(?:!!|tag:yaml\.org,2002:)python/([a-z_/]+)(?::([\w.]+))?")
 _RUNS = ("object/apply", "object/new", "object")
 _MAX_FINDINGS = 50
@@ -42,13 +46,70 @@ def yaml_findings(text: str, src: Source, ctx: Any) -> Iterator[Finding]:
         sev = Severity.CRITICAL if kind in _RUNS else Severity.HIGH
         yield ctx.finding("SIDECAR-YAML-PYTHON-TAG", f"YAML tag python/{kind} {name!r}: yaml.unsafe_load / "
                           "yaml.Loader build Python objects from it", src, evidence=m.group(0)[:200], severity=sev)
-    classify = _classifier(ctx).classify
-    for m in _TARGET.finditer(text):
+    yield from hydra_text_findings(text, src, ctx)
+
+
+def hydra_text_findings(text: str, src: Source, ctx: Any) -> Iterator[Finding]:
+    """`_target_` keys of a config OmegaConf.load may read (whatever the file is called)."""
+    from scanner.formats.sidecars import hydra
+
+    try:
+        roots = hydra.compose(text)
+    except ValueError:  # OmegaConf.load cannot parse it either; plain targets are still reported
+        if "_target_" in text:
+            yield from _line_targets(text, src, ctx)
+        return
+    except hydra.TooLarge:
+        yield ctx.finding("LIMIT-EXCEEDED", "config too large; Hydra targets not analyzed", src,
+                          evidence="yaml nodes")
+        return
+    if roots is None:  # no PyYAML: lines, and any target the line test cannot name is reported
+        yield from _line_targets(text, src, ctx, strict=True)
+        return
+    yield from hydra_findings(roots, src, ctx)
+
+
+def hydra_findings(roots: list[object], src: Source, ctx: Any) -> Iterator[Finding]:
+    """Each target instantiate() would import and call, judged as a call (a class runs its __init__)."""
+    from scanner.formats.sidecars import hydra
+
+    classifier = _classifier(ctx)
+    n = 0
+    try:
+        for t in hydra.targets(roots):
+            if n >= _MAX_FINDINGS:
+                return
+            n += 1
+            where = f" (at {t.path})" if t.path else ""
+            if t.unresolved:
+                yield ctx.finding("SIDECAR-CONFIG-INSTANTIATION",
+                                  f"`_target_: {t.raw[:120]}`{where} {t.unresolved}: instantiate() imports and "
+                                  "calls whatever it resolves to at load time", src, evidence=t.raw[:200],
+                                  severity=Severity.HIGH)
+            for name in t.names:
+                how = f" (resolved from {t.raw[:120]!r})" if name != t.raw else ""
+                yield from _judge(ctx, src, classifier.classify(name), "SIDECAR-CONFIG-INSTANTIATION",
+                                  f"`_target_: {name}`{how}{where}: Hydra / OmegaConf instantiate() imports and "
+                                  "calls it", calls=classifier)
+    except hydra.TooLarge:
+        yield ctx.finding("LIMIT-EXCEEDED", "config too large; Hydra targets not analyzed", src,
+                          evidence="config nodes")
+
+
+def _line_targets(text: str, src: Source, ctx: Any, *, strict: bool = False) -> Iterator[Finding]:
+    classifier = _classifier(ctx)
+    for n, m in enumerate(_TARGET_LINE.finditer(text)):
         if n >= _MAX_FINDINGS:
             return
-        n += 1
-        yield from _judge(ctx, src, classify(m.group(1)), "SIDECAR-CONFIG-INSTANTIATION",
-                          f"`_target_: {m.group(1)}`: Hydra / OmegaConf instantiate() imports and calls it")
+        name = m.group(1).strip().strip("'\"")
+        if strict and not _PLAIN_NAME.match(name):
+            yield ctx.finding("SIDECAR-CONFIG-INSTANTIATION", f"`_target_: {name[:120]}` not analyzed (PyYAML "
+                              "is not installed to read it as OmegaConf does)", src, evidence=name[:200],
+                              severity=Severity.MEDIUM)
+        elif _PLAIN_NAME.match(name):
+            yield from _judge(ctx, src, classifier.classify(name), "SIDECAR-CONFIG-INSTANTIATION",
+                              f"`_target_: {name}`: Hydra / OmegaConf instantiate() imports and calls it",
+                              calls=classifier)
 
 
 def skops_findings(doc: dict[str, Any], src: Source, ctx: Any) -> Iterator[Finding]:
@@ -78,12 +139,35 @@ def skops_findings(doc: dict[str, Any], src: Source, ctx: Any) -> Iterator[Findi
             stack.extend(node)
 
 
-def _judge(ctx: Any, src: Source, decision: Any, rule: str, message: str) -> Iterator[Finding]:
+def _judge(ctx: Any, src: Source, decision: Any, rule: str, message: str, *, calls: Any = None
+           ) -> Iterator[Finding]:
     if decision.status == "allow":
+        # instantiate() runs __init__: a class allowed only for reconstruction is worth a note
+        when_called = calls.construct_only(decision.name) if calls is not None else None
+        if when_called is not None:
+            yield ctx.finding(rule, f"{message}: {when_called.reason}", src, evidence=decision.name,
+                              severity=Severity.LOW)
         return
     if decision.status == "deny":
         yield ctx.finding(rule, f"{message}: {decision.reason}", src, evidence=decision.name,
                           severity=decision.severity, reference=decision.reference)
+    elif calls is not None and _io_name(ctx, decision.name):
+        conf = ctx.rules.doc("sidecar").get("sidecar", {})
+        yield ctx.finding(rule, f"{message}: {conf.get('hydra_io_reason', 'named like a file writer')}", src,
+                          evidence=decision.name, severity=Severity.MEDIUM)
+    elif calls is not None and decision.name.split(".")[0] in sys.stdlib_module_names:
+        # the standard library is where call gadgets live (wave.open / uu.encode write the files a config
+        # names); honest configs call their own packages and ML libraries
+        yield ctx.finding(rule, f"{message}: a standard-library callable not on the allow list", src,
+                          evidence=decision.name, severity=Severity.MEDIUM)
     else:
         yield ctx.finding(rule, f"{message} (not on the allow list)", src, evidence=decision.name,
                           severity=Severity.LOW)
+
+
+def _io_name(ctx: Any, name: str) -> bool:
+    import fnmatch
+
+    pats = ctx.rules.doc("sidecar").get("sidecar", {}).get("hydra_io_names", [])
+    last = name.rsplit(".", 1)[-1]
+    return any(fnmatch.fnmatchcase(last, p) for p in pats)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class TemplateRules:
     attr_filters: frozenset[str]
     attribute_name_filters: frozenset[str]
     loads: frozenset[str]
+    attribute_positions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ def template_rules(rules: RuleSet) -> TemplateRules:
         gadgets = frozenset(n for g in doc.get("globals", []) for n in g["names"])
         filt = doc.get("filters", {})
         return TemplateRules(tiers, gadgets, frozenset(filt.get("attr", [])),
-                             frozenset(filt.get("attribute_name", [])), frozenset(filt.get("loads", [])))
+                             frozenset(filt.get("attribute_name", [])), frozenset(filt.get("loads", [])),
+                             dict(filt.get("attribute_positions", {})))
 
     return rules.cached("jinja_template.rules", build)  # type: ignore[no-any-return]
 
@@ -151,14 +153,21 @@ class _Walker:
         self.assigned: dict[str, str] = {}
         self.assigned_seq: dict[str, list[str]] = {}
         self.built: set[str] = set()  # variables (and namespace attributes) assembled from strings at render time
+        self.flow = _Flow(ast, self)
 
     def walk(self) -> Iterator[Hit]:
         n = self.n
         # constant string variables ({% set a = "__cla" ~ "ss__" %}), last assignment wins
-        for node in self.ast.find_all(n.Assign):
-            ref = _ref(n, node.target)
-            if ref is not None and self._builds_string(node.node):
-                self.built.add(ref)
+        assigns = list(self.ast.find_all(n.Assign))
+        for _ in range(len(assigns) + 1):  # a built name makes what is assigned from it built too
+            before = len(self.built)
+            for node in assigns:
+                ref = _ref(n, node.target)
+                if ref is not None and self._builds_string(node.node):
+                    self.built.add(ref)
+            if len(self.built) == before:
+                break
+        for node in assigns:
             if isinstance(node.target, n.Name):
                 value = self.fold(node.node)
                 if value is not None:
@@ -195,12 +204,12 @@ class _Walker:
         if isinstance(node, n.Getattr):
             yield from self.classify(node.attr, f".{node.attr}", line)
         elif isinstance(node, n.Getitem):
-            key = self.fold(node.arg)
-            if key is not None:
-                yield from self.classify(key, f"[{key!r}]", line)
-            elif _ref(n, node.arg) in self.built or self._builds_string(node.arg, top_only=True):
-                # obj[name] falls back to getattr in Jinja: a key assembled at render time is |attr in disguise
-                yield Hit("dynamic", "getitem", "subscript with a name assembled at render time", line)
+            yield from self.key(node.arg, "", line)
+        elif isinstance(node, n.Call) and isinstance(node.node, n.Getattr) and node.node.attr in _KEYED_METHODS \
+                and node.args:
+            # d.get(name): the dict look-up of obj[name] without its getattr fallback (reaches __builtins__ keys)
+            yield from self.key(node.args[0], f".{node.node.attr}", line)
+            yield from self.visit_value(node, line)
         elif isinstance(node, n.Filter):
             yield from self.filter(node, line)
         elif isinstance(node, n.Name):
@@ -214,11 +223,34 @@ class _Walker:
         elif isinstance(node, (n.Include, n.Import, n.FromImport, n.Extends)):
             yield Hit("load", type(node).__name__.lower(), "loads another template", line)
         elif isinstance(node, (n.Const, n.Concat, n.Add, n.Mod, n.Call)):
-            text = self.fold(node)
-            if text is not None and (not isinstance(node, n.Const) or _DUNDER.search(text)):
-                yield from self.strings(text, "string", line)
-            elif isinstance(node, n.Const) and isinstance(node.value, str):
-                yield from self.strings(node.value, "string", line)
+            yield from self.visit_value(node, line)
+
+    def visit_value(self, node: Any, line: int | None) -> Iterator[Hit]:
+        """Names inside text the template builds (a folded expression or a string constant)."""
+        n = self.n
+        text = self.fold(node)
+        if text is not None and (not isinstance(node, n.Const) or _DUNDER.search(text)):
+            yield from self.strings(text, "string", line)
+        elif isinstance(node, n.Const) and isinstance(node.value, str):
+            yield from self.strings(node.value, "string", line)
+
+    def key(self, arg: Any, how: str, line: int | None) -> Iterator[Hit]:
+        """A subscript / .get key: a name when it folds or loops over folded names; else judged by origin."""
+        n = self.n
+        key = self.fold(arg)
+        if key is not None:
+            yield from self.classify(key, f"{how}[{key!r}]", line)
+        elif (cands := self.flow.candidates(arg)) is not None:
+            for c in cands:  # a loop variable over constant strings: each value is a key
+                yield from self.classify(c, f"{how}[{c!r}]", line)
+        elif _ref(n, arg) in self.built or self._builds_string(arg, top_only=True) or self.flow.computed_name(arg):
+            # obj[name] falls back to getattr in Jinja: a key assembled at render time is |attr in disguise
+            yield Hit("dynamic", "getitem", "subscript with a name assembled at render time", line)
+
+    def names_of(self, arg: Any) -> list[str] | None:
+        """What an argument can be: its folded text, or each value of a loop over folded names."""
+        text = self.fold(arg)
+        return [text] if text is not None else self.flow.candidates(arg)
 
     def filter(self, node: Any, line: int | None) -> Iterator[Hit]:
         n = self.n
@@ -231,13 +263,28 @@ class _Walker:
             else:
                 yield from self.classify(target, f"|attr({target!r})", line)
         elif name in self.tr.attribute_name_filters:
-            if name == "map" and args and self.fold(args[0]) in self.tr.attr_filters:
-                target = self.fold(args[1]) if len(args) > 1 else None
-                if target is None:
+            fnames = self.names_of(args[0]) if name == "map" and args else []
+            if fnames is None:
+                # map(<computed filter name>, ...): may be map('attr', name)
+                yield Hit("dynamic", "map", "map() with a computed filter name", line)
+                args = []
+            elif fnames and set(fnames) & self.tr.attr_filters:
+                targets = self.names_of(args[1]) if len(args) > 1 else None
+                if targets is None:
                     yield Hit("dynamic", "attr", "map('attr', <computed>)", line)
                     args = []
                 else:
+                    for t in targets:
+                        yield from self.classify(t, f"|map('attr', {t!r})", line)
                     args = args[1:]
+            named = [k.value for k in node.kwargs if isinstance(k, n.Keyword) and k.key == "attribute"]
+            pos = self.tr.attribute_positions.get(name)
+            if pos is not None and pos < len(args):
+                named.append(args[pos])
+            for arg in named:
+                if self.fold(arg) is None and not _int_const(n, arg):
+                    # environment.getattr on each dotted part: |attr with a computed name
+                    yield Hit("dynamic", name, f"|{name}() with a computed attribute name", line)
             for arg in [*args, *(k.value for k in node.kwargs if isinstance(k, n.Keyword))]:
                 text = self.fold(arg)
                 if text is not None:
@@ -252,10 +299,13 @@ class _Walker:
         for x in nodes:
             if isinstance(x, (n.Concat, n.Mod)):
                 return True
-            if isinstance(x, n.Filter) and x.name in ("join", "format", "replace", "reverse", "string"):
+            if isinstance(x, n.Filter) and x.name in _BUILDING_FILTERS:
                 return True
-            if isinstance(x, n.Add) and any(isinstance(side, n.Const) and isinstance(side.value, str)
-                                            for side in (x.left, x.right)):
+            if isinstance(x, (n.Add, n.Mul)) and any(
+                    isinstance(side, n.Const) and isinstance(side.value, str) or _ref(n, side) in self.built
+                    or self.fold(side) is not None for side in (x.left, x.right)):
+                return True
+            if isinstance(x, (n.Name, n.NSRef, n.Getattr)) and x is not expr and _ref(n, x) in self.built:
                 return True
         return False
 
@@ -274,6 +324,12 @@ class _Walker:
         elif isinstance(node, n.Add):
             left, right = self.fold(node.left), self.fold(node.right)
             out = left + right if left is not None and right is not None else None
+        elif isinstance(node, n.Mul):
+            out = self._repeat(node)
+        elif isinstance(node, n.Getitem) and _int_value(n, node.arg) is not None:
+            seq = self._seq(node.node)
+            i = _int_value(n, node.arg)
+            out = seq[i] if seq is not None and -len(seq) <= i < len(seq) else None  # type: ignore[operator]
         elif isinstance(node, n.Mod):
             out = self._percent(node.left, [node.right] if not isinstance(node.right, n.Tuple) else node.right.items)
         elif isinstance(node, n.Filter) and node.node is not None:
@@ -300,8 +356,24 @@ class _Walker:
         except (TypeError, ValueError, OverflowError):
             return None
 
+    def _repeat(self, node: Any) -> str | None:
+        n = self.n
+        for text_node, count_node in ((node.left, node.right), (node.right, node.left)):
+            text = self.fold(text_node)
+            count = count_node.value if isinstance(count_node, n.Const) else None
+            if text is not None and isinstance(count, int) and not isinstance(count, bool) and \
+                    0 <= count and len(text) * count <= MAX_FOLD_CHARS:
+                return text * count
+        return None
+
     def _seq(self, node: Any) -> list[str] | None:
         n = self.n
+        if isinstance(node, n.Call) and isinstance(node.node, n.Name) and node.node.name == "dict" \
+                and not node.args and not node.dyn_args and not node.dyn_kwargs:
+            return [k.key for k in node.kwargs]  # dict(a=1): iterating yields the keyword names
+        if isinstance(node, n.Filter) and node.name in ("list", "sort", "unique") and not node.args \
+                and not node.kwargs and node.node is not None and node.name == "list":
+            return self._seq(node.node)
         if isinstance(node, (n.List, n.Tuple)):
             items = [self.fold(x) for x in node.items]
             return None if any(i is None for i in items) else items  # type: ignore[return-value]
@@ -316,6 +388,9 @@ class _Walker:
             return None
         if name == "format":
             return self._percent(node.node, list(node.args))
+        if name in ("first", "last") and not args:
+            seq = self._seq(node.node)
+            return (seq[0] if name == "first" else seq[-1]) if seq else None
         if name == "join":
             seq = self._seq(node.node)
             sep = args[0] if args else ""
@@ -361,6 +436,161 @@ def _apply(name: str, base: str, args: list[Any]) -> str | None:
         if old and len(base) + base.count(old) * len(new) <= MAX_FOLD_CHARS:
             return base.replace(old, new)
     return None
+
+
+_KEYED_METHODS = frozenset({"get", "pop", "setdefault"})
+# filters whose result is text assembled at render time (others are judged by where their input comes from)
+_BUILDING_FILTERS = frozenset({"join", "format", "replace", "reverse", "string"})
+
+
+class _Flow:
+    """Where a subscript key comes from: the render context (messages, tools: data the template indexes by),
+    numbers (counters, range), or constants the template computes with operations not folded above. Only the
+    last is a name the template author chose while hiding it: `m[k]` falls back to getattr(m, k)."""
+
+    _NUMERIC_FILTERS = frozenset({"length", "count", "int", "float", "abs", "round", "sum"})
+
+    def __init__(self, ast: Any, walker: _Walker) -> None:
+        from jinja2 import nodes as n
+
+        self.n = n
+        self.walker = walker
+        self.sources: dict[str, list[Any]] = {}   # name -> assigned expressions (None: unknown, tuple: loop)
+        self.numeric_iter: set[str] = set()       # loop targets over range(...)
+        for a in ast.find_all(n.Assign):
+            self._bind(a.target, a.node)
+            if isinstance(a.target, n.Name) and isinstance(a.node, n.Call) and \
+                    isinstance(a.node.node, n.Name) and a.node.node.name == "namespace":
+                for k in a.node.kwargs:
+                    self.sources.setdefault(f"{a.target.name}.{k.key}", []).append(k.value)
+        for a in ast.find_all(n.AssignBlock):
+            self._bind(a.target, None)
+        for f in ast.find_all(n.For):
+            ranged = isinstance(f.iter, n.Call) and isinstance(f.iter.node, n.Name) and f.iter.node.name == "range"
+            for t in ([f.target] if isinstance(f.target, n.Name) else list(f.target.find_all(n.Name))):
+                if ranged:
+                    self.numeric_iter.add(t.name)
+                self.sources.setdefault(t.name, []).append(("iter", f.iter))
+        calls: dict[str, list[Any]] = {}
+        for c in ast.find_all(n.Call):
+            if isinstance(c.node, n.Name):
+                calls.setdefault(c.node.name, []).append(c)
+        for m in ast.find_all(n.Macro):
+            self.sources.setdefault(m.name, []).append(None)  # a macro object: the template's own
+            for i, arg in enumerate(m.args):  # a parameter holds what the call sites pass
+                bound = self.sources.setdefault(arg.name, [])
+                for c in calls.get(m.name, []):
+                    kw = [k.value for k in c.kwargs if k.key == arg.name]
+                    bound.append(kw[0] if kw else c.args[i] if i < len(c.args) else
+                                 (m.defaults[i - len(m.args) + len(m.defaults)]
+                                  if i >= len(m.args) - len(m.defaults) else None))
+                    if c.dyn_args is not None or c.dyn_kwargs is not None:
+                        bound.append(None)
+        for m in ast.find_all(n.CallBlock):
+            for arg in m.args:
+                self.sources.setdefault(arg.name, []).append(None)
+        assigned = set(self.sources)
+        loaded = {x.name for x in ast.find_all(n.Name) if x.ctx == "load"}
+        self.context = {x for x in loaded if x not in assigned} - {"range", "dict", "namespace", "lipsum", "cycler",
+                                                                   "joiner", "self", "caller", "varargs", "kwargs"}
+        self._ctx_memo: dict[str, bool] = {}
+        self._num_memo: dict[str, bool] = {}
+
+    def _bind(self, target: Any, value: Any) -> None:
+        n = self.n
+        if isinstance(target, n.Name):
+            self.sources.setdefault(target.name, []).append(value)
+        elif isinstance(target, n.NSRef):
+            self.sources.setdefault(f"{target.name}.{target.attr}", []).append(value)
+        elif isinstance(target, n.Tuple):
+            for t in target.items:
+                self._bind(t, None)
+
+    def candidates(self, key: Any) -> list[str] | None:
+        """Values of a loop variable whose every binding iterates a list of strings that fold."""
+        n = self.n
+        if not isinstance(key, n.Name) or key.name not in self.sources:
+            return None
+        out: list[str] = []
+        for v in self.sources[key.name]:
+            if not isinstance(v, tuple):
+                return None
+            seq = self.walker._seq(v[1])  # noqa: SLF001 - the walker's folding, shared
+            if seq is None or isinstance(v[1], n.Const):
+                return None
+            out.extend(seq)
+        return out
+
+    def computed_name(self, key: Any) -> bool:
+        if isinstance(key, self.n.Slice):
+            return False
+        return self.walker.fold(key) is None and not self.numeric(key) and not self.data_only(key)
+
+    def data_only(self, expr: Any) -> bool:
+        """Built only from the render context and numbers: no text, keyword name, macro or global of the
+        template's own on the way (`m[messages and '_func']` carries a constant, `message[key]` does not)."""
+        n = self.n
+        if isinstance(expr, n.Const):
+            return not isinstance(expr.value, str)
+        if isinstance(expr, n.Keyword):
+            return False  # dict(_=1): the keyword is text the template wrote
+        ref = _ref(n, expr) if isinstance(expr, (n.Name, n.NSRef)) else None
+        if ref is not None:
+            return self._data_ref(ref)
+        return all(self.data_only(c) for c in expr.iter_child_nodes())
+
+    def _data_ref(self, ref: str) -> bool:
+        base = ref.split(".")[0]
+        if base in self.context or base == "loop":
+            return True
+        hit = self._ctx_memo.get(ref)
+        if hit is not None:
+            return hit
+        self._ctx_memo[ref] = True  # cycles: the other bindings decide
+        vals = self.sources.get(ref) or self.sources.get(base) or []
+        out = bool(vals) and all(v is not None and self.data_only(v[1] if isinstance(v, tuple) else v)
+                                 for v in vals)
+        self._ctx_memo[ref] = out
+        return out
+
+    def numeric(self, expr: Any) -> bool:  # noqa: C901 - one case per node kind
+        n = self.n
+        if isinstance(expr, n.Const):
+            return isinstance(expr.value, (int, float)) and not isinstance(expr.value, bool)
+        if isinstance(expr, (n.Add, n.Sub, n.Mul, n.Div, n.FloorDiv, n.Mod, n.Pow)):
+            return self.numeric(expr.left) and self.numeric(expr.right)
+        if isinstance(expr, (n.Neg, n.Pos)):
+            return self.numeric(expr.node)
+        if isinstance(expr, n.CondExpr):
+            return self.numeric(expr.expr1) and (expr.expr2 is None or self.numeric(expr.expr2))
+        if isinstance(expr, n.Filter):
+            return expr.name in self._NUMERIC_FILTERS and not expr.kwargs
+        if isinstance(expr, n.Getattr) and isinstance(expr.node, n.Name) and expr.node.name == "loop":
+            return True
+        ref = _ref(n, expr)
+        if ref is None:
+            return False
+        if ref in self.numeric_iter:
+            return True
+        hit = self._num_memo.get(ref)
+        if hit is not None:
+            return hit
+        self._num_memo[ref] = True  # counters refer to themselves (ns.i = ns.i + 1): the other values decide
+        vals = self.sources.get(ref, [])
+        out = bool(vals) and all(v is not None and not isinstance(v, tuple) and self.numeric(v) for v in vals)
+        self._num_memo[ref] = out
+        return out
+
+
+def _int_value(n: Any, node: Any) -> int | None:
+    if isinstance(node, n.Neg):
+        inner = _int_value(n, node.node)
+        return None if inner is None else -inner
+    return node.value if _int_const(n, node) else None
+
+
+def _int_const(n: Any, node: Any) -> bool:
+    return isinstance(node, n.Const) and isinstance(node.value, int)
 
 
 def _ref(n: Any, node: Any) -> str | None:

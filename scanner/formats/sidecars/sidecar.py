@@ -36,25 +36,35 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
             else "skops" if matches("skops_schema") else "yaml" if matches("yaml_files")
             else "coreml" if matches("coreml_manifest")
             else "json" if matches("keras_json") else None)
+    max_bytes = conf.get("max_bytes", 16 << 20)
     if kind is None:
+        # OmegaConf.load reads a Hydra config under any name: content decides
+        yield from _any_config(src, ctx, max_bytes)
         return
-    if src.size > conf.get("max_bytes", 16 << 20):
+    if src.size > max_bytes:
         yield ctx.finding("LIMIT-EXCEEDED", f"sidecar {name} larger than the sidecar read limit; not analyzed", src,
                           evidence="sidecar max_bytes")
         return
     data = src.read_all(ctx.limits.max_read_bytes)
+    from scanner.formats.sidecars import config as sidecar_config
+    from scanner.formats.sidecars.hydra import could_hold_targets
+
+    if kind == "yaml":
+        yield from sidecar_config.yaml_findings(data.decode("utf-8", "replace"), src, ctx)
+        return
     if kind == "template_file":
         yield from _templates(src, ctx, [(name, data.decode("utf-8", "replace"))])
-        return
-    if kind == "yaml":
-        from scanner.formats.sidecars.config import yaml_findings
-
-        yield from yaml_findings(data.decode("utf-8", "replace"), src, ctx)
-        return
     try:
         doc, dupes = _load_json(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        yield ctx.finding("SIDECAR-MALFORMED", f"{name} is not strict JSON: {str(e)[:120]}", src)
+        if kind != "template_file":
+            yield ctx.finding("SIDECAR-MALFORMED", f"{name} is not strict JSON: {str(e)[:120]}", src)
+        if could_hold_targets(data):  # YAML, or JSON only YAML reads (OmegaConf.load parses JSON as YAML)
+            yield from sidecar_config.hydra_text_findings(data.decode("utf-8", "replace"), src, ctx)
+        return
+    if could_hold_targets(data):
+        yield from sidecar_config.hydra_findings([doc, *(v for _, v in dupes)], src, ctx)
+    if kind == "template_file":
         return
     if dupes and kind not in ("template_json", "index", "config"):
         yield ctx.finding("SIDECAR-MALFORMED", f"{name} is not strict JSON: duplicate key {dupes[0][0][:80]!r}", src)
@@ -66,8 +76,6 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
                           evidence=repr(keys)[:200])
     if not isinstance(doc, dict):
         return
-    from scanner.formats.sidecars import config as sidecar_config
-
     if kind == "skops":
         yield from sidecar_config.skops_findings(doc, src, ctx)
         return
@@ -95,6 +103,25 @@ def analyze(src: Source, ctx: Any) -> Iterator[Finding]:
             if doc.get(key):
                 yield ctx.finding("SIDECAR-REMOTE-CODE", f"{name} `{key}` points at repository code", src,
                                   evidence=f"{key}={str(doc[key])[:200]}")
+
+
+def _any_config(src: Source, ctx: Any, max_bytes: int) -> Iterator[Finding]:
+    """A text file of any other name that may be a Hydra config (`_target_` spelled out or escaped)."""
+    from scanner.formats.sidecars.hydra import could_hold_targets
+
+    if src.size > max_bytes:
+        # too large to compose: a `_target_` anywhere in it is reported unread
+        for off in range(0, src.size, 1 << 20):
+            if b"_target_" in src.read_at(max(0, off - 16), (1 << 20) + 16):
+                yield ctx.finding("LIMIT-EXCEEDED", f"{src.name} names `_target_` and is larger than the sidecar "
+                                  "read limit; Hydra targets not analyzed", src, evidence="sidecar max_bytes")
+                return
+        return
+    data = src.read_all(ctx.limits.max_read_bytes)
+    if could_hold_targets(data):
+        from scanner.formats.sidecars.config import hydra_text_findings
+
+        yield from hydra_text_findings(data.decode("utf-8", "replace"), src, ctx)
 
 
 def _load_json(data: bytes) -> tuple[object, list[tuple[str, object]]]:
