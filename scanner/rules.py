@@ -92,6 +92,7 @@ class RuleSet:
 
 COMPILED = "generated/compiled-rules.json"
 CLASS_POLICY_INDEX = "generated/class-policies/index.json"
+POPULAR_MODULES = "generated/popular-modules.json"  # tools/gen_popular_modules.py
 
 
 def load_ruleset(directory: Path | None = None) -> RuleSet:
@@ -115,9 +116,9 @@ def load_ruleset(directory: Path | None = None) -> RuleSet:
             docs[path.stem] = toml_module().loads(text)
         else:
             deferred[path.stem] = text
-    index = directory / CLASS_POLICY_INDEX
-    if index.is_file():
-        h.update(CLASS_POLICY_INDEX.encode() + b"\0" + index.read_bytes() + b"\0")
+    for extra in (CLASS_POLICY_INDEX, POPULAR_MODULES):
+        if (directory / extra).is_file():
+            h.update(extra.encode() + b"\0" + (directory / extra).read_bytes() + b"\0")
     rs = RuleSet(docs, "sha256:" + h.hexdigest(), deferred)
     rs.directory = directory
     return rs

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,7 +142,7 @@ def _plain_continuation(m: Machine) -> None:
     _loader_type_errors(sub)
     res = sub.run(m.pos, m.end)
     have = {(f.rule_id, f.message, f.location) for f in m.findings}
-    garbage = _recombined(m, sub)
+    garbage = _recombined(m, sub) | _unheard_of(m, sub)
     for f in res.findings:
         if sub.error is not None and f.rule_id in _ERROR_RULES:
             continue
@@ -199,6 +200,48 @@ def _surely_not_str(v: object, m: Machine) -> bool:
         return False
     leaf = cls.rsplit(".", 1)[-1].lower()
     return not any(w in leaf for w in ("str", "unicode", "text", "bytes"))
+
+
+def _popular(rules: Any) -> frozenset[str]:
+    import json
+
+    from scanner.rules import POPULAR_MODULES, rules_dir
+
+    try:
+        doc = json.loads(((rules.directory or rules_dir()) / POPULAR_MODULES).read_bytes())
+        return frozenset(str(n) for n in doc["names"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return frozenset()  # no list: nothing is excused this way
+
+
+def _unheard_of(m: Machine, sub: Machine) -> set[str]:
+    """Unknown globals of the plain reading whose top-level module no installation plausibly has: not the
+    standard library, not named by the policy tables or the generated class policies, and not the import
+    name of any of the 15,000 most downloaded PyPI distributions (rules/generated/popular-modules.json).
+    Honest joblib data read plainly imports names such as `categories.dtype` (a state key of the outer
+    memo); the loader fails there with ModuleNotFoundError. Without the list nothing is excused."""
+    rules = getattr(m.classifier, "_rules", None)
+    if rules is None:
+        return set()
+    popular = rules.cached("popular-modules", lambda: _popular(rules))
+    if not popular:
+        return set()
+    t = m.classifier.t  # type: ignore[union-attr]
+    known = rules.cached("pickle-table-tops", lambda: frozenset(
+        n.split(".", 1)[0] for n in (*t.allow, *t.deny)))
+    from scanner.formats.pickle.policy import generated
+
+    out = set()
+    for full, seen in sub.seen.items():
+        if seen.decision.status != "unknown":
+            continue
+        top = full.split(".", 1)[0]
+        if (top in sys.stdlib_module_names or top in known or top.lower() in popular
+                or generated(rules).covers(top)):
+            continue
+        out.add(full)
+        out.add(seen.decision.name)
+    return out
 
 
 def _recombined(m: Machine, sub: Machine) -> set[str]:

@@ -126,6 +126,12 @@ class Generated:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def covers(self, top: str) -> bool:
+        """A top-level module some analysed library provides."""
+        if self._index is None:
+            self._index = self._load("index.json")
+        return top in self._index.get("modules", {})
+
     def lookup(self, full: str) -> tuple[str, str, str] | None:
         """(code, reason, library label) for a generated name: code C<construct><call> or F<call>."""
         if self._index is None:
