@@ -11,9 +11,9 @@ import lzma
 import tempfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
+from scanner.record import record
 from scanner.source import BytesSource, Source
 
 CHUNK = 1 << 20
@@ -159,7 +159,7 @@ def as_bytes(src: Source) -> bytes | None:
     return src.data if isinstance(src, BytesSource) else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Inflated:
     data: bytes            # the output when no sink was given (else empty)
     consumed: int          # compressed bytes fed (upper bound: read in chunks)
