@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bz2
 import lzma
-import tempfile
 import zlib
 from collections.abc import Callable
 from typing import Protocol
@@ -114,6 +113,8 @@ class Spool:
     running CRC-32 so zip members are checked without holding them."""
 
     def __init__(self, memory: int = SPOOL_MEMORY, watch: Callable[[bytes], None] | None = None) -> None:
+        import tempfile  # here: a torch zip of stored members never inflates, nor pays for tempfile
+
         self._f = tempfile.SpooledTemporaryFile(max_size=memory)  # noqa: SIM115 - owned by the source
         self._memory = memory
         self._watch = watch  # sees every piece first; may raise LimitExceeded to stop inflating
