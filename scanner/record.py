@@ -133,7 +133,7 @@ def _eq(names: tuple[str, ...]) -> Callable[[Any, object], bool]:
         if other.__class__ is not self.__class__:
             return NotImplemented
         a, b = self.__dict__, other.__dict__
-        return all(a[n] == b[n] for n in names)
+        return tuple(a[n] for n in names) == tuple(b[n] for n in names)  # tuples: `is` before `==`, as dataclasses
     return __eq__
 
 
