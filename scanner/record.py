@@ -1,14 +1,15 @@
 """`@record`: the part of `@dataclass` the scanner's hot path uses (init, repr, eq, frozen, hash, field
 defaults and factories, replace, asdict, fields), without its start-up cost.
 
-`import dataclasses` pulls in inspect, ast and dis, and each decorated class is built by generating and
-exec-ing source: about 4 million instructions per class, a third of a one-file scan's CPU for ~35 classes.
-Here a class costs a dict of its annotations; methods are shared closures.
+`import dataclasses` pulls in inspect, ast and dis, and each decorated class costs about 4 million
+instructions (an exec per method, annotation checks, an inspect.signature docstring): with ~35 classes, a
+third of a one-file scan's CPU. Here a class costs a dict of its annotations.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -77,48 +78,86 @@ def _build(cls: type[T], frozen: bool) -> type[T]:
     names = tuple(f.name for f in fields_)
     cls.__record_fields__ = tuple(fields_)  # type: ignore[attr-defined]
     cls.__match_args__ = names  # type: ignore[attr-defined]
+    made = _methods(cls.__qualname__, fields_)
     own = cls.__dict__
     if "__init__" not in own:
-        cls.__init__ = _init(cls.__qualname__, fields_)  # type: ignore[misc]
+        cls.__init__ = made["__init__"]  # type: ignore[misc]
     if "__repr__" not in own:
         cls.__repr__ = _repr(names)  # type: ignore[assignment]
     if "__eq__" not in own:
-        cls.__eq__ = _eq(names)  # type: ignore[assignment]
+        cls.__eq__ = made["__eq__"]  # type: ignore[assignment]
     if "__hash__" not in own or own["__hash__"] is None:
         # as dataclasses: eq + frozen hashes the fields, eq alone makes instances unhashable
-        cls.__hash__ = _hash(names) if frozen else None  # type: ignore[assignment]
+        cls.__hash__ = made["__hash__"] if frozen else None  # type: ignore[assignment]
     if frozen:
         cls.__setattr__ = _frozen_setattr  # type: ignore[assignment]
         cls.__delattr__ = _frozen_delattr  # type: ignore[assignment]
     return cls
 
 
-def _init(qualname: str, fields_: list[Field]) -> Callable[..., None]:
+def _methods(qualname: str, fields_: list[Field]) -> dict[str, Any]:
+    """__init__, __eq__ and __hash__ for the fields: closures over the field names, no compile (a compile per
+    class would cost as much start-up as it saves), with C dict operations doing the per-field work."""
     names = tuple(f.name for f in fields_)
-    defaults = {f.name: f.default for f in fields_ if f.default is not _MISSING}
-    factories = {f.name: f.default_factory for f in fields_ if f.default_factory is not _MISSING}
     n = len(names)
+    position = {name: i for i, name in enumerate(names)}
+    keys = position.keys()
+    base = {f.name: f.default for f in fields_ if f.default is not _MISSING}
+    factories = tuple((f.name, f.default_factory) for f in fields_ if f.default_factory is not _MISSING)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if not kwargs and len(args) == n:  # every field given by position
+            self.__dict__.update(zip(names, args, strict=False))
+            return
+        if not args and len(kwargs) == n and kwargs.keys() == keys:  # every field given by name
+            self.__dict__.update(kwargs)
+            return
         if len(args) > n:
-            raise TypeError(f"{qualname}.__init__() takes {n + 1} positional arguments but {len(args) + 1} were given")
-        values = dict(zip(names, args, strict=False))
-        for name in names[len(args):]:
-            if name in kwargs:
-                values[name] = kwargs.pop(name)
-            elif name in defaults:
-                values[name] = defaults[name]
-            elif name in factories:
-                values[name] = factories[name]()
-            else:
-                raise TypeError(f"{qualname}.__init__() missing required argument: {name!r}")
-        for name in kwargs:
-            if name in values:
-                raise TypeError(f"{qualname}.__init__() got multiple values for argument {name!r}")
-            raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument {name!r}")
+            _bad_call(qualname, names, base.keys() | dict(factories).keys(), args, kwargs)
+        values = dict(base)
+        values.update(zip(names, args, strict=False))
+        if kwargs:
+            if not kwargs.keys() <= keys or (args and min(map(position.__getitem__, kwargs)) < len(args)):
+                _bad_call(qualname, names, base.keys() | dict(factories).keys(), args, kwargs)
+            values.update(kwargs)
+        for name, factory in factories:
+            if name not in values:
+                values[name] = factory()
+        if len(values) != n:
+            _bad_call(qualname, names, base.keys() | dict(factories).keys(), args, kwargs)
         self.__dict__.update(values)
 
-    return __init__
+    # a tuple of the field values, built in C (attrgetter of several names returns a tuple)
+    values_of = attrgetter(*names) if n > 1 else (lambda o: tuple(getattr(o, x) for x in names))
+
+    def __eq__(self: Any, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return bool(values_of(self) == values_of(other))  # tuples: `is` before `==`, as dataclasses
+
+    def __hash__(self: Any) -> int:
+        return hash(values_of(self))
+
+    made = {"__init__": __init__, "__eq__": __eq__, "__hash__": __hash__}
+    for name, fn in made.items():
+        fn.__qualname__ = f"{qualname}.{name}"
+    return made
+
+
+def _bad_call(qualname: str, names: tuple[str, ...], optional: set[str], args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> None:
+    """The TypeError Python gives for a call that does not fit the signature."""
+    if len(args) > len(names):
+        raise TypeError(f"{qualname}.__init__() takes {len(names) + 1} positional arguments but {len(args) + 1} "
+                        "were given")
+    for key in kwargs:
+        if key not in names:
+            raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument {key!r}")
+        if names.index(key) < len(args):
+            raise TypeError(f"{qualname}.__init__() got multiple values for argument {key!r}")
+    given = set(names[:len(args)]) | set(kwargs) | optional
+    missing = ", ".join(repr(x) for x in names if x not in given)
+    raise TypeError(f"{qualname}.__init__() missing required argument(s): {missing}")
 
 
 def _repr(names: tuple[str, ...]) -> Callable[[Any], str]:
@@ -126,22 +165,6 @@ def _repr(names: tuple[str, ...]) -> Callable[[Any], str]:
         d = self.__dict__
         return f"{type(self).__qualname__}({', '.join(f'{n}={d[n]!r}' for n in names)})"
     return __repr__
-
-
-def _eq(names: tuple[str, ...]) -> Callable[[Any, object], bool]:
-    def __eq__(self: Any, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        a, b = self.__dict__, other.__dict__
-        return tuple(a[n] for n in names) == tuple(b[n] for n in names)  # tuples: `is` before `==`, as dataclasses
-    return __eq__
-
-
-def _hash(names: tuple[str, ...]) -> Callable[[Any], int]:
-    def __hash__(self: Any) -> int:
-        d = self.__dict__
-        return hash(tuple(d[n] for n in names))
-    return __hash__
 
 
 def _frozen_setattr(self: Any, name: str, value: object) -> None:
