@@ -20,27 +20,23 @@ edited by another user) therefore costs a rescan, never a pass. The directory is
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import posixpath
-import secrets
-import signal
-import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from scanner import __version__
-from scanner.attest.strictjson import loads as strict_loads
 from scanner.findings import FileReport, Finding, Location, Report, Severity
+from scanner.record import asdict, record
 from scanner.rules import Policy, RuleSet, load_ruleset
 from scanner.walk import WalkEntry, walk_paths
 
 if TYPE_CHECKING:  # the process pool is imported when one is started: a one-file scan never pays for it
+    import sqlite3  # so is the cache's machinery (sqlite3, hmac, secrets) when a cache is named
     from concurrent.futures import Future, ProcessPoolExecutor
 
 CACHE_SCHEMA = "modelseal-cache/v1"
@@ -105,6 +101,8 @@ def cache_secret() -> bytes:
     except FileNotFoundError:
         pass
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import secrets
+
     key = secrets.token_bytes(32)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -122,7 +120,7 @@ def _read_key(path: Path) -> bytes:
     return key
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CacheSpec:
     """What a worker needs to use the cache (picklable)."""
 
@@ -154,6 +152,8 @@ class ResultCache:
     def _conn(self) -> sqlite3.Connection:
         # opened lazily, so a connection is never shared across a fork
         if self._db is None:
+            import sqlite3
+
             db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")  # workers read and write concurrently
             db.execute("PRAGMA synchronous=NORMAL")  # a lost entry only costs a rescan
@@ -173,10 +173,17 @@ class ResultCache:
                               .encode("utf-8", "surrogateescape")).hexdigest()
 
     def _mac(self, body_text: str) -> str:
+        import hmac
+
         return hmac.new(self.spec.secret, body_text.encode(), hashlib.sha256).hexdigest()
 
     def get(self, sha256: str, name: str, size: int, rules: RuleSet) -> tuple[str, tuple[Finding, ...]] | None:
         """(format, findings) of a trusted entry for this content under this name, or None (scan afresh)."""
+        import hmac
+        import sqlite3
+
+        from scanner.attest.strictjson import loads as strict_loads
+
         key = self.key(sha256, name)
         try:
             row = self._conn().execute("SELECT value FROM results WHERE key = ?", (key,)).fetchone()
@@ -223,6 +230,8 @@ class ResultCache:
         """Store results in one transaction: readers see the old entries or all the new ones."""
         if not entries:
             return
+        import sqlite3
+
         rows = [self._row(*e) for e in entries]
         try:
             db = self._conn()
@@ -392,6 +401,8 @@ _PROCESS_WORKER: list[Worker] = []
 
 def _init_process(docs: dict[str, Any], digest: str, policy: Policy, cache: CacheSpec | None,
                   hash_files: bool) -> None:
+    import signal
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _PROCESS_WORKER[:] = [Worker(RuleSet(docs, digest), policy, cache, hash_files)]
 

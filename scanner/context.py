@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanner.findings import Finding, Location, Severity
 from scanner.limits import Limits
+from scanner.record import field, record
 from scanner.rules import Policy, RuleSet
 from scanner.source import LimitExceeded, Source
 
@@ -20,7 +20,7 @@ from scanner.source import LimitExceeded, Source
 NOT_A_MODEL = ("text", "data", "empty")
 
 
-@dataclass
+@record
 class Budget:
     """Counters shared by everything scanned under one top-level file (nested archives share one budget)."""
 
@@ -32,7 +32,7 @@ class Budget:
     stop_reported: bool = False
 
 
-@dataclass
+@record
 class ScanContext:
     rules: RuleSet
     policy: Policy

@@ -8,7 +8,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 
 from scanner import __version__
@@ -275,4 +274,6 @@ def scan(paths: Sequence[str | os.PathLike[str]], policy: Policy | None = None, 
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now as 2026-01-02T03:04:05.123456Z (time, not datetime: one import less at start-up)."""
+    sec, ns = divmod(time.time_ns(), 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(sec))}.{ns // 1000:06d}Z"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+
+from scanner.record import field, record
 
 
 class Severity(str, enum.Enum):
@@ -59,7 +60,7 @@ class Verdict(str, enum.Enum):
         return {Verdict.CLEAN: 0, Verdict.SUSPICIOUS: 1, Verdict.ERROR: 2, Verdict.MALICIOUS: 3}[self]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Location:
     """Where a human can check a finding: member inside containers ("a.zip!archive/data.pkl"),
     byte offset inside that member (or file), and opcode index for pickles."""
@@ -82,7 +83,7 @@ class Location:
         return {"member": self.member, "offset": self.offset, "opcode_index": self.opcode_index}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Finding:
     rule_id: str
     severity: Severity
@@ -114,7 +115,7 @@ def verdict_for(findings: list[Finding] | tuple[Finding, ...], error: bool = Fal
     return Verdict.CLEAN
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class FileReport:
     path: str
     size: int | None
@@ -148,7 +149,7 @@ class FileReport:
         return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Report:
     files: tuple[FileReport, ...]
     scanner_version: str

@@ -151,9 +151,8 @@ class Gate:
         policy = self.trust.provenance
         if policy is None or not policy.active:
             return result
-        from dataclasses import replace
-
         from scanner.attest.provenance_verify import verify_provenance
+        from scanner.record import replace
 
         try:
             pv = verify_provenance(p, [], self.trust, self.requirements, policy, file_sha256=sha)
@@ -231,7 +230,8 @@ class Gate:
         whole policy, the verdicts allowed, the rule set and the scanner's own code."""
         import hashlib
         import json
-        from dataclasses import asdict
+
+        from scanner.record import asdict
 
         scanner_id, rules_id = _identity()
         doc = {"schema": "modelseal-gate-cache/v2", "single": model.single_file,
@@ -403,7 +403,7 @@ def _copy_fd(fd: int, dst: Path, rel: str) -> tuple[str, int]:
 
 def _rename(report: Report, private: str, display: str) -> Report:
     """Report the private copy under the names the caller knows."""
-    from dataclasses import replace
+    from scanner.record import replace
 
     def shown(path: str) -> str:
         return display + path[len(private):] if path.startswith(private) else path

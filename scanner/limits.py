@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from scanner.record import fields, record, replace
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Limits:
     # whole files and members
     max_file_bytes: int = 64 * GiB          # larger top-level files are reported, not read

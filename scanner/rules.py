@@ -6,12 +6,12 @@ import fnmatch
 import hashlib
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from scanner.findings import Severity
 from scanner.limits import Limits
+from scanner.record import field, record
 
 
 def toml_module() -> Any:
@@ -32,7 +32,7 @@ def rules_dir() -> Path:
     raise FileNotFoundError("modelseal rules directory not found (expected scanner/_rules or ./rules)")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RuleMeta:
     id: str
     severity: Severity
@@ -156,7 +156,7 @@ def compile_rules(directory: Path | None = None) -> Path:
 _MAY_DECLARE_RULES = re.compile(r"""(?m)^[ \t]*(?:\[\[?[ \t]*)?["']?rule\b""")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DenyEntry:
     name: str
     severity: Severity
@@ -164,7 +164,7 @@ class DenyEntry:
     reference: str | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Policy:
     """What the user decided: threshold, extra allowed / denied globals, ignored paths, limits."""
 

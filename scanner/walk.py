@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from scanner.findings import Finding, Location, Severity
+from scanner.record import field, record
 from scanner.rules import Policy, RuleSet
 
 
-@dataclass
+@record
 class WalkEntry:
     path: Path
     display: str

@@ -86,3 +86,37 @@ def test_entry_point_is_the_fast_path() -> None:
 
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert doc["project"]["scripts"]["modelseal"] == "scanner.fastscan:main"
+
+
+# imported only when their feature is used: none of them on the path of a one-file scan of a small pickle or
+# torch zip (dataclasses/inspect: scanner.record; TorchScript checks: a code/ member; cache: --cache; the
+# other output formats: their --format; remote/cluster: a URL or a cluster)
+DEFERRED = ("dataclasses", "inspect", "sqlite3", "hmac", "secrets", "tempfile", "datetime", "tomllib",
+            "typer", "click", "multiprocessing", "concurrent.futures", "scanner.cli",
+            "scanner.formats.zip.torchscript", "scanner.formats.zip.torchscript_ops", "scanner.remote",
+            "scanner.cluster", "scanner.gate", "scanner.attest.attest", "scanner.output.text",
+            "scanner.output.sarif", "scanner.output.lines")
+
+
+def _imported_after_scan(path: Path) -> tuple[set[str], int]:
+    argv = ["modelseal", "scan", str(path), "--format", "json", "--output", os.devnull]
+    code = (f"import sys; sys.argv = {argv!r}\n"
+            "from scanner import fastscan\n"
+            "try:\n    fastscan.main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print(code, sorted(sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120, check=False)
+    rc, _, mods = r.stdout.strip().splitlines()[-1].partition(" ")
+    return set(json.loads(mods.replace("'", '"'))), int(rc)
+
+
+@pytest.mark.parametrize("path", [CLEAN, FIX / "benign" / "containers" / "state_dict.pt"])
+def test_small_scan_leaves_deferred_modules_unimported(path: Path) -> None:
+    mods, rc = _imported_after_scan(path)
+    assert rc == 0
+    assert "scanner.formats.pickle.machine" in mods  # the scan did run the pickle engine
+    assert sorted(m for m in DEFERRED if m in mods) == []
+
+
+def test_torchscript_checks_load_when_a_torchscript_archive_is_scanned() -> None:
+    mods, _ = _imported_after_scan(FIX / "benign" / "containers" / "torchscript_scripted.pt")
+    assert "scanner.formats.zip.torchscript" in mods

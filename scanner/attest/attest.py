@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from scanner.attest.digest import ModelDigest, digest_model
 from scanner.attest.sign import Signer
 from scanner.attest.statement import PAYLOAD_TYPE, build_statement, canonical_json
 from scanner.findings import Report
+from scanner.record import replace
 from scanner.rules import Policy, RuleSet
 
 

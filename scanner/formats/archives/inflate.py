@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import bz2
 import lzma
-import tempfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
+from scanner.record import record
 from scanner.source import BytesSource, Source
 
 CHUNK = 1 << 20
@@ -114,6 +113,8 @@ class Spool:
     running CRC-32 so zip members are checked without holding them."""
 
     def __init__(self, memory: int = SPOOL_MEMORY, watch: Callable[[bytes], None] | None = None) -> None:
+        import tempfile  # here: a torch zip of stored members never inflates, nor pays for tempfile
+
         self._f = tempfile.SpooledTemporaryFile(max_size=memory)  # noqa: SIM115 - owned by the source
         self._memory = memory
         self._watch = watch  # sees every piece first; may raise LimitExceeded to stop inflating
@@ -159,7 +160,7 @@ def as_bytes(src: Source) -> bytes | None:
     return src.data if isinstance(src, BytesSource) else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Inflated:
     data: bytes            # the output when no sink was given (else empty)
     consumed: int          # compressed bytes fed (upper bound: read in chunks)

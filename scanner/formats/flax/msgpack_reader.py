@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
 
+from scanner.record import record
 from scanner.source import Source
 
 BLOCK = 1 << 20
@@ -39,7 +39,7 @@ class BudgetError(MsgpackError):
         self.limit = limit
 
 
-@dataclass
+@record
 class Item:
     kind: str                 # nil bool int float str bin ext array map
     offset: int               # of the type byte

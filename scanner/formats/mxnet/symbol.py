@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding, Severity
+from scanner.record import field, record
 from scanner.source import Source
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def looks_like_symbol(src: Source, head: bytes) -> bool:
     return not missing
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Rules:
     ops: dict[str, tuple[str, str, str]]
     registered: frozenset[str]
@@ -58,7 +58,7 @@ def _rules(ctx: ScanContext) -> _Rules:
     return ctx.rules.cached("mxnet", build)  # type: ignore[no-any-return]
 
 
-@dataclass
+@record
 class _Walk:
     src: Source
     ctx: ScanContext

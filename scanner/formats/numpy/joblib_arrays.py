@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Severity
 from scanner.formats.pickle.values import Call, Global, Unknown, const, render
+from scanner.record import replace
 
 if TYPE_CHECKING:
     from scanner.formats.pickle.machine import Machine

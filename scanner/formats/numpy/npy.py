@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from scanner.findings import Finding
+from scanner.record import record
 from scanner.source import Source
 
 MAGIC = b"\x93NUMPY"
@@ -24,7 +24,7 @@ class NpyError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Header:
     version: tuple[int, int]
     data_offset: int

@@ -10,11 +10,11 @@ Field numbers: paddle/fluid/framework/framework.proto (ProgramDesc, BlockDesc, O
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding, Severity
 from scanner.formats.tensorflow.savedmodel import ProtoError, _Budget, _fields, message_shape
+from scanner.record import record
 from scanner.source import Source
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def looks_like_program(src: Source) -> bool:
     return 4 in inner and 1 in inner
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Rules:
     ops: dict[str, tuple[str, str, str]]
     registered: frozenset[str]

@@ -8,13 +8,13 @@ import re
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding, Severity
 from scanner.formats.pickle.ops import BIG_BYTES, OPNAMES, Op, OpError, read_op
 from scanner.formats.pickle.policy import Classifier, Decision, map_py2
 from scanner.formats.pickle.values import NOCONST, Call, Global, PersistentRef, Unknown, const, render
+from scanner.record import field, record
 from scanner.source import LimitExceeded
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Stop(Exception):
         self.truncated = truncated
 
 
-@dataclass
+@record
 class Counters:
     """Shared by every stream of one scan_pickle call (and its nested payloads)."""
 
@@ -75,7 +75,7 @@ class Counters:
         return self.opcodes - self.general * (GENERAL_COST - 1)
 
 
-@dataclass
+@record
 class StreamResult:
     start: int
     end: int
@@ -86,7 +86,7 @@ class StreamResult:
     globals: list[tuple[str, str]]
 
 
-@dataclass
+@record
 class _Seen:
     op: Op
     index: int
@@ -97,7 +97,7 @@ class _Seen:
     capped: bool = False  # severity lowered because this protocol cannot resolve the name
 
 
-@dataclass
+@record
 class Machine:
     data: bytes
     src: Source | None

@@ -7,15 +7,15 @@ from __future__ import annotations
 import _compat_pickle
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scanner.findings import Severity
+from scanner.record import record
 from scanner.rules import Policy, RuleSet, rules_dir
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DenyRule:
     name: str
     severity: Severity
@@ -24,14 +24,14 @@ class DenyRule:
     rule: str = "PICKLE-DANGEROUS-CALL"  # construct-only entries whose __init__ is undecided: PICKLE-UNKNOWN-GLOBAL
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Nested:
     name: str
     payload: str          # pickle | auto | marshal | python | text
     severity: Severity    # severity of the call when its payload was constant and scanned
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Tables:
     allow: frozenset[str]
     deny: dict[str, DenyRule]
@@ -59,7 +59,7 @@ class Tables:
     codec_names: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     status: str                 # allow | deny | unknown
     name: str                   # the dotted name that was looked up (after Python-2 mapping)

@@ -4,7 +4,6 @@ Unknown. The opcode reader is pickle_ops, the machine pickle_machine, the rule l
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from scanner.formats.pickle.machine import Counters, Machine, StreamResult
 from scanner.formats.pickle.ops import OPNAMES
 from scanner.formats.pickle.policy import Classifier, Tables, tables
 from scanner.formats.pickle.values import Call, Global, PersistentRef, Unknown, const, render
+from scanner.record import replace
 
 if TYPE_CHECKING:
     from scanner.context import ScanContext
@@ -215,7 +215,7 @@ def _soften(findings: list[Finding], holders: list[list[Finding]]) -> None:
     loud = any(f.severity >= Severity.MEDIUM for f in findings if f.rule_id != "PICKLE-TRAILING-DATA")
     if loud:
         return
-    soft = {id(f): dataclasses.replace(f, severity=Severity.INFO, message=f.message + "; scanned: harmless")
+    soft = {id(f): replace(f, severity=Severity.INFO, message=f.message + "; scanned: harmless")
             for f in trailing}
     for h in holders:
         h[:] = [soft.get(id(f), f) for f in h]

@@ -12,11 +12,11 @@ tensorflow/core/framework/{graph,node_def,function,op_def}.proto.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding
 from scanner.protowire import read_varint
+from scanner.record import record
 from scanner.source import Source
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class ProtoError(ValueError):
     pass
 
 
-@dataclass
+@record
 class _Budget:
     fields: int
     nodes: int
@@ -120,7 +120,7 @@ def looks_like_graph_def(src: Source) -> bool:
     return inner is not None and inner.get(1) == 2 and inner.get(2) == 2
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class _Rules:
     ops: dict[str, tuple[str, str, str]]  # op -> (rule id, severity, reason)
     registered: frozenset[str]

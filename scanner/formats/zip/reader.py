@@ -7,12 +7,12 @@ import re
 import stat
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from scanner.findings import Finding, Severity
 from scanner.formats.archives.inflate import Spool, SpoolSource, as_bytes, inflate, make_decompressor
 from scanner.formats.zip import structure as zs
+from scanner.record import field, record
 from scanner.source import LimitExceeded, Source
 
 HEAD_SNIFF = 64 * 1024
@@ -22,7 +22,7 @@ DRIVE = re.compile(r"^[A-Za-z]:")
 BOMB_HEAD = 1 << 20                 # bytes inflated from a bomb to see what it is
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ZipConfig:
     methods: frozenset[int]
     flag_bits: tuple[tuple[int, str, str, str | None], ...]
@@ -46,7 +46,7 @@ def _config(ctx: Any) -> ZipConfig:
     return ctx.rules.cached("containers.zip", build)  # type: ignore[no-any-return]
 
 
-@dataclass
+@record
 class _State:
     src: Source
     ctx: Any

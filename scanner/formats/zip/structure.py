@@ -4,8 +4,8 @@ read through `Source.read_at`. It reports what it sees; deciding what is suspici
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
+from scanner.record import field, record
 from scanner.source import LimitExceeded, Source
 
 EOCD_SIG = b"PK\x05\x06"
@@ -24,7 +24,7 @@ class ZipError(Exception):
     """The archive cannot be read as a zip at all."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EndRecord:
     offset: int            # where the EOCD record starts
     entries: int
@@ -34,7 +34,7 @@ class EndRecord:
     zip64_offset: int | None  # offset of the zip64 end record when one is used
 
 
-@dataclass
+@record
 class LocalHeader:
     offset: int
     flags: int
@@ -47,7 +47,7 @@ class LocalHeader:
     data_offset: int
 
 
-@dataclass
+@record
 class Entry:
     """One central-directory record plus what its local header says."""
 
@@ -83,7 +83,7 @@ class Entry:
         return self.name.endswith("/") and self.usize == 0
 
 
-@dataclass
+@record
 class ZipLayout:
     end: EndRecord
     all_eocds: list[int]

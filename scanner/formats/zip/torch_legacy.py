@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from scanner.findings import Finding
+from scanner.record import field, record
 from scanner.source import LimitExceeded, Source
 
 MAGIC = 0x1950A86A20F9469CFC6C
@@ -38,7 +38,7 @@ def is_legacy_torch(head: bytes) -> bool:
     return False
 
 
-@dataclass
+@record
 class _Stack:
     """Reads pickles one after another from a growing prefix of the source."""
 
@@ -187,9 +187,8 @@ def _element_sizes(ctx: Any) -> dict[str, int]:
 def analyze_legacy_tar(members: dict[str, Source], ctx: Any) -> list[Finding]:
     """`storages` and `tensors` interleave pickles with raw bytes: walk them the way torch's legacy_load does,
     then scan `pickle`, whose persistent ids are the string keys those records declared."""
-    from dataclasses import replace
-
     from scanner.formats.pickle.scan import scan_pickle
+    from scanner.record import replace
 
     out: list[Finding] = []
     keys: set[str] = set()

@@ -3,22 +3,22 @@ to storage records (never sniffed, sizes checked, never read), and check TorchSc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from scanner.findings import Finding
 from scanner.formats.zip import structure as zs
+from scanner.record import field, record, replace
 from scanner.source import LimitExceeded
 
 
-@dataclass
+@record
 class Plan:
     handled: set[int] = field(default_factory=set)        # entry indexes already scanned here
     storages: dict[int, int] = field(default_factory=dict)  # entry index -> expected byte size
     findings: list[Finding] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StorageRef:
     key: str
     type_name: str
@@ -47,7 +47,6 @@ def child_context(ctx: Any, policy: Any = None) -> Any:
 
 
 def plan(st: Any, entries: list[zs.Entry]) -> Plan:
-    from scanner.formats.zip import torchscript
     from scanner.formats.zip.reader import member_bytes
 
     out = Plan()
@@ -66,6 +65,8 @@ def plan(st: Any, entries: list[zs.Entry]) -> Plan:
     script = bool(code) or any(e.name.split("/")[-1].lower() == "constants.pkl" for e in entries)
     pickle_ctx_policy = ctx.policy
     if script:
+        from scanner.formats.zip import torchscript  # imported only for a TorchScript archive
+
         out.findings.append(ctx.finding(
             "TORCHSCRIPT-ARCHIVE", "TorchScript archive: torch.load hands it to torch.jit.load even with "
             "weights_only=True (torch < 2.6); code/ and pickles scanned", st.src,
