@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
+
+from scanner.record import record
 
 TARGET_KEY = "_target_"
 _MAX_NODES = 1_000_000
@@ -32,7 +33,7 @@ class TooLarge(Exception):
     """More nodes than the walk bound."""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Target:
     raw: str                  # the value as written
     names: tuple[str, ...]    # every dotted name it can resolve to
