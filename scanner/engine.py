@@ -43,6 +43,7 @@ ANALYZERS: dict[str, str] = {
     "text": "scanner.formats.sidecars.sidecar",
     "executable": "scanner.formats.executable",
     "tflite": "scanner.formats.tensorflow.tflite",
+    "executorch": "scanner.formats.executorch.program",
 }
 def analyzer_for(fmt: str) -> Callable[[Source, ScanContext], Iterable[Finding]] | None:
     module = ANALYZERS.get(fmt)
@@ -97,6 +98,10 @@ def _refine(src: Source, fmt: str) -> str:
 
         if is_tflite(src.head(8), src.size):
             return "tflite"
+        from scanner.formats.executorch.program import is_pte
+
+        if is_pte(src.head(8), src.size):
+            return "executorch"
     return fmt
 
 
