@@ -35,6 +35,7 @@ class Labelled:
     threat: str = ""    # threat id for hostile files
     rule: str = ""      # rule modelseal must report
     producer: str = ""  # honest corpus: package==version or save call that wrote the file
+    family: str = ""    # fixtures: the manifest that lists the file (manifest-<family>.toml)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,8 @@ def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None
                     continue
                 if kind == "hostile" and entry.get("severity", "high") not in loud:
                     continue
-                labels.setdefault(target, Labelled(target, kind, entry.get("threat", ""), entry.get("rule", "")))
+                labels.setdefault(target, Labelled(target, kind, entry.get("threat", ""), entry.get("rule", ""),
+                                                   family=manifest.stem.removeprefix("manifest-")))
     labelled = list(labels.values())
     if limit is not None:
         hostile = [x for x in labelled if x.kind == "hostile"][:limit]
@@ -77,8 +79,12 @@ def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None
     return Group("fixtures", dest, tuple(labelled), "fixtures/manifest-*.toml")
 
 
-def honest_group(root: Path, log=print) -> Group | None:
-    """The honest corpus (benchmarks/honest_corpus.py), read from its manifest; built first when absent."""
+def honest_group(root: Path, log=print, *, sample: int | None = None, corpus: Path | None = None,
+                 copy: bool = True) -> Group | None:
+    """The honest corpus (benchmarks/honest_corpus.py), read from its manifest; built first when absent.
+
+    `sample`: only that many files, taken round-robin over the producers (each producer's files in path
+    order) so every producer is represented, copied to `corpus/honest-sample-N` (the tools scan a folder)."""
     manifest = root / "manifest.json"
     if not manifest.exists():
         log(f"building the honest corpus in {root} (pip downloads from the registry; save calls)")
@@ -87,9 +93,39 @@ def honest_group(root: Path, log=print) -> Group | None:
         if r.returncode != 0 or not manifest.exists():
             return None
     doc = json.loads(manifest.read_text(encoding="utf-8"))
-    labelled = tuple(Labelled(root / e["path"], "honest", producer=e["producer"]) for e in doc["entries"]
-                     if (root / e["path"]).exists())
-    return Group("honest", root, labelled, f"{doc['producers']} producers, benchmarks/honest_corpus.py")
+    entries = [e for e in doc["entries"] if (root / e["path"]).exists()]
+    note = f"{doc['producers']} producers, benchmarks/honest_corpus.py"
+    if sample is None or sample >= len(entries):
+        labelled = tuple(Labelled(root / e["path"], "honest", producer=e["producer"]) for e in entries)
+        return Group("honest", root, labelled, note)
+    picked = _round_robin(entries, sample)
+    dest = (corpus or root.parent) / f"honest-sample-{sample}"
+    if copy:
+        if dest.exists():
+            shutil.rmtree(dest)
+        for e in picked:
+            target = dest / e["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / e["path"], target)
+    labelled = tuple(Labelled(dest / e["path"], "honest", producer=e["producer"]) for e in picked)
+    producers = len({e["producer"] for e in picked})
+    return Group("honest", dest, labelled, f"a {len(picked)}-file sample of {len(entries)} "
+                 f"({producers} of {doc['producers']} producers), benchmarks/honest_corpus.py")
+
+
+def _round_robin(entries: list[dict], n: int) -> list[dict]:
+    by: dict[str, list[dict]] = {}
+    for e in sorted(entries, key=lambda e: e["path"]):
+        by.setdefault(e["producer"], []).append(e)
+    queues = [by[p] for p in sorted(by)]
+    out: list[dict] = []
+    i = 0
+    while len(out) < n and any(queues):
+        q = queues[i % len(queues)]
+        if q:
+            out.append(q.pop(0))
+        i += 1
+    return out
 
 
 # -- large benign models ----------------------------------------------------------------------------------

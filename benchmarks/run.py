@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--honest-corpus", type=Path,
                     default=Path(os.environ.get("MODELSEAL_HONEST_CORPUS", HERE / "corpus" / "honest")),
                     help="the honest corpus (benchmarks/honest_corpus.py build --out DIR); built when absent")
+    ap.add_argument("--honest-sample", type=int, default=None,
+                    help="score only N honest files (round-robin over producers) instead of the whole corpus")
     ap.add_argument("--small-count", type=int, default=1000, help="files in the small-files group")
     ap.add_argument("--size-gb", type=float, default=2.0, help="size of each large model")
     ap.add_argument("--torch-python", default=_default_torch_python(),
@@ -99,7 +101,8 @@ def build_groups(args: argparse.Namespace, log) -> list[corpus_mod.Group]:
         elif name == "safetensors":
             g = corpus_mod.safetensors_group(args.corpus, size)
         elif name == "honest":
-            hg = corpus_mod.honest_group(args.honest_corpus, log)
+            hg = corpus_mod.honest_group(args.honest_corpus, log, sample=getattr(args, "honest_sample", None),
+                                         corpus=args.corpus, copy=not getattr(args, "report_only", False))
             if hg is None:
                 log("skipping the honest group: the corpus could not be built")
                 continue
@@ -274,6 +277,13 @@ def render_markdown(summary: dict[str, dict[str, object]], groups: list[corpus_m
                   "| threat | files | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]
         for threat, (n, counts) in sorted(by_threat.items()):
             lines.append(f"| {threat} | {n} | " + " | ".join(f"{counts.get(t, 0)}/{n}" for t in tools) + " |")
+    by_family = _family_matrix(results, groups, tools)
+    if by_family:
+        lines += ["", "## Fixtures by format family (the manifest that lists them)", "",
+                  "Each cell: hostile detected / hostile, then benign flagged / benign.", "",
+                  "| family | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
+        for fam, cells in sorted(by_family.items()):
+            lines.append(f"| {fam} | " + " | ".join(cells[t] for t in tools) + " |")
     for t, s in summary.items():
         missed = s["hostile_missed"]
         flagged = s["benign_flagged"]
@@ -329,6 +339,23 @@ def _threat_matrix(results: list[RunResult], groups: list[corpus_mod.Group],
     return matrix
 
 
+def _family_matrix(results: list[RunResult], groups: list[corpus_mod.Group],
+                   tools: list[str]) -> dict[str, dict[str, str]]:
+    labels = {str(x.path): x for g in groups for x in g.labelled if x.family}
+    counts: dict[str, dict[str, list[int]]] = {}  # family -> tool -> [detected, hostile, flagged, benign]
+    for lab in labels.values():
+        for t in tools:
+            c = counts.setdefault(lab.family, {}).setdefault(t, [0, 0, 0, 0])
+            c[1 if lab.kind == "hostile" else 3] += 1
+    for r in results:
+        for p, st in r.statuses.items():
+            lab = labels.get(p)
+            if lab is not None and st == tools_mod.DETECTED and r.tool in counts[lab.family]:
+                counts[lab.family][r.tool][0 if lab.kind == "hostile" else 2] += 1
+    return {fam: {t: (f"{c[0]}/{c[1]}" if c[1] else "–") + " · " + (f"{c[2]}/{c[3]}" if c[3] else "–")
+                  for t, c in per.items()} for fam, per in counts.items()}
+
+
 def draw_chart(results_json: Path, png: Path, log) -> bool:
     """matplotlib lives in the peers venv (or wherever it is installed); drawing runs there."""
     candidates = [tools_mod.peers_bin("python"), Path(sys.executable)]
@@ -364,7 +391,9 @@ def target_lines(summary: dict[str, dict[str, object]]) -> list[str]:
 
 NOTES = [
     "Notes: the labelled fixtures were written against modelseal's threat list (pickle, torch containers, "
-    "NumPy/joblib, Keras/HDF5, ONNX, safetensors, GGUF, archives); picklescan and modelscan only look at "
+    "NumPy/joblib, Keras/HDF5, ONNX, safetensors, GGUF, archives, and the issue-13 families: TF SavedModel/"
+    "GraphDef, TFLite, torch.export `.pt2`, PaddlePaddle, NeMo, dill/cloudpickle, Core ML, PMML, ExecuTorch "
+    "`.pte`; per-family counts below the summary in comparison.md); picklescan and modelscan only look at "
     "pickle-based formats, so every other class counts as missed for them. picklescan and modelscan abort the "
     "whole folder run on one hostile fixture (a 7z header, a corrupt deflate stream), so on `fixtures` they "
     "were re-run once per file and their time there includes a process start per file. ModelAudit's "

@@ -69,6 +69,28 @@ def test_smoke_run_modelseal_only(bench, tmp_path: Path, capsys: pytest.CaptureF
     md = (out / "results.md").read_text()
     assert "| modelseal |" in md and "| 1/1 | 0 | 0/10 |" in md
     assert "| P01 | 1 | 1/1 |" in md
+    assert "| smoke | 1/1 · 0/1 |" in md  # per format family (the manifest's name)
+
+
+def test_honest_sample_takes_every_producer_in_turn(bench, tmp_path: Path) -> None:
+    import bench_corpus
+
+    root = tmp_path / "honest"
+    entries = []
+    for prod in ("a==1", "b==2", "c==3"):
+        for i in range(3):
+            rel = f"pkg/{prod}/f{i}.json"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text("{}")
+            entries.append({"path": rel, "producer": prod})
+    (root / "manifest.json").write_text(json.dumps({"producers": 3, "entries": entries}))
+    g = bench_corpus.honest_group(root, sample=4, corpus=tmp_path / "corpus")
+    assert g is not None and g.root == tmp_path / "corpus" / "honest-sample-4"
+    assert [x.producer for x in g.labelled] == ["a==1", "b==2", "c==3", "a==1"]
+    assert all(x.path.exists() and x.path.is_relative_to(g.root) for x in g.labelled)
+    assert sorted(p.name for p in g.root.rglob("*.json")) == ["f0.json", "f0.json", "f0.json", "f1.json"]
+    whole = bench_corpus.honest_group(root, sample=None)
+    assert whole is not None and whole.root == root and len(whole.labelled) == 9
 
 
 def test_parsers_map_peer_outputs_to_files(bench, tmp_path: Path) -> None:
