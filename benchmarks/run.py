@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--torch-python", default=_default_torch_python(),
                     help="interpreter with torch for the torch group (and onnx for the onnx group)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per tool and group, seconds")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="(tool, group) runs at once; >1 shortens a run on a busy machine, timings then share CPUs")
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     ap.add_argument("--report-only", action="store_true",
                     help="re-render results.md/png (and RESULTS.md with --update-results) from the last results.json")
@@ -132,39 +134,51 @@ def _has_module(python: str, module: str) -> bool:
 
 def run_all(tools: list[tools_mod.Tool], groups: list[corpus_mod.Group], args: argparse.Namespace,
             log) -> list[RunResult]:
+    """Every tool on every group. With --jobs N, N (tool, group) runs at once: each is still measured on its
+    own process tree (wall time, wait4 peak RSS), but they share the CPUs."""
     env = tools_mod.tool_env(args.out / "peers-home")
-    results: list[RunResult] = []
-    for g in groups:
-        files = [x.path for x in g.labelled]
-        for t in tools:
-            out_file = args.out / "raw" / f"{t.name}-{g.name}.json"
-            out_file.parent.mkdir(parents=True, exist_ok=True)
-            out_file.unlink(missing_ok=True)
-            m = run_measured(t.command(g.root, out_file), env=env, timeout=args.timeout,
-                             workdir=args.out / "raw")
-            (args.out / "raw" / f"{t.name}-{g.name}.stdout").write_text(m.stdout, encoding="utf-8")
-            (args.out / "raw" / f"{t.name}-{g.name}.stderr").write_text(m.stderr[-200_000:], encoding="utf-8")
-            r = RunResult(t.name, g.name, m.returncode, m.wall_s, m.peak_rss_mb, m.timed_out)
-            try:
-                if not t.complete(m.stdout, m.stderr, out_file):
-                    tail = (m.stderr.strip() or m.stdout.strip()).splitlines()[-1:] or ["no output"]
-                    raise RuntimeError(f"report incomplete (exit {m.returncode}): {tail[0][:200]}")
-                statuses = t.parse(m.stdout, out_file, g.root, files)
-                r.statuses = {str(p): statuses.get(p, tools_mod.CLEAN) for p in files}
-            except Exception as e:  # noqa: BLE001 - a peer's odd output is a result, not a crash
-                r.parse_error = f"{type(e).__name__}: {e}"[:300]
-                if len(files) > 1 and not m.timed_out:
-                    # one bad file aborted the whole run: score the tool file by file instead
-                    log(f"  {t.name:<11} {g.name:<15} folder run gave no usable output ({r.parse_error[:80]}); "
-                        "running per file")
-                    _per_file(t, files, r, env, args)
-                else:
-                    r.statuses = {str(p): tools_mod.ERROR for p in files}
-            log(f"  {t.name:<11} {g.name:<15} rc={m.returncode:<3} {r.wall_s:8.2f}s {r.peak_rss_mb:8.1f} MB"
-                + (" TIMEOUT" if m.timed_out else "") + (" (per file)" if r.mode == "per-file" else "")
-                + (f" folder run: {r.parse_error[:120]}" if r.parse_error else ""))
-            results.append(r)
-    return results
+    pairs = [(g, t) for g in groups for t in tools]
+    jobs = max(1, getattr(args, "jobs", 1))
+    if jobs == 1:
+        return [_run_one(t, g, args, env, log) for g, t in pairs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the slowest tools first, so the pool's tail is short
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i][1].name == "modelseal")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {i: pool.submit(_run_one, pairs[i][1], pairs[i][0], args, env, log) for i in order}
+        return [futures[i].result() for i in range(len(pairs))]
+
+
+def _run_one(t: tools_mod.Tool, g: corpus_mod.Group, args: argparse.Namespace, env: dict[str, str],
+             log) -> RunResult:
+    files = [x.path for x in g.labelled]
+    out_file = args.out / "raw" / f"{t.name}-{g.name}.json"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.unlink(missing_ok=True)
+    m = run_measured(t.command(g.root, out_file), env=env, timeout=args.timeout, workdir=args.out / "raw")
+    (args.out / "raw" / f"{t.name}-{g.name}.stdout").write_text(m.stdout, encoding="utf-8")
+    (args.out / "raw" / f"{t.name}-{g.name}.stderr").write_text(m.stderr[-200_000:], encoding="utf-8")
+    r = RunResult(t.name, g.name, m.returncode, m.wall_s, m.peak_rss_mb, m.timed_out)
+    try:
+        if not t.complete(m.stdout, m.stderr, out_file):
+            tail = (m.stderr.strip() or m.stdout.strip()).splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"report incomplete (exit {m.returncode}): {tail[0][:200]}")
+        statuses = t.parse(m.stdout, out_file, g.root, files)
+        r.statuses = {str(p): statuses.get(p, tools_mod.CLEAN) for p in files}
+    except Exception as e:  # noqa: BLE001 - a peer's odd output is a result, not a crash
+        r.parse_error = f"{type(e).__name__}: {e}"[:300]
+        if len(files) > 1 and not m.timed_out:
+            # one bad file aborted the whole run: score the tool file by file instead
+            log(f"  {t.name:<11} {g.name:<15} folder run gave no usable output ({r.parse_error[:80]}); "
+                "running per file")
+            _per_file(t, files, r, env, args)
+        else:
+            r.statuses = {str(p): tools_mod.ERROR for p in files}
+    log(f"  {t.name:<11} {g.name:<15} rc={m.returncode:<3} {r.wall_s:8.2f}s {r.peak_rss_mb:8.1f} MB"
+        + (" TIMEOUT" if m.timed_out else "") + (" (per file)" if r.mode == "per-file" else "")
+        + (f" folder run: {r.parse_error[:120]}" if r.parse_error else ""))
+    return r
 
 
 def _per_file(t: tools_mod.Tool, files: list[Path], r: RunResult, env: dict[str, str],

@@ -46,7 +46,7 @@ def test_smoke_run_modelseal_only(bench, tmp_path: Path, capsys: pytest.CaptureF
     out = tmp_path / "out"
     code = bench.main(["--tools", "modelseal,picklescan,modelscan,modelaudit", "--groups",
                        "fixtures,small,safetensors", "--fixtures", str(fixtures), "--corpus", str(tmp_path / "corpus"),
-                       "--out", str(out), "--small-count", "8", "--size-gb", "0.001", "--no-chart"])
+                       "--out", str(out), "--small-count", "8", "--size-gb", "0.001", "--no-chart", "--jobs", "2"])
     assert code == 0
     log = capsys.readouterr().out
     for peer in ("picklescan", "modelscan", "modelaudit"):

@@ -16,7 +16,7 @@ advisories (Program::load defaults to minimal verification: the flatbuffer is no
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +79,9 @@ def read_header(src: Source) -> Header | None:
     return Header(int.from_bytes(head[8:16], "little"), int.from_bytes(head[16:24], "little"), seg_size)
 
 
-def read_program(src: Source, limit: int) -> Program:
-    """Parse what a runtime follows: plans, operators, delegates, segments, instructions (indices checked)."""
+def read_program(src: Source, limit: int, tick: Callable[[], None] | None = None) -> Program:
+    """Parse what a runtime follows: plans, operators, delegates, segments, instructions (indices checked).
+    `tick` is called every few thousand instructions (the caller's deadline check)."""
     header = read_header(src)
     prog = Program(header)
     end = src.size
@@ -91,7 +92,7 @@ def read_program(src: Source, limit: int) -> Program:
     r = Reader(src, end)
     root = r.root()
     for plan in r.tables(root, PROGRAM_EXECUTION_PLAN, limit):
-        _read_plan(r, plan, prog, limit)
+        _read_plan(r, plan, prog, limit, tick)
     prog.inline_blobs = r.vector(root, PROGRAM_DELEGATE_DATA, 4, limit)[1]
     for seg in r.tables(root, PROGRAM_SEGMENTS, limit):
         prog.segments.append((r.scalar(seg, 0, "Q"), r.scalar(seg, 1, "Q")))
@@ -99,7 +100,7 @@ def read_program(src: Source, limit: int) -> Program:
     return prog
 
 
-def _read_plan(r: Reader, plan: int, prog: Program, limit: int) -> None:
+def _read_plan(r: Reader, plan: int, prog: Program, limit: int, tick: Callable[[], None] | None) -> None:
     name = r.string(plan, PLAN_NAME) or ""
     n_values = r.vector(plan, PLAN_VALUES, 4, limit)[1]
     ops = r.tables(plan, PLAN_OPERATORS, limit)
@@ -115,6 +116,8 @@ def _read_plan(r: Reader, plan: int, prog: Program, limit: int) -> None:
     for chain in r.tables(plan, PLAN_CHAINS, limit):
         for ins in r.tables(chain, CHAIN_INSTRUCTIONS, max(budget, 0)):
             budget -= 1
+            if tick is not None and budget % 4096 == 0:
+                tick()
             kind = r.scalar(ins, INSTRUCTION_TYPE, "B")
             if kind not in (KERNEL_CALL, DELEGATE_CALL):
                 continue
@@ -196,7 +199,7 @@ def analyze(src: Source, ctx: Any) -> Iterable[Finding]:
                             "(ET12) refuses it, another runtime may not; not parsed", src, offset=4,
                             evidence=ident.decode("ascii", "replace"))]
     try:
-        prog = read_program(src, ctx.limits.max_graph_nodes)
+        prog = read_program(src, ctx.limits.max_graph_nodes, lambda: ctx.check_deadline(src))
     except FlatbufferError as e:
         return [ctx.finding("EXECUTORCH-OUT-OF-BOUNDS", "the program's flatbuffer could not be read within "
                             "its bounds: a runtime without verification follows such offsets", src,
