@@ -46,21 +46,36 @@ class Group:
     note: str = ""
 
 
-def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None = None, copy: bool = True) -> Group:
-    """Copy fixtures/{hostile,benign} (symlinks kept as links) and label what the manifests list."""
+def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None = None, copy: bool = True,
+                   families: tuple[str, ...] = ()) -> Group:
+    """Copy fixtures/{hostile,benign} (symlinks kept as links) and label what the manifests list.
+
+    `families`: only the manifests `manifest-<family>.toml` named, and only the folders their entries live
+    in (`hostile/<dir>`, `benign/<dir>`) are copied."""
     dest = corpus / "fixtures"
+    manifests = sorted(fixtures.glob("manifest-*.toml"))
+    if families:
+        manifests = [m for m in manifests if m.stem.removeprefix("manifest-") in families]
+        missing = set(families) - {m.stem.removeprefix("manifest-") for m in manifests}
+        if missing:
+            raise SystemExit(f"no fixtures/manifest-<family>.toml for: {', '.join(sorted(missing))}")
     if copy:
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
-        for kind in ("hostile", "benign"):
-            if (fixtures / kind).is_dir():
-                shutil.copytree(fixtures / kind, dest / kind, symlinks=True)
+        if families:
+            for folder in sorted(_entry_folders(manifests)):
+                if (fixtures / folder).is_dir():
+                    shutil.copytree(fixtures / folder, dest / folder, symlinks=True)
+        else:
+            for kind in ("hostile", "benign"):
+                if (fixtures / kind).is_dir():
+                    shutil.copytree(fixtures / kind, dest / kind, symlinks=True)
     # a hostile file counts when one of its entries changes a verdict (medium and up); entries that only
     # expect a low note (remote-code hints, runtime configs) are neither hostile nor benign here
     loud = {"critical", "high", "medium"}
     labels: dict[Path, Labelled] = {}
-    for manifest in sorted(fixtures.glob("manifest-*.toml")):
+    for manifest in manifests:
         doc = tomllib.loads(manifest.read_text(encoding="utf-8"))
         for kind in ("hostile", "benign"):
             for entry in doc.get(kind, []):
@@ -77,6 +92,18 @@ def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None
         benign = [x for x in labelled if x.kind == "benign"][:limit]
         labelled = hostile + benign
     return Group("fixtures", dest, tuple(labelled), "fixtures/manifest-*.toml")
+
+
+def _entry_folders(manifests: list[Path]) -> set[Path]:
+    """`hostile/<dir>` / `benign/<dir>` of every entry (a package or layout is copied whole)."""
+    out: set[Path] = set()
+    for manifest in manifests:
+        doc = tomllib.loads(manifest.read_text(encoding="utf-8"))
+        for kind in ("hostile", "benign"):
+            for entry in doc.get(kind, []):
+                parts = Path(entry["path"]).parts
+                out.add(Path(*parts[:2]))
+    return out
 
 
 def honest_group(root: Path, log=print, *, sample: int | None = None, corpus: Path | None = None,

@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--corpus", type=Path, default=HERE / "corpus", help="where the corpus is generated")
     ap.add_argument("--out", type=Path, default=HERE / "out", help="where results are written")
     ap.add_argument("--fixtures", type=Path, default=corpus_mod.FIXTURES, help="the fixtures folder to copy")
+    ap.add_argument("--families", default="",
+                    help="comma-separated fixture families (manifest-<family>.toml) to copy and score; default all")
     ap.add_argument("--fixtures-limit", type=int, default=None, help="label only the first N hostile/benign")
     ap.add_argument("--honest-corpus", type=Path,
                     default=Path(os.environ.get("MODELSEAL_HONEST_CORPUS", HERE / "corpus" / "honest")),
@@ -97,7 +99,9 @@ def build_groups(args: argparse.Namespace, log) -> list[corpus_mod.Group]:
         t0 = time.perf_counter()
         if name == "fixtures":
             g = corpus_mod.fixtures_group(args.corpus, args.fixtures, limit=args.fixtures_limit,
-                                          copy=not getattr(args, "report_only", False))
+                                          copy=not getattr(args, "report_only", False),
+                                          families=tuple(f.strip() for f in getattr(args, "families", "").split(",")
+                                                         if f.strip()))
         elif name == "small":
             g = corpus_mod.small_files_group(args.corpus, args.small_count)
         elif name == "safetensors":

@@ -127,3 +127,20 @@ def test_measure_reports_exit_code_and_memory(bench) -> None:
                                     "raise SystemExit(3)"])
     assert m.returncode == 3 and not m.timed_out
     assert m.peak_rss_mb >= 40
+
+
+def test_families_copy_and_label_only_their_manifests(bench, tmp_path: Path) -> None:
+    import bench_corpus
+
+    fixtures = tmp_path / "fixtures"
+    _tiny_fixtures(fixtures)
+    (fixtures / "benign" / "other").mkdir(parents=True)
+    (fixtures / "benign" / "other" / "x.json").write_text("{}")
+    (fixtures / "manifest-other.toml").write_text('[[benign]]\npath = "benign/other/x.json"\n')
+    g = bench_corpus.fixtures_group(tmp_path / "corpus", fixtures, families=("other",))
+    assert [x.path.name for x in g.labelled] == ["x.json"] and g.labelled[0].family == "other"
+    assert not (g.root / "hostile").exists() and not (g.root / "benign" / "plain").exists()
+    whole = bench_corpus.fixtures_group(tmp_path / "corpus", fixtures)
+    assert {x.family for x in whole.labelled} == {"smoke", "other"}
+    with pytest.raises(SystemExit):
+        bench_corpus.fixtures_group(tmp_path / "corpus", fixtures, families=("nope",))
