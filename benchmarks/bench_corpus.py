@@ -110,8 +110,9 @@ def honest_group(root: Path, log=print, *, sample: int | None = None, corpus: Pa
                  copy: bool = True) -> Group | None:
     """The honest corpus (benchmarks/honest_corpus.py), read from its manifest; built first when absent.
 
-    `sample`: only that many files, taken round-robin over the producers (each producer's files in path
-    order) so every producer is represented, copied to `corpus/honest-sample-N` (the tools scan a folder)."""
+    `sample`: that many files, taken round-robin over the producers (each producer's files in path order) so
+    every producer is represented, plus their companions (external data, joblib `.npy` side files), copied to
+    `corpus/honest-sample-N` (the tools scan a folder)."""
     manifest = root / "manifest.json"
     if not manifest.exists():
         log(f"building the honest corpus in {root} (pip downloads from the registry; save calls)")
@@ -125,7 +126,7 @@ def honest_group(root: Path, log=print, *, sample: int | None = None, corpus: Pa
     if sample is None or sample >= len(entries):
         labelled = tuple(Labelled(root / e["path"], "honest", producer=e["producer"]) for e in entries)
         return Group("honest", root, labelled, note)
-    picked = _round_robin(entries, sample)
+    picked = _with_companions(_round_robin(entries, sample), entries)
     dest = (corpus or root.parent) / f"honest-sample-{sample}"
     if copy:
         if dest.exists():
@@ -138,6 +139,21 @@ def honest_group(root: Path, log=print, *, sample: int | None = None, corpus: Pa
     producers = len({e["producer"] for e in picked})
     return Group("honest", dest, labelled, f"a {len(picked)}-file sample of {len(entries)} "
                  f"({producers} of {doc['producers']} producers), benchmarks/honest_corpus.py")
+
+
+def _with_companions(picked: list[dict], entries: list[dict]) -> list[dict]:
+    """Add the files a picked one loads with: same folder, name extending its name (`m.onnx` ->
+    `m.onnx.data`, `x.joblib` -> `x.joblib_01.npy`); without them a loader (and a scanner) sees a broken model."""
+    chosen = {e["path"] for e in picked}
+    out = list(picked)
+    for e in picked:
+        folder, _, name = e["path"].rpartition("/")
+        for other in entries:
+            o_folder, _, o_name = other["path"].rpartition("/")
+            if o_folder == folder and o_name != name and o_name.startswith(name) and other["path"] not in chosen:
+                chosen.add(other["path"])
+                out.append(other)
+    return out
 
 
 def _round_robin(entries: list[dict], n: int) -> list[dict]:

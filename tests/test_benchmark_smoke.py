@@ -83,14 +83,21 @@ def test_honest_sample_takes_every_producer_in_turn(bench, tmp_path: Path) -> No
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text("{}")
             entries.append({"path": rel, "producer": prod})
+    (root / "pkg/a==1/f0.json.data").write_text("companion")
+    entries.append({"path": "pkg/a==1/f0.json.data", "producer": "a==1"})  # sorts last for its producer
     (root / "manifest.json").write_text(json.dumps({"producers": 3, "entries": entries}))
-    g = bench_corpus.honest_group(root, sample=4, corpus=tmp_path / "corpus")
-    assert g is not None and g.root == tmp_path / "corpus" / "honest-sample-4"
-    assert [x.producer for x in g.labelled] == ["a==1", "b==2", "c==3", "a==1"]
+    g = bench_corpus.honest_group(root, sample=3, corpus=tmp_path / "corpus")
+    assert g is not None and g.root == tmp_path / "corpus" / "honest-sample-3"
+    # one per producer in turn, then f0.json's companion, or the sampled model would be broken
+    assert [(x.producer, x.path.name) for x in g.labelled] == [
+        ("a==1", "f0.json"), ("b==2", "f0.json"), ("c==3", "f0.json"), ("a==1", "f0.json.data")]
     assert all(x.path.exists() and x.path.is_relative_to(g.root) for x in g.labelled)
-    assert sorted(p.name for p in g.root.rglob("*.json")) == ["f0.json", "f0.json", "f0.json", "f1.json"]
+    assert len([p for p in g.root.rglob("*") if p.is_file()]) == 4
+    g = bench_corpus.honest_group(root, sample=5, corpus=tmp_path / "corpus")
+    # a's queue is f0.json, f0.json.data, ...: the companion is a's second pick, b's second comes next
+    assert [(x.producer, x.path.name) for x in g.labelled][3:] == [("a==1", "f0.json.data"), ("b==2", "f1.json")]
     whole = bench_corpus.honest_group(root, sample=None)
-    assert whole is not None and whole.root == root and len(whole.labelled) == 9
+    assert whole is not None and whole.root == root and len(whole.labelled) == 10
 
 
 def test_parsers_map_peer_outputs_to_files(bench, tmp_path: Path) -> None:
