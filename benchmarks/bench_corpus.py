@@ -35,6 +35,7 @@ class Labelled:
     threat: str = ""    # threat id for hostile files
     rule: str = ""      # rule modelseal must report
     producer: str = ""  # honest corpus: package==version or save call that wrote the file
+    family: str = ""    # fixtures: the manifest that lists the file (manifest-<family>.toml)
 
 
 @dataclass(frozen=True)
@@ -45,21 +46,36 @@ class Group:
     note: str = ""
 
 
-def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None = None, copy: bool = True) -> Group:
-    """Copy fixtures/{hostile,benign} (symlinks kept as links) and label what the manifests list."""
+def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None = None, copy: bool = True,
+                   families: tuple[str, ...] = ()) -> Group:
+    """Copy fixtures/{hostile,benign} (symlinks kept as links) and label what the manifests list.
+
+    `families`: only the manifests `manifest-<family>.toml` named, and only the folders their entries live
+    in (`hostile/<dir>`, `benign/<dir>`) are copied."""
     dest = corpus / "fixtures"
+    manifests = sorted(fixtures.glob("manifest-*.toml"))
+    if families:
+        manifests = [m for m in manifests if m.stem.removeprefix("manifest-") in families]
+        missing = set(families) - {m.stem.removeprefix("manifest-") for m in manifests}
+        if missing:
+            raise SystemExit(f"no fixtures/manifest-<family>.toml for: {', '.join(sorted(missing))}")
     if copy:
         if dest.exists():
             shutil.rmtree(dest)
         dest.mkdir(parents=True)
-        for kind in ("hostile", "benign"):
-            if (fixtures / kind).is_dir():
-                shutil.copytree(fixtures / kind, dest / kind, symlinks=True)
+        if families:
+            for folder in sorted(_entry_folders(manifests)):
+                if (fixtures / folder).is_dir():
+                    shutil.copytree(fixtures / folder, dest / folder, symlinks=True)
+        else:
+            for kind in ("hostile", "benign"):
+                if (fixtures / kind).is_dir():
+                    shutil.copytree(fixtures / kind, dest / kind, symlinks=True)
     # a hostile file counts when one of its entries changes a verdict (medium and up); entries that only
     # expect a low note (remote-code hints, runtime configs) are neither hostile nor benign here
     loud = {"critical", "high", "medium"}
     labels: dict[Path, Labelled] = {}
-    for manifest in sorted(fixtures.glob("manifest-*.toml")):
+    for manifest in manifests:
         doc = tomllib.loads(manifest.read_text(encoding="utf-8"))
         for kind in ("hostile", "benign"):
             for entry in doc.get(kind, []):
@@ -68,7 +84,8 @@ def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None
                     continue
                 if kind == "hostile" and entry.get("severity", "high") not in loud:
                     continue
-                labels.setdefault(target, Labelled(target, kind, entry.get("threat", ""), entry.get("rule", "")))
+                labels.setdefault(target, Labelled(target, kind, entry.get("threat", ""), entry.get("rule", ""),
+                                                   family=manifest.stem.removeprefix("manifest-")))
     labelled = list(labels.values())
     if limit is not None:
         hostile = [x for x in labelled if x.kind == "hostile"][:limit]
@@ -77,8 +94,25 @@ def fixtures_group(corpus: Path, fixtures: Path = FIXTURES, *, limit: int | None
     return Group("fixtures", dest, tuple(labelled), "fixtures/manifest-*.toml")
 
 
-def honest_group(root: Path, log=print) -> Group | None:
-    """The honest corpus (benchmarks/honest_corpus.py), read from its manifest; built first when absent."""
+def _entry_folders(manifests: list[Path]) -> set[Path]:
+    """`hostile/<dir>` / `benign/<dir>` of every entry (a package or layout is copied whole)."""
+    out: set[Path] = set()
+    for manifest in manifests:
+        doc = tomllib.loads(manifest.read_text(encoding="utf-8"))
+        for kind in ("hostile", "benign"):
+            for entry in doc.get(kind, []):
+                parts = Path(entry["path"]).parts
+                out.add(Path(*parts[:2]))
+    return out
+
+
+def honest_group(root: Path, log=print, *, sample: int | None = None, corpus: Path | None = None,
+                 copy: bool = True) -> Group | None:
+    """The honest corpus (benchmarks/honest_corpus.py), read from its manifest; built first when absent.
+
+    `sample`: that many files, taken round-robin over the producers (each producer's files in path order) so
+    every producer is represented, plus their companions (external data, joblib `.npy` side files), copied to
+    `corpus/honest-sample-N` (the tools scan a folder)."""
     manifest = root / "manifest.json"
     if not manifest.exists():
         log(f"building the honest corpus in {root} (pip downloads from the registry; save calls)")
@@ -87,9 +121,54 @@ def honest_group(root: Path, log=print) -> Group | None:
         if r.returncode != 0 or not manifest.exists():
             return None
     doc = json.loads(manifest.read_text(encoding="utf-8"))
-    labelled = tuple(Labelled(root / e["path"], "honest", producer=e["producer"]) for e in doc["entries"]
-                     if (root / e["path"]).exists())
-    return Group("honest", root, labelled, f"{doc['producers']} producers, benchmarks/honest_corpus.py")
+    entries = [e for e in doc["entries"] if (root / e["path"]).exists()]
+    note = f"{doc['producers']} producers, benchmarks/honest_corpus.py"
+    if sample is None or sample >= len(entries):
+        labelled = tuple(Labelled(root / e["path"], "honest", producer=e["producer"]) for e in entries)
+        return Group("honest", root, labelled, note)
+    picked = _with_companions(_round_robin(entries, sample), entries)
+    dest = (corpus or root.parent) / f"honest-sample-{sample}"
+    if copy:
+        if dest.exists():
+            shutil.rmtree(dest)
+        for e in picked:
+            target = dest / e["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / e["path"], target)
+    labelled = tuple(Labelled(dest / e["path"], "honest", producer=e["producer"]) for e in picked)
+    producers = len({e["producer"] for e in picked})
+    return Group("honest", dest, labelled, f"a {len(picked)}-file sample of {len(entries)} "
+                 f"({producers} of {doc['producers']} producers), benchmarks/honest_corpus.py")
+
+
+def _with_companions(picked: list[dict], entries: list[dict]) -> list[dict]:
+    """Add the files a picked one loads with: same folder, name extending its name (`m.onnx` ->
+    `m.onnx.data`, `x.joblib` -> `x.joblib_01.npy`); without them a loader (and a scanner) sees a broken model."""
+    chosen = {e["path"] for e in picked}
+    out = list(picked)
+    for e in picked:
+        folder, _, name = e["path"].rpartition("/")
+        for other in entries:
+            o_folder, _, o_name = other["path"].rpartition("/")
+            if o_folder == folder and o_name != name and o_name.startswith(name) and other["path"] not in chosen:
+                chosen.add(other["path"])
+                out.append(other)
+    return out
+
+
+def _round_robin(entries: list[dict], n: int) -> list[dict]:
+    by: dict[str, list[dict]] = {}
+    for e in sorted(entries, key=lambda e: e["path"]):
+        by.setdefault(e["producer"], []).append(e)
+    queues = [by[p] for p in sorted(by)]
+    out: list[dict] = []
+    i = 0
+    while len(out) < n and any(queues):
+        q = queues[i % len(queues)]
+        if q:
+            out.append(q.pop(0))
+        i += 1
+    return out
 
 
 # -- large benign models ----------------------------------------------------------------------------------

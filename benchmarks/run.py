@@ -58,15 +58,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--corpus", type=Path, default=HERE / "corpus", help="where the corpus is generated")
     ap.add_argument("--out", type=Path, default=HERE / "out", help="where results are written")
     ap.add_argument("--fixtures", type=Path, default=corpus_mod.FIXTURES, help="the fixtures folder to copy")
+    ap.add_argument("--families", default="",
+                    help="comma-separated fixture families (manifest-<family>.toml) to copy and score; default all")
     ap.add_argument("--fixtures-limit", type=int, default=None, help="label only the first N hostile/benign")
     ap.add_argument("--honest-corpus", type=Path,
                     default=Path(os.environ.get("MODELSEAL_HONEST_CORPUS", HERE / "corpus" / "honest")),
                     help="the honest corpus (benchmarks/honest_corpus.py build --out DIR); built when absent")
+    ap.add_argument("--honest-sample", type=int, default=None,
+                    help="score only N honest files (round-robin over producers) instead of the whole corpus")
     ap.add_argument("--small-count", type=int, default=1000, help="files in the small-files group")
     ap.add_argument("--size-gb", type=float, default=2.0, help="size of each large model")
     ap.add_argument("--torch-python", default=_default_torch_python(),
                     help="interpreter with torch for the torch group (and onnx for the onnx group)")
     ap.add_argument("--timeout", type=float, default=1800.0, help="per tool and group, seconds")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="(tool, group) runs at once; >1 shortens a run on a busy machine, timings then share CPUs")
     ap.add_argument("--no-chart", action="store_true", help="skip the PNG chart")
     ap.add_argument("--report-only", action="store_true",
                     help="re-render results.md/png (and RESULTS.md with --update-results) from the last results.json")
@@ -93,13 +99,16 @@ def build_groups(args: argparse.Namespace, log) -> list[corpus_mod.Group]:
         t0 = time.perf_counter()
         if name == "fixtures":
             g = corpus_mod.fixtures_group(args.corpus, args.fixtures, limit=args.fixtures_limit,
-                                          copy=not getattr(args, "report_only", False))
+                                          copy=not getattr(args, "report_only", False),
+                                          families=tuple(f.strip() for f in getattr(args, "families", "").split(",")
+                                                         if f.strip()))
         elif name == "small":
             g = corpus_mod.small_files_group(args.corpus, args.small_count)
         elif name == "safetensors":
             g = corpus_mod.safetensors_group(args.corpus, size)
         elif name == "honest":
-            hg = corpus_mod.honest_group(args.honest_corpus, log)
+            hg = corpus_mod.honest_group(args.honest_corpus, log, sample=getattr(args, "honest_sample", None),
+                                         corpus=args.corpus, copy=not getattr(args, "report_only", False))
             if hg is None:
                 log("skipping the honest group: the corpus could not be built")
                 continue
@@ -129,39 +138,51 @@ def _has_module(python: str, module: str) -> bool:
 
 def run_all(tools: list[tools_mod.Tool], groups: list[corpus_mod.Group], args: argparse.Namespace,
             log) -> list[RunResult]:
+    """Every tool on every group. With --jobs N, N (tool, group) runs at once: each is still measured on its
+    own process tree (wall time, wait4 peak RSS), but they share the CPUs."""
     env = tools_mod.tool_env(args.out / "peers-home")
-    results: list[RunResult] = []
-    for g in groups:
-        files = [x.path for x in g.labelled]
-        for t in tools:
-            out_file = args.out / "raw" / f"{t.name}-{g.name}.json"
-            out_file.parent.mkdir(parents=True, exist_ok=True)
-            out_file.unlink(missing_ok=True)
-            m = run_measured(t.command(g.root, out_file), env=env, timeout=args.timeout,
-                             workdir=args.out / "raw")
-            (args.out / "raw" / f"{t.name}-{g.name}.stdout").write_text(m.stdout, encoding="utf-8")
-            (args.out / "raw" / f"{t.name}-{g.name}.stderr").write_text(m.stderr[-200_000:], encoding="utf-8")
-            r = RunResult(t.name, g.name, m.returncode, m.wall_s, m.peak_rss_mb, m.timed_out)
-            try:
-                if not t.complete(m.stdout, m.stderr, out_file):
-                    tail = (m.stderr.strip() or m.stdout.strip()).splitlines()[-1:] or ["no output"]
-                    raise RuntimeError(f"report incomplete (exit {m.returncode}): {tail[0][:200]}")
-                statuses = t.parse(m.stdout, out_file, g.root, files)
-                r.statuses = {str(p): statuses.get(p, tools_mod.CLEAN) for p in files}
-            except Exception as e:  # noqa: BLE001 - a peer's odd output is a result, not a crash
-                r.parse_error = f"{type(e).__name__}: {e}"[:300]
-                if len(files) > 1 and not m.timed_out:
-                    # one bad file aborted the whole run: score the tool file by file instead
-                    log(f"  {t.name:<11} {g.name:<15} folder run gave no usable output ({r.parse_error[:80]}); "
-                        "running per file")
-                    _per_file(t, files, r, env, args)
-                else:
-                    r.statuses = {str(p): tools_mod.ERROR for p in files}
-            log(f"  {t.name:<11} {g.name:<15} rc={m.returncode:<3} {r.wall_s:8.2f}s {r.peak_rss_mb:8.1f} MB"
-                + (" TIMEOUT" if m.timed_out else "") + (" (per file)" if r.mode == "per-file" else "")
-                + (f" folder run: {r.parse_error[:120]}" if r.parse_error else ""))
-            results.append(r)
-    return results
+    pairs = [(g, t) for g in groups for t in tools]
+    jobs = max(1, getattr(args, "jobs", 1))
+    if jobs == 1:
+        return [_run_one(t, g, args, env, log) for g, t in pairs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the slowest tools first, so the pool's tail is short
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i][1].name == "modelseal")
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {i: pool.submit(_run_one, pairs[i][1], pairs[i][0], args, env, log) for i in order}
+        return [futures[i].result() for i in range(len(pairs))]
+
+
+def _run_one(t: tools_mod.Tool, g: corpus_mod.Group, args: argparse.Namespace, env: dict[str, str],
+             log) -> RunResult:
+    files = [x.path for x in g.labelled]
+    out_file = args.out / "raw" / f"{t.name}-{g.name}.json"
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.unlink(missing_ok=True)
+    m = run_measured(t.command(g.root, out_file), env=env, timeout=args.timeout, workdir=args.out / "raw")
+    (args.out / "raw" / f"{t.name}-{g.name}.stdout").write_text(m.stdout, encoding="utf-8")
+    (args.out / "raw" / f"{t.name}-{g.name}.stderr").write_text(m.stderr[-200_000:], encoding="utf-8")
+    r = RunResult(t.name, g.name, m.returncode, m.wall_s, m.peak_rss_mb, m.timed_out)
+    try:
+        if not t.complete(m.stdout, m.stderr, out_file):
+            tail = (m.stderr.strip() or m.stdout.strip()).splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"report incomplete (exit {m.returncode}): {tail[0][:200]}")
+        statuses = t.parse(m.stdout, out_file, g.root, files)
+        r.statuses = {str(p): statuses.get(p, tools_mod.CLEAN) for p in files}
+    except Exception as e:  # noqa: BLE001 - a peer's odd output is a result, not a crash
+        r.parse_error = f"{type(e).__name__}: {e}"[:300]
+        if len(files) > 1 and not m.timed_out:
+            # one bad file aborted the whole run: score the tool file by file instead
+            log(f"  {t.name:<11} {g.name:<15} folder run gave no usable output ({r.parse_error[:80]}); "
+                "running per file")
+            _per_file(t, files, r, env, args)
+        else:
+            r.statuses = {str(p): tools_mod.ERROR for p in files}
+    log(f"  {t.name:<11} {g.name:<15} rc={m.returncode:<3} {r.wall_s:8.2f}s {r.peak_rss_mb:8.1f} MB"
+        + (" TIMEOUT" if m.timed_out else "") + (" (per file)" if r.mode == "per-file" else "")
+        + (f" folder run: {r.parse_error[:120]}" if r.parse_error else ""))
+    return r
 
 
 def _per_file(t: tools_mod.Tool, files: list[Path], r: RunResult, env: dict[str, str],
@@ -274,6 +295,13 @@ def render_markdown(summary: dict[str, dict[str, object]], groups: list[corpus_m
                   "| threat | files | " + " | ".join(tools) + " |", "|---|---|" + "---|" * len(tools)]
         for threat, (n, counts) in sorted(by_threat.items()):
             lines.append(f"| {threat} | {n} | " + " | ".join(f"{counts.get(t, 0)}/{n}" for t in tools) + " |")
+    by_family = _family_matrix(results, groups, tools)
+    if by_family:
+        lines += ["", "## Fixtures by format family (the manifest that lists them)", "",
+                  "Each cell: hostile detected / hostile, then benign flagged / benign.", "",
+                  "| family | " + " | ".join(tools) + " |", "|---|" + "---|" * len(tools)]
+        for fam, cells in sorted(by_family.items()):
+            lines.append(f"| {fam} | " + " | ".join(cells[t] for t in tools) + " |")
     for t, s in summary.items():
         missed = s["hostile_missed"]
         flagged = s["benign_flagged"]
@@ -329,6 +357,23 @@ def _threat_matrix(results: list[RunResult], groups: list[corpus_mod.Group],
     return matrix
 
 
+def _family_matrix(results: list[RunResult], groups: list[corpus_mod.Group],
+                   tools: list[str]) -> dict[str, dict[str, str]]:
+    labels = {str(x.path): x for g in groups for x in g.labelled if x.family}
+    counts: dict[str, dict[str, list[int]]] = {}  # family -> tool -> [detected, hostile, flagged, benign]
+    for lab in labels.values():
+        for t in tools:
+            c = counts.setdefault(lab.family, {}).setdefault(t, [0, 0, 0, 0])
+            c[1 if lab.kind == "hostile" else 3] += 1
+    for r in results:
+        for p, st in r.statuses.items():
+            lab = labels.get(p)
+            if lab is not None and st == tools_mod.DETECTED and r.tool in counts[lab.family]:
+                counts[lab.family][r.tool][0 if lab.kind == "hostile" else 2] += 1
+    return {fam: {t: (f"{c[0]}/{c[1]}" if c[1] else "–") + " · " + (f"{c[2]}/{c[3]}" if c[3] else "–")
+                  for t, c in per.items()} for fam, per in counts.items()}
+
+
 def draw_chart(results_json: Path, png: Path, log) -> bool:
     """matplotlib lives in the peers venv (or wherever it is installed); drawing runs there."""
     candidates = [tools_mod.peers_bin("python"), Path(sys.executable)]
@@ -364,7 +409,9 @@ def target_lines(summary: dict[str, dict[str, object]]) -> list[str]:
 
 NOTES = [
     "Notes: the labelled fixtures were written against modelseal's threat list (pickle, torch containers, "
-    "NumPy/joblib, Keras/HDF5, ONNX, safetensors, GGUF, archives); picklescan and modelscan only look at "
+    "NumPy/joblib, Keras/HDF5, ONNX, safetensors, GGUF, archives, and the issue-13 families: TF SavedModel/"
+    "GraphDef, TFLite, torch.export `.pt2`, PaddlePaddle, NeMo, dill/cloudpickle, Core ML, PMML, ExecuTorch "
+    "`.pte`; per-family counts below the summary in comparison.md); picklescan and modelscan only look at "
     "pickle-based formats, so every other class counts as missed for them. picklescan and modelscan abort the "
     "whole folder run on one hostile fixture (a 7z header, a corrupt deflate stream), so on `fixtures` they "
     "were re-run once per file and their time there includes a process start per file. ModelAudit's "

@@ -46,6 +46,7 @@ ANALYZERS: dict[str, str] = {
     "msgpack": "scanner.formats.flax.checkpoint",
     "mxnet-params": "scanner.formats.mxnet.params",
     "mxnet-symbol": "scanner.formats.mxnet.symbol",
+    "executorch": "scanner.formats.executorch.program",
 }
 def analyzer_for(fmt: str) -> Callable[[Source, ScanContext], Iterable[Finding]] | None:
     module = ANALYZERS.get(fmt)
@@ -100,6 +101,10 @@ def _refine(src: Source, fmt: str) -> str:
 
         if is_tflite(src.head(8), src.size):
             return "tflite"
+        from scanner.formats.executorch.program import is_pte
+
+        if is_pte(src.head(8), src.size):
+            return "executorch"
     return fmt
 
 

@@ -86,7 +86,8 @@ TRIAL_BYTES = 1 << 16
 def alternate_formats(src: Source, primary: str) -> list[str]:
     """Other formats some supported loader takes the same bytes for, read from byte 0: joblib's compressor
     prefixes (tested before anything else), tar by header checksum (torch.load tries `tarfile` first), HDF5
-    by its signature at 0 or any power of two >= 512 (H5FD_locate_signature). The engine scans each as a
+    by its signature at 0 or any power of two >= 512 (H5FD_locate_signature), an ExecuTorch identifier at
+    4..8 (Program::load checks nothing else). The engine scans each as a
     polyglot; `primary` is what sniff() returned."""
     out: list[str] = []
     head = src.head(TAR_BLOCK)
@@ -97,6 +98,11 @@ def alternate_formats(src: Source, primary: str) -> list[str]:
         out.append("tar")
     if primary not in ("hdf5", "zip") and (head.startswith(HDF5_MAGIC) or _hdf5_userblock(src)):
         out.append("hdf5")
+    if primary not in ("executorch", "data"):
+        from scanner.formats.executorch.program import is_pte
+
+        if is_pte(head, src.size):  # the runtime reads the identifier at 4..8, whatever bytes 0..4 are
+            out.append("executorch")
     return out
 
 

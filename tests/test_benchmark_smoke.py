@@ -46,7 +46,7 @@ def test_smoke_run_modelseal_only(bench, tmp_path: Path, capsys: pytest.CaptureF
     out = tmp_path / "out"
     code = bench.main(["--tools", "modelseal,picklescan,modelscan,modelaudit", "--groups",
                        "fixtures,small,safetensors", "--fixtures", str(fixtures), "--corpus", str(tmp_path / "corpus"),
-                       "--out", str(out), "--small-count", "8", "--size-gb", "0.001", "--no-chart"])
+                       "--out", str(out), "--small-count", "8", "--size-gb", "0.001", "--no-chart", "--jobs", "2"])
     assert code == 0
     log = capsys.readouterr().out
     for peer in ("picklescan", "modelscan", "modelaudit"):
@@ -69,6 +69,35 @@ def test_smoke_run_modelseal_only(bench, tmp_path: Path, capsys: pytest.CaptureF
     md = (out / "results.md").read_text()
     assert "| modelseal |" in md and "| 1/1 | 0 | 0/10 |" in md
     assert "| P01 | 1 | 1/1 |" in md
+    assert "| smoke | 1/1 · 0/1 |" in md  # per format family (the manifest's name)
+
+
+def test_honest_sample_takes_every_producer_in_turn(bench, tmp_path: Path) -> None:
+    import bench_corpus
+
+    root = tmp_path / "honest"
+    entries = []
+    for prod in ("a==1", "b==2", "c==3"):
+        for i in range(3):
+            rel = f"pkg/{prod}/f{i}.json"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text("{}")
+            entries.append({"path": rel, "producer": prod})
+    (root / "pkg/a==1/f0.json.data").write_text("companion")
+    entries.append({"path": "pkg/a==1/f0.json.data", "producer": "a==1"})  # sorts last for its producer
+    (root / "manifest.json").write_text(json.dumps({"producers": 3, "entries": entries}))
+    g = bench_corpus.honest_group(root, sample=3, corpus=tmp_path / "corpus")
+    assert g is not None and g.root == tmp_path / "corpus" / "honest-sample-3"
+    # one per producer in turn, then f0.json's companion, or the sampled model would be broken
+    assert [(x.producer, x.path.name) for x in g.labelled] == [
+        ("a==1", "f0.json"), ("b==2", "f0.json"), ("c==3", "f0.json"), ("a==1", "f0.json.data")]
+    assert all(x.path.exists() and x.path.is_relative_to(g.root) for x in g.labelled)
+    assert len([p for p in g.root.rglob("*") if p.is_file()]) == 4
+    g = bench_corpus.honest_group(root, sample=5, corpus=tmp_path / "corpus")
+    # a's queue is f0.json, f0.json.data, ...: the companion is a's second pick, b's second comes next
+    assert [(x.producer, x.path.name) for x in g.labelled][3:] == [("a==1", "f0.json.data"), ("b==2", "f1.json")]
+    whole = bench_corpus.honest_group(root, sample=None)
+    assert whole is not None and whole.root == root and len(whole.labelled) == 10
 
 
 def test_parsers_map_peer_outputs_to_files(bench, tmp_path: Path) -> None:
@@ -105,3 +134,20 @@ def test_measure_reports_exit_code_and_memory(bench) -> None:
                                     "raise SystemExit(3)"])
     assert m.returncode == 3 and not m.timed_out
     assert m.peak_rss_mb >= 40
+
+
+def test_families_copy_and_label_only_their_manifests(bench, tmp_path: Path) -> None:
+    import bench_corpus
+
+    fixtures = tmp_path / "fixtures"
+    _tiny_fixtures(fixtures)
+    (fixtures / "benign" / "other").mkdir(parents=True)
+    (fixtures / "benign" / "other" / "x.json").write_text("{}")
+    (fixtures / "manifest-other.toml").write_text('[[benign]]\npath = "benign/other/x.json"\n')
+    g = bench_corpus.fixtures_group(tmp_path / "corpus", fixtures, families=("other",))
+    assert [x.path.name for x in g.labelled] == ["x.json"] and g.labelled[0].family == "other"
+    assert not (g.root / "hostile").exists() and not (g.root / "benign" / "plain").exists()
+    whole = bench_corpus.fixtures_group(tmp_path / "corpus", fixtures)
+    assert {x.family for x in whole.labelled} == {"smoke", "other"}
+    with pytest.raises(SystemExit):
+        bench_corpus.fixtures_group(tmp_path / "corpus", fixtures, families=("nope",))
