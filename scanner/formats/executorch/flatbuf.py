@@ -7,8 +7,8 @@ element limit; strings are cut at a length limit. Anything out of bounds raises 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
+from scanner.record import record
 from scanner.source import Source
 
 MAX_STRING = 1024
@@ -18,7 +18,7 @@ class FlatbufferError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Reader:
     src: Source
     end: int  # the flatbuffer's end (the extended header's program_size, else the file size)

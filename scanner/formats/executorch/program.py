@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from scanner.findings import Finding, Severity
 from scanner.formats.executorch.flatbuf import FlatbufferError, Reader
+from scanner.record import field, record
 from scanner.source import Source
 
 IDENTIFIER = b"ET12"
@@ -50,14 +50,14 @@ def is_pte(head: bytes, size: int) -> bool:
     return 8 <= root < size and root % 4 == 0
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Header:
     program_size: int
     segment_base_offset: int
     segment_data_size: int
 
 
-@dataclass
+@record
 class Program:
     header: Header | None
     operators: list[tuple[str, str, str]] = field(default_factory=list)   # (plan, name, overload)
