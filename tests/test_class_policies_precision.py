@@ -241,3 +241,151 @@ def test_vendored_joblib_wrapper_is_allowed_but_its_loader_is_not() -> None:
     c = Classifier(load_ruleset(), Policy())
     assert c.classify("sklearn.externals.joblib.numpy_pickle.NumpyArrayWrapper").status == "allow"
     assert c.classify("sklearn.externals.joblib.numpy_pickle.NumpyUnpickler").status == "deny"
+
+
+def test_a_finalizer_acting_on_pickled_state_is_judged_with_reconstruction() -> None:
+    an = _analyzer({
+        "lib/__init__.py": "",
+        "lib/res.py": """
+            import os
+            import tempfile
+
+            class FileResource:
+                def __setstate__(self, state):
+                    self.__dict__.update(state)
+                def __del__(self):
+                    if self.auto:
+                        os.unlink(self.name)
+
+            class Closes:
+                def __setstate__(self, state):
+                    self.__dict__.update(state)
+                def __del__(self):
+                    self.handle.close()
+        """,
+    })
+    v = an.construct("lib.res.FileResource")
+    assert v.level == SINK and "__del__" in v.reason() and "os.unlink" in v.reason()
+    assert an.construct("lib.res.Closes").level == SAFE
+
+
+def test_a_module_forwarding_names_through_pep562_getattr_is_followed() -> None:
+    an = _analyzer({
+        "sk/__init__.py": "",
+        "sk/svm/__init__.py": "",
+        "sk/svm/_classes.py": """
+            import os
+
+            class LinearSVC:
+                def __setstate__(self, state):
+                    self.__dict__.update(state)
+
+            class Bad:
+                def __setstate__(self, state):
+                    os.system(state)
+        """,
+        "sk/svm/classes.py": """
+            from . import _classes
+
+            def __getattr__(name):
+                return getattr(_classes, name)
+        """,
+    })
+    assert an.canonical("sk.svm.classes.LinearSVC") == "sk.svm._classes.LinearSVC"
+    assert an.construct(an.canonical("sk.svm.classes.LinearSVC")).level == SAFE
+    assert an.construct(an.canonical("sk.svm.classes.Bad")).level == SINK
+
+
+def test_committed_policies_keep_real_library_gadgets_and_cover_old_names() -> None:
+    """Real classes whose reconstruction reaches a sink stay denied; names of old releases are judged."""
+    out = real_rules() / "generated" / "class-policies"
+
+    def lib(name: str) -> dict:
+        return json.loads((out / f"{name}.json").read_text())
+
+    crf = lib("sklearn-crfsuite")
+    # __setstate__ writes the pickled bytes to mkstemp(suffix, prefix) with prefix / suffix from the state
+    # (a '../' prefix leaves the temp dir); __del__ unlinks the path the state names
+    assert crf["names"]["sklearn_crfsuite._fileresource.FileResource"][1] == "x"
+    gensim = lib("gensim")
+    assert gensim["names"]["gensim.models.wrappers.ldavowpalwabbit.LdaVowpalWabbit"][1] == "x"  # rmtree in __del__
+    assert gensim["names"]["gensim.models.doc2vec.DocvecsArray"] == "Css"
+    assert gensim["ranges"]["gensim.models.doc2vec.DocvecsArray"][-1].startswith("3.")
+    assert gensim["names"]["gensim.models.tfidfmodel.smartirs_normalize"] == "Fs"
+    sk = lib("scikit-learn")
+    assert sk["names"]["sklearn.svm.classes.LinearSVC"][:2] == "Cs"
+    assert sk["ranges"]["sklearn.svm.classes.LinearSVC"][-1].startswith("0.")
+    scipy = lib("scipy")
+    assert scipy["names"]["scipy.stats._continuous_distns.norm_gen"][1] == "x"  # execs its pickled template
+
+
+def test_methods_of_locally_built_objects_and_formula_evaluation() -> None:
+    """statsmodels ModelData.__setstate__ hands the pickled formula to FormulaManager().get_matrices, which
+    evaluates it with patsy / formulaic (Python expressions): a method of a class built in the function is
+    followed, and formula evaluation is a sink."""
+    an = _analyzer({
+        "sm/__init__.py": "",
+        "sm/manager.py": """
+            import patsy
+
+            class FormulaManager:
+                def get_matrices(self, formula, data, eval_env=0):
+                    return patsy.dmatrices(formula, data, eval_env=eval_env)
+
+                def describe(self, formula):
+                    return str(formula)
+        """,
+        "sm/data.py": """
+            from sm.manager import FormulaManager
+
+            class ModelData:
+                def __setstate__(self, d):
+                    mgr = FormulaManager()
+                    mgr.get_matrices(d["formula"], d["frame"], eval_env=2)
+                    self.__dict__.update(d)
+
+            class Describes:
+                def __setstate__(self, d):
+                    mgr = FormulaManager()
+                    self.text = mgr.describe(d["formula"])
+        """,
+    })
+    v = an.construct("sm.data.ModelData")
+    assert v.level == SINK and "patsy.dmatrices" in v.reason() and "FormulaManager.get_matrices" in v.reason()
+    assert an.construct("sm.data.Describes").level == SAFE
+
+
+def test_constant_names_pass_through_helpers_and_namedtuples_are_plain_tuples(tmp_path: Path) -> None:
+    an = _analyzer({
+        "np_/__init__.py": "",
+        "np_/core.py": """
+            def _wrapit(obj, method, *args):
+                return getattr(obj.view(), method)(*args)
+
+            def _wrapfunc(obj, method, *args):
+                bound = getattr(obj, method, None)
+                if bound is None:
+                    return _wrapit(obj, method, *args)
+                return bound(*args)
+
+            def swapaxes(a, i, j):
+                return _wrapfunc(a, "swapaxes", i, j)
+
+            def by_name(a, name):
+                return _wrapfunc(a, name)
+        """,
+    })
+    assert an.judge_function("np_.core.swapaxes").level == SAFE
+    assert an.judge_function("np_.core.by_name").level == SINK
+    wheels = tmp_path / "w"
+    wheels.mkdir()
+    _wheel(wheels, "morf", "2.0", {"morf/__init__.py": "", "morf/baseline.py": """
+        import collections
+
+        ConstrNode = collections.namedtuple('ConstrNode', ['rcount', 'count', 'splitloc'])
+        NotAType = dict(a=1)
+    """})
+    out = tmp_path / "out"
+    assert gen.main(["--wheels", str(wheels), "--out", str(out)]) == 0
+    names = json.loads((out / "morf.json").read_text())["names"]
+    assert names["morf.baseline.ConstrNode"] == "Css" and "morf.baseline.NotAType" not in names

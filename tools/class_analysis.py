@@ -5,6 +5,7 @@ Used by tools/gen_class_policies.py. What the unpickler runs (CPython Lib/pickle
 - NEWOBJ / NEWOBJ_EX / copyreg.__newobj__ / _reconstructor's class: `cls.__new__(cls, *args)` only;
 - BUILD: `getattr(inst, "__setstate__")` (a class `__getattr__` runs when there is none), then either
   `__setstate__(state)` or an update of `inst.__dict__` plus `setattr` for slot state (`__setattr__`);
+- later, `__del__` when the rebuilt object is collected (it acts on the pickled state);
 - REDUCE / INST / OBJ of a class: `type.__call__`, i.e. `__new__` then `__init__` (and a dataclass'
   `__post_init__`), or the metaclass' own `__call__`.
 """
@@ -53,6 +54,13 @@ SINKS: dict[str, str] = {
     "logging.config": "code execution", "jinja2": "template execution", "inspect.getsource": "file IO",
     "sys.settrace": "interpreter state", "sys.setprofile": "interpreter state", "atexit": "interpreter state",
     "signal": "interpreter state", "setuptools": "process", "pip": "process",
+    # model formulas are Python expressions evaluated in a captured namespace (patsy EvalFactor, formulaic)
+    "patsy.dmatrix": "formula evaluation (eval)", "patsy.dmatrices": "formula evaluation (eval)",
+    "patsy.highlevel": "formula evaluation (eval)", "patsy.eval": "formula evaluation (eval)",
+    "patsy.build": "formula evaluation (eval)", "patsy.incr_dbuilder": "formula evaluation (eval)",
+    "patsy.incr_dbuilders": "formula evaluation (eval)", "formulaic.model_matrix": "formula evaluation (eval)",
+    "formulaic.Formula": "formula evaluation (eval)", "formulaic.formula": "formula evaluation (eval)",
+    "formulaic.model_spec": "formula evaluation (eval)", "formulaic.ModelSpec": "formula evaluation (eval)",
 }
 # names under a sink prefix that only compute on strings or read process state
 SINK_EXCEPTIONS = frozenset({
@@ -112,7 +120,7 @@ SAFE_EXTERNAL_BASES = frozenset({
     "threading.local", "_thread._local",  # per-thread attribute storage, C __new__
 })
 SAFE_METACLASSES = frozenset({"abc.ABCMeta", "builtins.type", "enum.EnumMeta", "enum.EnumType"})
-HOOKS = ("__new__", "__setstate__", "__getattr__", "__setattr__", "__init__", "__post_init__")
+HOOKS = ("__new__", "__setstate__", "__getattr__", "__setattr__", "__del__", "__init__", "__post_init__")
 
 
 class ModuleSource:
@@ -334,10 +342,29 @@ class Analyzer:
             target = self._star_names(mod.name).get(head) if mod.stars else None
             if target is not None and target != fq:
                 return self.lookup(".".join([target, *tail]), depth + 1, seen)
+            fwd = self.forwards_to(mod)
+            if fwd is not None and f"{fwd}.{head}" != fq:
+                return self.lookup(".".join([fwd, head, *tail]), depth + 1, seen)
             if f"{mod.name}.{head}" in self.modules:
                 continue
             return "missing", fq, None
         return "missing", fq, None
+
+    def forwards_to(self, mod: Module) -> str | None:
+        """The module a PEP 562 module `__getattr__` forwards every name to (`def __getattr__(name): return
+        getattr(_classes, name)`: scikit-learn 0.22's deprecated `sklearn.svm.classes`), or None."""
+        f = mod.funcs.get("__getattr__")
+        if f is None or not f.args.args:
+            return None
+        body = [b for b in f.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
+        if len(body) != 1 or not isinstance(body[0], ast.Return):
+            return None
+        r = body[0].value
+        if not (isinstance(r, ast.Call) and isinstance(r.func, ast.Name) and r.func.id == "getattr"
+                and len(r.args) == 2 and isinstance(r.args[1], ast.Name) and r.args[1].id == f.args.args[0].arg):
+            return None
+        target = self.resolve_expr(r.args[0], mod, frozenset())
+        return target if target and target in self.modules and target != mod.name else None
 
     def _star_names(self, name: str, busy: frozenset[str] = frozenset()) -> dict[str, str]:
         """{public name: where it comes from} for what `from X import *` brings into module `name`."""
@@ -487,7 +514,9 @@ class Analyzer:
         __setstate__, __setattr__ for slot state)."""
         if cls in self.trusted:  # hand-reviewed (an alias old pickles name resolves to the same class)
             return Verdict(SAFE)
-        new = self.hook(cls, "__new__", "__new__")
+        # the finalizer runs on the pickled state too, whenever the object is collected (sklearn-crfsuite's
+        # FileResource unlinks the path its state names)
+        new = worst([self.hook(cls, "__new__", "__new__"), self.hook(cls, "__del__", "__del__")])
         if self.find(cls, "__setstate__") is not None:
             # found by ordinary lookup: __getattr__ is never asked; its body's own assignments reach __setattr__
             return worst([new, self.hook(cls, "__setstate__", "__setstate__")])
@@ -572,6 +601,7 @@ class Analyzer:
                          mod.classes, mod.assigns)
         local = (frozenset(params) | _assigned(nodes, node)) - imports.keys()
         fn = _FnInfo(node, nodes, consts)
+        fn.types = self._local_types(nodes, mod, local)
         if wrapper:
             fn.wrapped = _wrapped_names(nodes)
         out: list[Verdict] = [self._decorators(node, mod, local, trail, depth)]
@@ -600,13 +630,20 @@ class Analyzer:
         if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Call) and isinstance(f.value.func, ast.Name)
                 and f.value.func.id == "super" and cls):
             m = self.find(cls, f.attr, after=owner)
-            return self._method(m, f.attr, cls, trail, depth, c)
+            return self._method(m, f.attr, cls, trail, depth, c, fn)
         # self.m(...) / cls.m(...) / type(self).m(...)
         if isinstance(f, ast.Attribute) and cls and isinstance(f.value, ast.Name) and f.value.id == me:
             m = self.find(cls, f.attr)
             if m is None:
                 return Verdict(UNKNOWN, (*trail, f"self.{f.attr}() (a value held by the instance)"))
-            return self._method(m, f.attr, cls, trail, depth, c)
+            return self._method(m, f.attr, cls, trail, depth, c, fn)
+        if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and fn is not None
+                and f.value.id in fn.types):
+            # mgr = FormulaManager(); mgr.get_matrices(...): a method of a class built right here
+            typ = fn.types[f.value.id]
+            m = self.find(typ, f.attr)
+            if m is not None:
+                return self._method(m, f.attr, typ, trail, depth, c, fn)
         if isinstance(f, ast.Name) and f.id == me and cls:  # cls(...) in a classmethod
             return self.call_class(cls, depth + 1, trail)
         if isinstance(f, ast.Name) and f.id in ("getattr", "setattr") and f.id not in local and f.id not in mod.funcs:
@@ -626,7 +663,26 @@ class Analyzer:
                 # `transpose = a.transpose; transpose(order)`: a method of a value, judged by its name
                 return worst(_value_method(n, trail) for n in fn.bound_methods[f.id])
             return Verdict(UNKNOWN, (*trail, f"calls a value ({ast.unparse(f)[:60]})"))
-        return self.call_name(fq, trail, depth, c)
+        return self.call_name(fq, trail, depth, c, fn)
+
+    def _local_types(self, nodes: list[ast.AST], mod: Module, local: frozenset[str]) -> dict[str, str]:
+        """Locals bound once, to an instance of a class of the analyzed source: {local: class}."""
+        stores: dict[str, int] = {}
+        for sub in nodes:
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                stores[sub.id] = stores.get(sub.id, 0) + 1
+        out: dict[str, str] = {}
+        for sub in nodes:
+            if (isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name)
+                    and stores.get(sub.targets[0].id) == 1 and isinstance(sub.value, ast.Call)
+                    and isinstance(sub.value.func, (ast.Name, ast.Attribute))):
+                fq = self.resolve_expr(sub.value.func, mod, local)
+                if fq is None:
+                    continue
+                kind, target, _ = self.lookup(fq)
+                if kind == "class" and isinstance(target, str):
+                    out[sub.targets[0].id] = target
+        return out
 
     def _decorators(self, node: ast.FunctionDef | ast.AsyncFunctionDef, mod: Module, local: frozenset[str],
                     trail: tuple[str, ...], depth: int) -> Verdict:
@@ -649,7 +705,7 @@ class Analyzer:
         return worst(out)
 
     def _method(self, m: object, name: str, cls: str, trail: tuple[str, ...], depth: int,
-                call: ast.Call | None = None) -> Verdict:
+                call: ast.Call | None = None, fn: _FnInfo | None = None) -> Verdict:
         if m is None:
             return Verdict(SAFE)
         if isinstance(m, str):
@@ -660,9 +716,10 @@ class Analyzer:
         if self.trusted.get(owner) == "call" or (self.trusted.get(owner) == "construct" and name != "__init__"):
             return Verdict(SAFE)
         return self.function(node, mod, cls, owner, (*trail, f"{owner.rsplit('.', 1)[-1]}.{name}"), depth + 1,
-                             _const_args(node, call, bound=True))
+                             _const_args(node, call, bound=True, known=fn.consts if fn else None))
 
-    def call_name(self, fq: str, trail: tuple[str, ...], depth: int, call: ast.Call | None = None) -> Verdict:
+    def call_name(self, fq: str, trail: tuple[str, ...], depth: int, call: ast.Call | None = None,
+                  fn: _FnInfo | None = None) -> Verdict:
         what = _sink(fq)
         if what is not None:
             return Verdict(SINK, (*trail, f"{fq} ({what})"))
@@ -670,7 +727,8 @@ class Analyzer:
         if kind == "func" and mod is not None:
             owner = None
             return self.function(node, mod, None, owner, (*trail, fq), depth + 1,  # type: ignore[arg-type]
-                                 _const_args(node, call, bound=False))  # type: ignore[arg-type]
+                                 _const_args(node, call, bound=False,  # type: ignore[arg-type]
+                                             known=fn.consts if fn else None))
         if kind == "class":
             name = str(node)
             what = _sink(name)
@@ -741,6 +799,7 @@ class _FnInfo:
     def __init__(self, node: ast.AST, nodes: list[ast.AST], consts: dict[str, str]) -> None:
         self.consts = consts
         self.wrapped: frozenset[str] = frozenset()
+        self.types: dict[str, str] = {}  # locals holding an instance of a known class
         self.parent: dict[int, ast.AST] = {}
         self.called: set[str] = set()      # local names called, returned or handed to a call
         self.loops: dict[str, tuple[str, ...]] = {}
@@ -858,8 +917,15 @@ def _getattr_verdict(c: ast.Call, fn: _FnInfo, trail: tuple[str, ...]) -> Verdic
 
 
 def _const_args(node: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call | None,
-                bound: bool) -> tuple[tuple[str, str], ...]:
-    """Parameters of `node` that `call` binds to constant strings (bound: a method, self not passed)."""
+                bound: bool, known: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """Parameters of `node` that `call` binds to constant strings (bound: a method, self not passed);
+    `known`: the caller's own parameters known to be constants (passed on: _wrapfunc -> _wrapit)."""
+    known = known or {}
+
+    def const(e: ast.expr) -> str | None:
+        if isinstance(e, ast.Constant) and isinstance(e.value, str):
+            return e.value
+        return known.get(e.id) if isinstance(e, ast.Name) else None
     if call is None:
         return ()
     a = node.args
@@ -871,11 +937,13 @@ def _const_args(node: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call | N
     for i, arg in enumerate(call.args):
         if isinstance(arg, ast.Starred):
             break
-        if i < len(positional) and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-            out[positional[i]] = arg.value
+        v = const(arg)
+        if i < len(positional) and v is not None:
+            out[positional[i]] = v
     for k in call.keywords:
-        if k.arg in names and isinstance(k.value, ast.Constant) and isinstance(k.value.value, str):
-            out[k.arg] = k.value.value
+        v = const(k.value) if k.arg in names else None
+        if v is not None:
+            out[k.arg] = v  # type: ignore[index]
     return tuple(sorted(out.items()))
 
 

@@ -130,6 +130,12 @@ def judge_library(an: Analyzer, sources: ModuleSource, modules: list[str]) -> di
         aliases += [(a, t) for a, t in mod.imports.items()
                     if a not in mod.classes and "." in t and (sources.get(t.rpartition(".")[0]) or mod).lib == lib
                     and t.rpartition(".")[0] in sources]
+        # a module whose PEP 562 __getattr__ forwards every name (sklearn 0.22's deprecated `sklearn.svm.classes`)
+        fwd = an.forwards_to(mod)
+        target_mod = sources.get(fwd) if fwd else None
+        if target_mod is not None:
+            aliases += [(c, f"{fwd}.{c}") for c in (*target_mod.classes, *target_mod.imports, *target_mod.assigns)
+                        if c not in mod.classes and not c.startswith("__")]
         for alias, target in aliases:
             # `Vocab = CompatVocab`: old pickles name the alias, find_class resolves it to the class
             if target is None:
@@ -144,6 +150,12 @@ def judge_library(an: Analyzer, sources: ModuleSource, modules: list[str]) -> di
                 c = k = Verdict("u", ("analysis too deep",))
             why = c.reason() if c.level != SAFE else k.reason()
             out[f"{name}.{alias}"] = ("C" + c.level + k.level, f"alias of {target}: {why}" if why else "", "")
+        # `ConstrNode = namedtuple('ConstrNode', [...])`: a tuple subclass, rebuilt by tuple.__new__ (no hooks)
+        for aname, value in mod.assigns.items():
+            if (isinstance(value, ast.Call) and isinstance(value.func, (ast.Name, ast.Attribute))
+                    and an.resolve_expr(value.func, mod, frozenset()) in ("collections.namedtuple",
+                                                                          "typing.NamedTuple")):
+                out.setdefault(f"{name}.{aname}", ("Css", "", ""))
         for fname in list(mod.funcs):
             fq = f"{name}.{fname}"
             try:
