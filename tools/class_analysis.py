@@ -118,6 +118,10 @@ SAFE_EXTERNAL_BASES = frozenset({
     "numbers.Integral", "typing.Mapping", "typing.Sequence", "typing.Iterable", "typing.Callable",
     "typing.Dict", "typing.List", "typing.Tuple", "typing.Optional", "typing.Union",
     "threading.local", "_thread._local",  # per-thread attribute storage, C __new__
+    # the collections.abc ABCs under their pre-3.10 `collections.X` names (gensim 3.x Dictionary(Mapping))
+    "collections.Mapping", "collections.MutableMapping", "collections.Sequence", "collections.MutableSequence",
+    "collections.Iterable", "collections.Iterator", "collections.Set", "collections.MutableSet",
+    "collections.Sized", "collections.Container", "collections.Hashable", "collections.Callable",
 })
 SAFE_METACLASSES = frozenset({"abc.ABCMeta", "builtins.type", "enum.EnumMeta", "enum.EnumType"})
 HOOKS = ("__new__", "__setstate__", "__getattr__", "__setattr__", "__del__", "__init__", "__post_init__")
