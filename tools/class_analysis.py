@@ -5,6 +5,7 @@ Used by tools/gen_class_policies.py. What the unpickler runs (CPython Lib/pickle
 - NEWOBJ / NEWOBJ_EX / copyreg.__newobj__ / _reconstructor's class: `cls.__new__(cls, *args)` only;
 - BUILD: `getattr(inst, "__setstate__")` (a class `__getattr__` runs when there is none), then either
   `__setstate__(state)` or an update of `inst.__dict__` plus `setattr` for slot state (`__setattr__`);
+- later, `__del__` when the rebuilt object is collected (it acts on the pickled state);
 - REDUCE / INST / OBJ of a class: `type.__call__`, i.e. `__new__` then `__init__` (and a dataclass'
   `__post_init__`), or the metaclass' own `__call__`.
 """
@@ -53,6 +54,13 @@ SINKS: dict[str, str] = {
     "logging.config": "code execution", "jinja2": "template execution", "inspect.getsource": "file IO",
     "sys.settrace": "interpreter state", "sys.setprofile": "interpreter state", "atexit": "interpreter state",
     "signal": "interpreter state", "setuptools": "process", "pip": "process",
+    # model formulas are Python expressions evaluated in a captured namespace (patsy EvalFactor, formulaic)
+    "patsy.dmatrix": "formula evaluation (eval)", "patsy.dmatrices": "formula evaluation (eval)",
+    "patsy.highlevel": "formula evaluation (eval)", "patsy.eval": "formula evaluation (eval)",
+    "patsy.build": "formula evaluation (eval)", "patsy.incr_dbuilder": "formula evaluation (eval)",
+    "patsy.incr_dbuilders": "formula evaluation (eval)", "formulaic.model_matrix": "formula evaluation (eval)",
+    "formulaic.Formula": "formula evaluation (eval)", "formulaic.formula": "formula evaluation (eval)",
+    "formulaic.model_spec": "formula evaluation (eval)", "formulaic.ModelSpec": "formula evaluation (eval)",
 }
 # names under a sink prefix that only compute on strings or read process state
 SINK_EXCEPTIONS = frozenset({
@@ -110,9 +118,13 @@ SAFE_EXTERNAL_BASES = frozenset({
     "numbers.Integral", "typing.Mapping", "typing.Sequence", "typing.Iterable", "typing.Callable",
     "typing.Dict", "typing.List", "typing.Tuple", "typing.Optional", "typing.Union",
     "threading.local", "_thread._local",  # per-thread attribute storage, C __new__
+    # the collections.abc ABCs under their pre-3.10 `collections.X` names (gensim 3.x Dictionary(Mapping))
+    "collections.Mapping", "collections.MutableMapping", "collections.Sequence", "collections.MutableSequence",
+    "collections.Iterable", "collections.Iterator", "collections.Set", "collections.MutableSet",
+    "collections.Sized", "collections.Container", "collections.Hashable", "collections.Callable",
 })
 SAFE_METACLASSES = frozenset({"abc.ABCMeta", "builtins.type", "enum.EnumMeta", "enum.EnumType"})
-HOOKS = ("__new__", "__setstate__", "__getattr__", "__setattr__", "__init__", "__post_init__")
+HOOKS = ("__new__", "__setstate__", "__getattr__", "__setattr__", "__del__", "__init__", "__post_init__")
 
 
 class ModuleSource:
@@ -248,6 +260,15 @@ def _absolute(package: str, module: str | None, level: int) -> str | None:
     return ".".join(base) or None
 
 
+def _all_names(mod: Module) -> frozenset[str] | None:
+    """A module's literal `__all__`, or None."""
+    v = mod.assigns.get("__all__")
+    if isinstance(v, (ast.List, ast.Tuple)) and all(isinstance(e, ast.Constant) and isinstance(e.value, str)
+                                                    for e in v.elts):
+        return frozenset(e.value for e in v.elts)  # type: ignore[misc]
+    return None
+
+
 def _safe_base(fq: str) -> bool:
     return fq in SAFE_EXTERNAL_BASES or (fq.startswith("builtins.") and fq.endswith(("Error", "Warning", "Exception")))
 
@@ -276,8 +297,8 @@ class Analyzer:
         self.modules = modules
         # hand-reviewed classes (the allow list): {name: "construct" | "call"} — their own hooks are trusted
         self.trusted = trusted or {}
-        self._memo: dict[tuple[str, int, int, str], Verdict] = {}
-        self._busy: set[tuple[str, int, int, str]] = set()
+        self._memo: dict[tuple[str, int, int, str, tuple[tuple[str, str], ...]], Verdict] = {}
+        self._busy: set[tuple[str, int, int, str, tuple[tuple[str, str], ...]]] = set()
         self._mro: dict[str, tuple[list[str], str | None]] = {}
         self._lookups: dict[str, tuple[str, object, Module | None]] = {}
         self._stars: dict[str, dict[str, str]] = {}
@@ -325,10 +346,29 @@ class Analyzer:
             target = self._star_names(mod.name).get(head) if mod.stars else None
             if target is not None and target != fq:
                 return self.lookup(".".join([target, *tail]), depth + 1, seen)
+            fwd = self.forwards_to(mod)
+            if fwd is not None and f"{fwd}.{head}" != fq:
+                return self.lookup(".".join([fwd, head, *tail]), depth + 1, seen)
             if f"{mod.name}.{head}" in self.modules:
                 continue
             return "missing", fq, None
         return "missing", fq, None
+
+    def forwards_to(self, mod: Module) -> str | None:
+        """The module a PEP 562 module `__getattr__` forwards every name to (`def __getattr__(name): return
+        getattr(_classes, name)`: scikit-learn 0.22's deprecated `sklearn.svm.classes`), or None."""
+        f = mod.funcs.get("__getattr__")
+        if f is None or not f.args.args:
+            return None
+        body = [b for b in f.body if not (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant))]
+        if len(body) != 1 or not isinstance(body[0], ast.Return):
+            return None
+        r = body[0].value
+        if not (isinstance(r, ast.Call) and isinstance(r.func, ast.Name) and r.func.id == "getattr"
+                and len(r.args) == 2 and isinstance(r.args[1], ast.Name) and r.args[1].id == f.args.args[0].arg):
+            return None
+        target = self.resolve_expr(r.args[0], mod, frozenset())
+        return target if target and target in self.modules and target != mod.name else None
 
     def _star_names(self, name: str, busy: frozenset[str] = frozenset()) -> dict[str, str]:
         """{public name: where it comes from} for what `from X import *` brings into module `name`."""
@@ -342,11 +382,12 @@ class Analyzer:
                 src = self.modules.get(star)
                 if src is None:
                     continue
+                listed = _all_names(src)  # `__all__` decides what `import *` brings, private names included
                 for n in (*src.classes, *src.funcs, *src.assigns):
-                    if not n.startswith("_"):
+                    if (n in listed) if listed is not None else not n.startswith("_"):
                         out.setdefault(n, f"{star}.{n}")
                 for n, t in src.imports.items():
-                    if not n.startswith("_"):
+                    if (n in listed) if listed is not None else not n.startswith("_"):
                         out.setdefault(n, t)
                 for n, t in self._star_names(star, busy | {name}).items():
                     out.setdefault(n, t)
@@ -411,7 +452,8 @@ class Analyzer:
         self._mro[fq] = ([fq], None)  # cycle guard
         found = self.class_node(fq)
         if found is None:
-            res: tuple[list[str], str | None] = ([], None if _safe_base(fq) else fq)
+            # a hand-reviewed class implemented in C (numpy.ndarray, pandas' Cython BlockManager) is a known base
+            res: tuple[list[str], str | None] = ([], None if _safe_base(fq) or fq in self.trusted else fq)
             self._mro[fq] = res
             return res
         node, mod = found
@@ -474,7 +516,11 @@ class Analyzer:
     def construct(self, cls: str) -> Verdict:
         """NEWOBJ then BUILD: __new__, then __setstate__ or a __dict__ update (plus __getattr__ looked up for
         __setstate__, __setattr__ for slot state)."""
-        new = self.hook(cls, "__new__", "__new__")
+        if cls in self.trusted:  # hand-reviewed (an alias old pickles name resolves to the same class)
+            return Verdict(SAFE)
+        # the finalizer runs on the pickled state too, whenever the object is collected (sklearn-crfsuite's
+        # FileResource unlinks the path its state names)
+        new = worst([self.hook(cls, "__new__", "__new__"), self.hook(cls, "__del__", "__del__")])
         if self.find(cls, "__setstate__") is not None:
             # found by ordinary lookup: __getattr__ is never asked; its body's own assignments reach __setattr__
             return worst([new, self.hook(cls, "__setstate__", "__setstate__")])
@@ -482,6 +528,8 @@ class Analyzer:
 
     def call_class(self, cls: str, depth: int = 0, trail: tuple[str, ...] = ()) -> Verdict:
         """cls(*args): the metaclass' __call__, __new__, __init__, a dataclass' __post_init__."""
+        if self.trusted.get(cls) == "call":
+            return Verdict(SAFE)
         meta = self._metaclass(cls)
         if meta is not None:
             return Verdict(UNKNOWN, (*trail, f"{cls}(...)", f"metaclass {meta}"))
@@ -516,8 +564,11 @@ class Analyzer:
         return None
 
     def function(self, node: ast.FunctionDef | ast.AsyncFunctionDef, mod: Module, cls: str | None,
-                 owner: str | None, trail: tuple[str, ...], depth: int = 0) -> Verdict:
-        key = (mod.name, node.lineno, node.col_offset, cls or "")
+                 owner: str | None, trail: tuple[str, ...], depth: int = 0,
+                 consts: tuple[tuple[str, str], ...] = (), wrapper: bool = False) -> Verdict:
+        """`consts`: parameters bound to constant strings at the call site (numpy's _wrapfunc(a, 'sum')).
+        `wrapper`: judged as a decorator: calling the function it wraps (a parameter) is judged elsewhere."""
+        key = (mod.name, node.lineno, node.col_offset, cls or "", consts + (("<wrapper>", ""),) if wrapper else consts)
         hit = self._memo.get(key)
         if hit is not None:
             return Verdict(hit.level, (*trail[:-1], *hit.path)) if hit.level != SAFE else hit
@@ -527,7 +578,7 @@ class Analyzer:
             return Verdict(UNKNOWN, (*trail, f"call depth {MAX_DEPTH} exceeded"))
         self._busy.add(key)
         try:
-            v = self._body(node, mod, cls, owner, trail, depth)
+            v = self._body(node, mod, cls, owner, trail, depth, dict(consts), wrapper)
         finally:
             self._busy.discard(key)
         if not any("call depth" in p for p in v.path):
@@ -535,7 +586,8 @@ class Analyzer:
         return v
 
     def _body(self, node: ast.FunctionDef | ast.AsyncFunctionDef, mod: Module, cls: str | None,
-              owner: str | None, trail: tuple[str, ...], depth: int) -> Verdict:
+              owner: str | None, trail: tuple[str, ...], depth: int, consts: dict[str, str],
+              wrapper: bool = False) -> Verdict:
         args = node.args
         params = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
         if args.vararg:
@@ -544,16 +596,22 @@ class Analyzer:
             params.append(args.kwarg.arg)
         is_static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in node.decorator_list)
         me = params[0] if params and cls and not is_static else None
-        nodes = list(ast.walk(node))  # one walk serves locals, imports and the calls below
+        # one walk serves locals, imports and the calls below; the function's own decorators ran at import
+        # time: what runs on a call is the wrapper they return (judged below)
+        nodes = _walk_body(node)
         imports = _local_imports(nodes, mod)
         if imports:  # imports inside the function resolve like module-level ones
             mod = Module(mod.name, mod.lib, mod.is_pkg, {**mod.imports, **imports}, mod.stars, mod.funcs,
                          mod.classes, mod.assigns)
         local = (frozenset(params) | _assigned(nodes, node)) - imports.keys()
-        out: list[Verdict] = []
+        fn = _FnInfo(node, nodes, consts)
+        fn.types = self._local_types(nodes, mod, local)
+        if wrapper:
+            fn.wrapped = _wrapped_names(nodes)
+        out: list[Verdict] = [self._decorators(node, mod, local, trail, depth)]
         for sub in nodes:
             if isinstance(sub, ast.Call):
-                v = self._call(sub, mod, cls, owner, me, local, trail, depth)
+                v = self._call(sub, mod, cls, owner, me, local, trail, depth, fn)
             elif isinstance(sub, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and cls and me:
                 targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
                 v = Verdict(SAFE)
@@ -570,34 +628,88 @@ class Analyzer:
         return worst(out)
 
     def _call(self, c: ast.Call, mod: Module, cls: str | None, owner: str | None, me: str | None,
-              local: frozenset[str], trail: tuple[str, ...], depth: int) -> Verdict:
+              local: frozenset[str], trail: tuple[str, ...], depth: int, fn: _FnInfo | None = None) -> Verdict:
         f = c.func
         # super().m(...)
         if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Call) and isinstance(f.value.func, ast.Name)
                 and f.value.func.id == "super" and cls):
             m = self.find(cls, f.attr, after=owner)
-            return self._method(m, f.attr, cls, trail, depth)
+            return self._method(m, f.attr, cls, trail, depth, c, fn)
         # self.m(...) / cls.m(...) / type(self).m(...)
         if isinstance(f, ast.Attribute) and cls and isinstance(f.value, ast.Name) and f.value.id == me:
             m = self.find(cls, f.attr)
             if m is None:
                 return Verdict(UNKNOWN, (*trail, f"self.{f.attr}() (a value held by the instance)"))
-            return self._method(m, f.attr, cls, trail, depth)
+            return self._method(m, f.attr, cls, trail, depth, c, fn)
+        if (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and fn is not None
+                and f.value.id in fn.types):
+            # mgr = FormulaManager(); mgr.get_matrices(...): a method of a class built right here
+            typ = fn.types[f.value.id]
+            m = self.find(typ, f.attr)
+            if m is not None:
+                return self._method(m, f.attr, typ, trail, depth, c, fn)
         if isinstance(f, ast.Name) and f.id == me and cls:  # cls(...) in a classmethod
             return self.call_class(cls, depth + 1, trail)
         if isinstance(f, ast.Name) and f.id in ("getattr", "setattr") and f.id not in local and f.id not in mod.funcs:
-            if len(c.args) >= 2 and not (isinstance(c.args[1], ast.Constant) and isinstance(c.args[1].value, str)):
-                if f.id == "getattr":
-                    return Verdict(SINK, (*trail, "getattr with a computed name"))
+            if f.id == "getattr" and len(c.args) >= 2 and fn is not None:
+                return _getattr_verdict(c, fn, trail)
             return Verdict(SAFE)
+        if (isinstance(f, ast.Call) and isinstance(f.func, ast.Name) and f.func.id == "getattr"
+                and "getattr" not in local and fn is not None):
+            return Verdict(SAFE)  # getattr(obj, name)(...): judged where getattr is called (it is called)
         fq = self.resolve_expr(f, mod, local)
         if fq is None:
             if isinstance(f, ast.Attribute):
                 return _value_method(f.attr, trail)
+            if isinstance(f, ast.Name) and fn is not None and f.id in fn.wrapped:
+                return Verdict(SAFE)  # a decorator's wrapper calling the function it wraps
+            if isinstance(f, ast.Name) and fn is not None and f.id in fn.bound_methods:
+                # `transpose = a.transpose; transpose(order)`: a method of a value, judged by its name
+                return worst(_value_method(n, trail) for n in fn.bound_methods[f.id])
             return Verdict(UNKNOWN, (*trail, f"calls a value ({ast.unparse(f)[:60]})"))
-        return self.call_name(fq, trail, depth)
+        return self.call_name(fq, trail, depth, c, fn)
 
-    def _method(self, m: object, name: str, cls: str, trail: tuple[str, ...], depth: int) -> Verdict:
+    def _local_types(self, nodes: list[ast.AST], mod: Module, local: frozenset[str]) -> dict[str, str]:
+        """Locals bound once, to an instance of a class of the analyzed source: {local: class}."""
+        stores: dict[str, int] = {}
+        for sub in nodes:
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                stores[sub.id] = stores.get(sub.id, 0) + 1
+        out: dict[str, str] = {}
+        for sub in nodes:
+            if (isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name)
+                    and stores.get(sub.targets[0].id) == 1 and isinstance(sub.value, ast.Call)
+                    and isinstance(sub.value.func, (ast.Name, ast.Attribute))):
+                fq = self.resolve_expr(sub.value.func, mod, local)
+                if fq is None:
+                    continue
+                kind, target, _ = self.lookup(fq)
+                if kind == "class" and isinstance(target, str):
+                    out[sub.targets[0].id] = target
+        return out
+
+    def _decorators(self, node: ast.FunctionDef | ast.AsyncFunctionDef, mod: Module, local: frozenset[str],
+                    trail: tuple[str, ...], depth: int) -> Verdict:
+        """A call of a decorated function runs the wrappers: a decorator defined as a function in the analyzed
+        source is judged as a wrapper; anything else as a call of the decorator expression (conservative)."""
+        out = []
+        for d in node.decorator_list:
+            target = d.func if isinstance(d, ast.Call) else d
+            fq = self.resolve_expr(target, mod, frozenset())
+            if fq in BENIGN_DECORATORS or (fq or "").split(".")[0] in ("typing", "typing_extensions", "abc"):
+                continue
+            kind, dnode, dmod = self.lookup(fq) if fq else ("missing", None, None)
+            if kind == "func" and dmod is not None:
+                out.append(self.function(dnode, dmod, None, None, (*trail, f"@{fq}"), depth + 1,  # type: ignore[arg-type]
+                                         wrapper=True))
+            elif isinstance(d, ast.Call):
+                out.append(self._call(d, mod, None, None, None, local, trail, depth))
+            elif fq is not None and not _trusted_external(fq):
+                out.append(Verdict(UNKNOWN, (*trail, f"@{fq} (decorator not analyzed)")))
+        return worst(out)
+
+    def _method(self, m: object, name: str, cls: str, trail: tuple[str, ...], depth: int,
+                call: ast.Call | None = None, fn: _FnInfo | None = None) -> Verdict:
         if m is None:
             return Verdict(SAFE)
         if isinstance(m, str):
@@ -607,16 +719,20 @@ class Analyzer:
         owner, node, mod = m  # type: ignore[misc]
         if self.trusted.get(owner) == "call" or (self.trusted.get(owner) == "construct" and name != "__init__"):
             return Verdict(SAFE)
-        return self.function(node, mod, cls, owner, (*trail, f"{owner.rsplit('.', 1)[-1]}.{name}"), depth + 1)
+        return self.function(node, mod, cls, owner, (*trail, f"{owner.rsplit('.', 1)[-1]}.{name}"), depth + 1,
+                             _const_args(node, call, bound=True, known=fn.consts if fn else None))
 
-    def call_name(self, fq: str, trail: tuple[str, ...], depth: int) -> Verdict:
+    def call_name(self, fq: str, trail: tuple[str, ...], depth: int, call: ast.Call | None = None,
+                  fn: _FnInfo | None = None) -> Verdict:
         what = _sink(fq)
         if what is not None:
             return Verdict(SINK, (*trail, f"{fq} ({what})"))
         kind, node, mod = self.lookup(fq)
         if kind == "func" and mod is not None:
             owner = None
-            return self.function(node, mod, None, owner, (*trail, fq), depth + 1)  # type: ignore[arg-type]
+            return self.function(node, mod, None, owner, (*trail, fq), depth + 1,  # type: ignore[arg-type]
+                                 _const_args(node, call, bound=False,  # type: ignore[arg-type]
+                                             known=fn.consts if fn else None))
         if kind == "class":
             name = str(node)
             what = _sink(name)
@@ -626,6 +742,8 @@ class Analyzer:
             if trust == "call":
                 return Verdict(SAFE)
             return self.call_class(name, depth + 1, (*trail, f"{name.rsplit('.', 1)[-1]}()"))
+        if kind == "missing" and (self.trusted.get(fq) == "call" or self.trusted.get(str(node)) == "call"):
+            return Verdict(SAFE)  # a hand-reviewed C class reached through a module alias (catboost's _CatBoost)
         if kind == "missing" and fq.startswith("builtins."):
             short = fq[len("builtins."):]
             exception = short.endswith(("Error", "Warning", "Exception"))  # raise ImportError(...) builds data
@@ -642,6 +760,195 @@ class Analyzer:
         if kind != "func" or mod is None:
             return Verdict(UNKNOWN, (fq,))
         return self.function(node, mod, None, None, (fq.rsplit(".", 1)[-1],))  # type: ignore[arg-type]
+
+
+BENIGN_DECORATORS = frozenset({
+    "builtins.staticmethod", "builtins.classmethod", "builtins.property", "functools.wraps", "functools.cache",
+    "functools.lru_cache", "functools.cached_property", "functools.singledispatch", "functools.total_ordering",
+    "contextlib.contextmanager", "dataclasses.dataclass",
+})
+
+
+def _walk_body(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[ast.AST]:
+    """ast.walk of a function without its own decorator expressions."""
+    skip = {id(d) for d in node.decorator_list}
+    out: list[ast.AST] = []
+    todo: list[ast.AST] = [node]
+    while todo:
+        n = todo.pop()
+        out.append(n)
+        todo.extend(c for c in ast.iter_child_nodes(n) if id(c) not in skip)
+    return out
+
+
+def _wrapped_names(nodes: list[ast.AST]) -> frozenset[str]:
+    """In a decorator: parameters of it and its nested wrappers (the wrapped function and its arguments), and
+    locals bound straight to them (`func = reason`)."""
+    params: set[str] = set()
+    for sub in nodes:
+        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = sub.args
+            params.update(x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs))
+            params.update(x.arg for x in (a.vararg, a.kwarg) if x is not None)
+    for sub in nodes:
+        if isinstance(sub, ast.Assign) and isinstance(sub.value, ast.Name) and sub.value.id in params:
+            params.update(t.id for t in sub.targets if isinstance(t, ast.Name))
+    return frozenset(params)
+
+
+class _FnInfo:
+    """What one function body says about its getattr calls: parents of nodes, names called or returned,
+    loop variables over constant strings."""
+
+    def __init__(self, node: ast.AST, nodes: list[ast.AST], consts: dict[str, str]) -> None:
+        self.consts = consts
+        self.wrapped: frozenset[str] = frozenset()
+        self.types: dict[str, str] = {}  # locals holding an instance of a known class
+        self.parent: dict[int, ast.AST] = {}
+        self.called: set[str] = set()      # local names called, returned or handed to a call
+        self.loops: dict[str, tuple[str, ...]] = {}
+        for sub in nodes:
+            for child in ast.iter_child_nodes(sub):
+                self.parent[id(child)] = sub
+            if isinstance(sub, ast.Call):
+                if isinstance(sub.func, ast.Name):
+                    self.called.add(sub.func.id)
+                if not (isinstance(sub.func, ast.Name) and sub.func.id in _INERT_USES):
+                    for a in (*sub.args, *(k.value for k in sub.keywords)):
+                        if isinstance(a, ast.Name):
+                            self.called.add(a.id)
+                        elif isinstance(a, ast.Starred) and isinstance(a.value, ast.Name):
+                            self.called.add(a.value.id)
+            elif isinstance(sub, ast.Return) and isinstance(sub.value, ast.Name):
+                self.called.add(sub.value.id)
+            elif isinstance(sub, (ast.For, ast.comprehension)) and isinstance(sub.target, ast.Name):
+                it = sub.iter
+                if isinstance(it, (ast.Tuple, ast.List, ast.Set)) and it.elts and all(
+                        isinstance(e, ast.Constant) and isinstance(e.value, str) for e in it.elts):
+                    prev = self.loops.get(sub.target.id, ())
+                    self.loops[sub.target.id] = prev + tuple(e.value for e in it.elts)  # type: ignore[misc]
+                else:
+                    self.loops[sub.target.id] = ("",)  # rebound from data: not a constant
+        # a parameter or loop variable rebound elsewhere in the body may hold anything
+        stores: dict[str, int] = {}
+        for sub in nodes:
+            if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                stores[sub.id] = stores.get(sub.id, 0) + 1
+        targets: dict[str, int] = {}
+        for sub in nodes:
+            if isinstance(sub, (ast.For, ast.comprehension)) and isinstance(sub.target, ast.Name):
+                targets[sub.target.id] = targets.get(sub.target.id, 0) + 1
+        self.loops = {k: v for k, v in self.loops.items() if "" not in v and stores.get(k, 0) == targets.get(k)}
+        self.consts = {k: v for k, v in consts.items() if k not in stores}
+        # locals only ever bound to `<value>.<attr>`: {local: attrs}
+        methods: dict[str, list[str]] = {}
+        for sub in nodes:
+            if isinstance(sub, ast.Assign) and len(sub.targets) == 1 and isinstance(sub.targets[0], ast.Name):
+                name = sub.targets[0].id
+                v = sub.value
+                if isinstance(v, ast.Attribute):
+                    methods.setdefault(name, []).append(v.attr)
+                elif (isinstance(v, ast.Call) and isinstance(v.func, ast.Name) and v.func.id == "getattr"
+                      and len(v.args) >= 2 and self.values(v.args[1]) is not None):
+                    methods.setdefault(name, []).extend(self.values(v.args[1]) or ())  # getattr(obj, 'sum')
+                else:
+                    methods.setdefault(name, []).append("")
+        params = {sub.arg for sub in nodes if isinstance(sub, ast.arg)}  # a caller's value may be called
+        self.bound_methods = {k: tuple(v) for k, v in methods.items() if "" not in v and k not in params and
+                              sum(1 for sub in nodes if isinstance(sub, ast.Assign) and sub.targets[0:1] and
+                                  isinstance(sub.targets[0], ast.Name) and sub.targets[0].id == k) == stores.get(k)}
+
+    def values(self, e: ast.expr) -> tuple[str, ...] | None:
+        """The constant strings an attribute-name expression can be, or None when it may come from data."""
+        if isinstance(e, ast.Constant) and isinstance(e.value, str):
+            return (e.value,)
+        if isinstance(e, ast.Name):
+            if e.id in self.consts:
+                return (self.consts[e.id],)
+            return self.loops.get(e.id)
+        if isinstance(e, ast.JoinedStr):
+            out = [""]
+            for part in e.values:
+                got = self.values(part.value) if isinstance(part, ast.FormattedValue) else self.values(part)
+                if got is None or len(out) * len(got) > 64:
+                    return None
+                out = [a + b for a in out for b in got]
+            return tuple(out)
+        if isinstance(e, ast.BinOp) and isinstance(e.op, ast.Add):
+            left, right = self.values(e.left), self.values(e.right)
+            if left is None or right is None or len(left) * len(right) > 64:
+                return None
+            return tuple(a + b for a in left for b in right)
+        return None
+
+    def reaches_call(self, c: ast.Call) -> bool:
+        """Is the value getattr returned called, returned, stored or handed on (rather than read as data)?"""
+        node: ast.AST = c
+        p = self.parent.get(id(c))
+        while isinstance(p, (ast.IfExp, ast.BoolOp)):  # `f = getattr(a, n) or g`: the choice is the value
+            node, p = p, self.parent.get(id(p))
+        if isinstance(p, ast.Call):
+            if p.func is node:
+                return True
+            return not (isinstance(p.func, ast.Name) and p.func.id in _INERT_USES)
+        if isinstance(p, (ast.Return, ast.Yield, ast.YieldFrom, ast.Lambda, ast.keyword, ast.Starred)):
+            return True
+        if isinstance(p, (ast.Assign, ast.AnnAssign, ast.NamedExpr)):
+            targets = p.targets if isinstance(p, ast.Assign) else [p.target]
+            for t in targets:
+                if not isinstance(t, ast.Name) or t.id in self.called:
+                    return True  # stored on an object (called later) or a local that is called
+            return False
+        return False
+
+
+# calls that only inspect a value (never call it)
+_INERT_USES = frozenset({"isinstance", "issubclass", "len", "hasattr", "callable", "id", "type", "repr", "str",
+                         "bool", "print", "setattr", "hash", "format"})
+
+
+def _getattr_verdict(c: ast.Call, fn: _FnInfo, trail: tuple[str, ...]) -> Verdict:
+    """getattr(obj, name): with a name known to be one of some constants it is `obj.<name>` (judged like a
+    method call when the result is called); with a name that may come from data, it is the classic gadget
+    only when its result is called, returned or stored (read as data it runs nothing)."""
+    names = fn.values(c.args[1])
+    called = fn.reaches_call(c)
+    if names is not None:
+        return worst(_value_method(n, trail) for n in names) if called else Verdict(SAFE)
+    if called:
+        return Verdict(SINK, (*trail, "getattr with a computed name"))
+    return Verdict(SAFE)
+
+
+def _const_args(node: ast.FunctionDef | ast.AsyncFunctionDef, call: ast.Call | None,
+                bound: bool, known: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:
+    """Parameters of `node` that `call` binds to constant strings (bound: a method, self not passed);
+    `known`: the caller's own parameters known to be constants (passed on: _wrapfunc -> _wrapit)."""
+    known = known or {}
+
+    def const(e: ast.expr) -> str | None:
+        if isinstance(e, ast.Constant) and isinstance(e.value, str):
+            return e.value
+        return known.get(e.id) if isinstance(e, ast.Name) else None
+    if call is None:
+        return ()
+    a = node.args
+    positional = [x.arg for x in (*a.posonlyargs, *a.args)]
+    if bound and positional:
+        positional = positional[1:]
+    names = set(positional) | {x.arg for x in a.kwonlyargs}
+    out: dict[str, str] = {}
+    for i, arg in enumerate(call.args):
+        if isinstance(arg, ast.Starred):
+            break
+        v = const(arg)
+        if i < len(positional) and v is not None:
+            out[positional[i]] = v
+    for k in call.keywords:
+        v = const(k.value) if k.arg in names else None
+        if v is not None:
+            out[k.arg] = v  # type: ignore[index]
+    return tuple(sorted(out.items()))
 
 
 def _value_method(name: str, trail: tuple[str, ...]) -> Verdict:

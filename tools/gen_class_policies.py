@@ -130,6 +130,12 @@ def judge_library(an: Analyzer, sources: ModuleSource, modules: list[str]) -> di
         aliases += [(a, t) for a, t in mod.imports.items()
                     if a not in mod.classes and "." in t and (sources.get(t.rpartition(".")[0]) or mod).lib == lib
                     and t.rpartition(".")[0] in sources]
+        # a module whose PEP 562 __getattr__ forwards every name (sklearn 0.22's deprecated `sklearn.svm.classes`)
+        fwd = an.forwards_to(mod)
+        target_mod = sources.get(fwd) if fwd else None
+        if target_mod is not None:
+            aliases += [(c, f"{fwd}.{c}") for c in (*target_mod.classes, *target_mod.imports, *target_mod.assigns)
+                        if c not in mod.classes and not c.startswith("__")]
         for alias, target in aliases:
             # `Vocab = CompatVocab`: old pickles name the alias, find_class resolves it to the class
             if target is None:
@@ -144,6 +150,12 @@ def judge_library(an: Analyzer, sources: ModuleSource, modules: list[str]) -> di
                 c = k = Verdict("u", ("analysis too deep",))
             why = c.reason() if c.level != SAFE else k.reason()
             out[f"{name}.{alias}"] = ("C" + c.level + k.level, f"alias of {target}: {why}" if why else "", "")
+        # `ConstrNode = namedtuple('ConstrNode', [...])`: a tuple subclass, rebuilt by tuple.__new__ (no hooks)
+        for aname, value in mod.assigns.items():
+            if (isinstance(value, ast.Call) and isinstance(value.func, (ast.Name, ast.Attribute))
+                    and an.resolve_expr(value.func, mod, frozenset()) in ("collections.namedtuple",
+                                                                          "typing.NamedTuple")):
+                out.setdefault(f"{name}.{aname}", ("Css", "", ""))
         for fname in list(mod.funcs):
             fq = f"{name}.{fname}"
             try:
@@ -151,6 +163,40 @@ def judge_library(an: Analyzer, sources: ModuleSource, modules: list[str]) -> di
             except RecursionError:
                 v = Verdict("u", ("analysis too deep",))
             out[fq] = ("F" + v.level, v.reason(), "")
+    return out
+
+
+# `file_bytes.replace(b'gensim.models.doc2vec', b'gensim.models.deprecated.doc2vec')`: a library's own loader
+# renames modules in old pickles before unpickling them (gensim 3.x old_saveload)
+_RENAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def loader_renames(an: Analyzer, sources: ModuleSource, modules: list[str],
+                   judged: dict[str, tuple[str, str, str]]) -> dict[str, tuple[str, str, str]]:
+    """Names old pickles use that the library's loader renames (found in its code as
+    `.replace(b'<old module>', b'<new module>')` on the file's bytes): judged as the renamed class."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for name in modules:
+        mod = sources.get(name)
+        if mod is None:
+            continue
+        pairs: list[tuple[str, str]] = []
+        for node in (*mod.funcs.values(), *mod.classes.values()):
+            for sub in ast.walk(node):
+                if (isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) and sub.func.attr == "replace"
+                        and len(sub.args) == 2 and all(isinstance(a, ast.Constant) and isinstance(a.value, bytes)
+                                                       for a in sub.args)):
+                    old, new = (a.value.decode("ascii", "replace") for a in sub.args)  # type: ignore[union-attr]
+                    if _RENAME.match(old) and _RENAME.match(new) and old.split(".")[0] == new.split(".")[0] \
+                            == name.split(".")[0] and new in sources:
+                        pairs.append((old, new))
+        for old, new in pairs:
+            for key, entry in judged.items():
+                if key.startswith(new + ".") and "." not in key[len(new) + 1:]:
+                    alias = old + key[len(new):]
+                    renamed = (entry[0], f"renamed by {name} to {key}" + (f": {entry[1]}" if entry[1] else ""), "")
+                    # the loader tries the name as written first, then the renamed one: both may run
+                    out[alias] = _worse(judged[alias], renamed) if alias in judged else renamed
     return out
 
 
@@ -202,15 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     for dist in order:
         t0 = time.monotonic()
         merged: dict[str, tuple[str, str, str]] = {}
+        seen: dict[str, list[str]] = {}  # name -> versions that define it
         for version, mods in by_dist[dist]:
             if (version, mods) is by_dist[dist][-1]:
                 sources, an = latest, latest_an
             else:
                 sources = combined((version, mods), dist)
                 an = Analyzer(sources, trusted)
-            for name, entry in judge_library(an, sources, sorted(mods)).items():
+            judged = judge_library(an, sources, sorted(mods))
+            judged.update(loader_renames(an, sources, sorted(mods), judged))
+            for name, entry in judged.items():
                 prev = merged.get(name)
                 merged[name] = entry if prev is None else _worse(prev, entry)
+                seen.setdefault(name, []).append(version)
         versions = [v for v, _ in by_dist[dist]]
         tops = sorted({n.split(".")[0] for _, mods in by_dist[dist] for n in mods})
         names = {k: v[0] for k, v in sorted(merged.items())}
@@ -218,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = {"generated_by": COMMAND, "library": dist, "versions": versions, "max_depth": MAX_DEPTH,
                "legend": "C<construct><call> for classes, F<call> for functions; s: no path to a sink, x: reaches "
                          "a sink, u: cannot be decided (unresolved code on the path)",
-               "names": names, "why": why}
+               "names": names, "why": why,
+               # names only some analyzed versions define: [first, last] of them (judged by that code)
+               "ranges": {k: [v[0], v[-1]] for k, v in sorted(seen.items()) if len(v) != len(versions)}}
         text = json.dumps(doc, separators=(",", ":"), sort_keys=False)
         fname = f"{dist}.json"
         (args.out / fname).write_text(text + "\n", encoding="utf-8")

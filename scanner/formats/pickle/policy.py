@@ -143,8 +143,8 @@ class Generated:
                 lib = self._libs[dist] = self._load(str(info.get("file", f"{dist}.json")))
             code = lib.get("names", {}).get(full)
             if code:
-                versions = lib.get("versions", [])
-                label = f"{dist} {versions[0]}" + (f"..{versions[-1]}" if len(versions) > 1 else "")
+                versions = lib.get("ranges", {}).get(full) or lib.get("versions") or ["?"]
+                label = f"{dist} {versions[0]}" + (f"..{versions[-1]}" if versions[-1] != versions[0] else "")
                 return code, lib.get("why", {}).get(full, ""), label
         return None
 
