@@ -614,7 +614,7 @@ class Machine:
                 and not any(d.name.startswith(e[0]) for e in self.classifier.t.string_args)
                 and (self.hooks is None or self.hooks.plain(d.name)))
 
-    def check_call(self, func: object, call: Call, via: str | None = None) -> None:
+    def check_call(self, func: object, call: Call, via: str | None = None, guarded: bool = True) -> None:
         where = f" via {via}" if via else ""
         if isinstance(func, Global):
             s = self.seen.get(func.full)
@@ -623,6 +623,11 @@ class Machine:
                 s.called = True
             else:
                 d = self.decide(func)
+            if guarded and d.status != "allow" and call.kind in ("NEWOBJ", "NEWOBJ_EX") and self.classifier is not None:
+                guard = (self.classifier.t.state_guards or {}).get(d.name)
+                if guard is not None:
+                    call.guard = (via, guard)  # judged at BUILD, which is what runs __setstate__
+                    return
             if d.status == "deny":
                 sev = d.severity
                 if self.hooks is not None:
@@ -907,6 +912,8 @@ class Machine:
             return
         if not isinstance(inst, Call):
             return
+        if inst.guard is not None:
+            self._guarded_build(inst, state)
         if inst.setstate is not None:
             hijack = Call(inst.setstate, (state,), "BUILD __setstate__")
             if isinstance(inst.setstate, (Global, Call, Unknown)):
@@ -924,6 +931,14 @@ class Machine:
             inst.state = state
         if self.hooks is not None:
             self.hooks.after_build(self, inst)
+
+    def _guarded_build(self, inst: Call, state: object) -> None:
+        """A class whose __setstate__ reaches a sink only when its state holds one of some keys: safe for a
+        dict state of constant str keys without them; anything else is judged as the class itself."""
+        via, (keys, _reason, _ref) = inst.guard  # type: ignore[misc]
+        if type(state) is dict and all(type(k) is str for k in state) and keys.isdisjoint(state):
+            return
+        self.check_call(inst.func, inst, via, guarded=False)
 
     def _plant_check(self, inst: Call, state: object) -> None:
         dicts = [state]

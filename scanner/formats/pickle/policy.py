@@ -57,6 +57,9 @@ class Tables:
     codec_calls: dict[str, int] | None = None
     # codec names (normalized as encodings.normalize_encoding + lower) that resolve without a new import
     codec_names: frozenset[str] = frozenset()
+    # {class: (state keys, reason, reference)}: reconstruction reaches a sink only through a __setstate__
+    # branch taken when BUILD's state holds one of those keys
+    state_guards: dict[str, tuple[frozenset[str], str, str | None]] | None = None
 
 
 @record(frozen=True)
@@ -101,12 +104,14 @@ def _build(doc: dict[str, Any]) -> Tables:
         for producer in e["producers"]:
             typed[producer] = typed.get(producer, frozenset()) | frozenset(e["methods"])
     codecs = doc.get("codec_lookup", {})
+    guards = {name: (frozenset(e["keys"]), e["reason"], e.get("reference"))
+              for e in doc.get("state_guard", []) for name in e["names"]}
     return Tables(frozenset(allow), deny, nested, decoders, through, frozenset(res.get("getattr", [])),
                   frozenset(res.get("import", [])), frozenset(res.get("module_name", [])),
                   dict(doc.get("aliases", {})),
                   frozenset(doc.get("walk", {}).get("dunders", [])), construct_only, new_only, string_args,
                   by_target, typed, {k: int(v) for k, v in codecs.get("calls", {}).items()},
-                  frozenset(codecs.get("names", [])))
+                  frozenset(codecs.get("names", [])), guards)
 
 
 class Generated:

@@ -21,7 +21,7 @@ class Global:
 class Call:
     """The result of calling `func` with `args` (REDUCE, INST, OBJ, NEWOBJ, NEWOBJ_EX, BUILD's setstate)."""
 
-    __slots__ = ("func", "args", "kwargs", "kind", "const", "state", "setstate")
+    __slots__ = ("func", "args", "kwargs", "kind", "const", "state", "setstate", "guard")
 
     def __init__(self, func: object, args: object, kind: str, kwargs: object = None) -> None:
         self.func = func
@@ -31,6 +31,7 @@ class Call:
         self.const: object = NOCONST  # value folded from a pure decoder call (base64, zlib ...)
         self.state: object = None     # what BUILD gave it
         self.setstate: object = None  # a `__setstate__` planted through BUILD
+        self.guard: object = None     # (state key, reason) whose presence in BUILD's state makes it unsafe
 
     def __repr__(self) -> str:
         return f"Call({render(self)})"
