@@ -389,3 +389,22 @@ def test_constant_names_pass_through_helpers_and_namedtuples_are_plain_tuples(tm
     assert gen.main(["--wheels", str(wheels), "--out", str(out)]) == 0
     names = json.loads((out / "morf.json").read_text())["names"]
     assert names["morf.baseline.ConstrNode"] == "Css" and "morf.baseline.NotAType" not in names
+
+
+def test_undecided_library_function_imported_but_not_called_is_low() -> None:
+    """The loader only imports the module and reads the name: a library function the generated policy
+    cannot decide, stored as a value (thinc layers keep their forward functions), is a note; called, it
+    stays high, and a function whose call reaches a sink stays high even when only imported."""
+    from conftest import scan_data
+    from scanner.findings import Severity
+
+    stored = b"\x80\x02}X\x01\x00\x00\x00fcthinc.layers.chain\nforward\ns."
+    _, findings = scan_data(stored, "m.pkl")
+    hits = [f for f in findings if "thinc.layers.chain.forward" in f.message]
+    assert hits and all(f.severity is Severity.LOW for f in hits)
+    called = b"\x80\x02cthinc.layers.chain\nforward\n)R."
+    _, findings = scan_data(called, "m.pkl")
+    assert any(f.severity.rank >= Severity.HIGH.rank for f in findings if "chain.forward" in f.message)
+    unknown = b"\x80\x02}X\x01\x00\x00\x00fcnolib.mod\nfunc\ns."
+    _, findings = scan_data(unknown, "m.pkl")
+    assert any(f.severity.rank >= Severity.HIGH.rank for f in findings if "nolib.mod.func" in f.message)

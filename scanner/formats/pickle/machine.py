@@ -499,8 +499,12 @@ class Machine:
                 self.emit("PICKLE-DANGEROUS-GLOBAL", f"imports denied global {full}{alias}: {d.reason}",
                           evidence=full, severity=sev, key=full, reference=d.reference, op=s.op, index=s.index)
             elif d.status == "unknown":
+                # never called while loading: the loader only imports the library's module and reads the
+                # name; a library function or class the generated policy could not decide is noted, not high
+                sev = Severity.LOW if d.undecided else None
                 self.emit("PICKLE-UNKNOWN-GLOBAL", f"imports {full}{alias}, which is not on the allow list"
-                          f" ({d.reason})", evidence=full, key=full, op=s.op, index=s.index)
+                          f" ({d.reason})" + ("; not called while loading" if d.undecided else ""),
+                          evidence=full, key=full, op=s.op, index=s.index, severity=sev)
 
     # -- stack primitives (C semantics: items below the last MARK are out of reach) ---------------
     def _fence(self) -> int:

@@ -69,6 +69,7 @@ class Decision:
     severity: Severity = Severity.HIGH
     reason: str = ""
     reference: str | None = None
+    undecided: bool = False     # a generated policy could not decide it (no path to a sink found either)
 
 
 def tables(rules: RuleSet) -> Tables:
@@ -228,14 +229,15 @@ class Classifier:
         if code[0] == "F":
             if code[1] == "s":
                 return Decision("allow", full, Severity.INFO, f"{src}: no path from its body to a sink")
-            return Decision("unknown", full, Severity.HIGH, f"{src}: calling it {why}")
+            return Decision("unknown", full, Severity.HIGH, f"{src}: calling it {why}", undecided=code[1] == "u")
         if code[1] == "x":
             # a path from __new__ / __setstate__ to a sink: state planted in the file reaches it. High, not
             # critical: the path exists for honest files of the class too (scipy.stats distributions exec
             # their pickled argument-parser template)
             return Decision("deny", full, Severity.HIGH, f"{src}: reconstructing it {why}")
         if code[1] != "s":
-            return Decision("unknown", full, Severity.HIGH, f"{src}: reconstructing it {why}")
+            return Decision("unknown", full, Severity.HIGH, f"{src}: reconstructing it {why}",
+                            undecided="x" not in code[1:])
         if code[2] != "s":
             what = "reaches a sink" if code[2] == "x" else "cannot be decided"
             self._construct_only[full] = DenyRule(
