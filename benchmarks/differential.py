@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--oracle-python", help="interpreter with the real loaders (env MODELSEAL_ORACLE_PYTHON, "
                                             "default: this one)")
-    ap.add_argument("--batch", type=int, default=16, help="inputs per forked child (1: a fork per input)")
-    ap.add_argument("--timeout", type=float, default=3.0, help="seconds per loader per input")
+    ap.add_argument("--batch", type=int, default=64, help="inputs per forked child (1: a fork per input)")
+    ap.add_argument("--timeout", type=float, default=1.0, help="CPU seconds per loader per input")
     ap.add_argument("--max-inputs", type=int, help="stop each job after this many inputs")
     ap.add_argument("--no-minimize", action="store_true")
     ap.add_argument("--recalibrate", action="store_true", help="learn the honest-load noise again")
