@@ -64,13 +64,64 @@ def test_mutators_change_their_structure() -> None:
     tar = (ROOT / "fixtures/benign/containers/legacy_tar.tar").read_bytes()
     for _ in range(20):
         got = mutate.MUTATORS["tar-header"](tar, rng)
-        if got and got[1] == "tar-v7":
-            assert got[0][257:262] == b"\0" * 5  # no ustar magic, checksum still valid
+        if got and got[1].startswith("tar-v7@"):
+            pos = int(got[1].split("@")[1])
+            assert got[0][pos + 257:pos + 262] == b"\0" * 5  # no ustar magic, checksum still valid
             import tarfile
             assert tarfile.open(fileobj=io.BytesIO(got[0])).getmembers()
             break
     else:
         pytest.fail("no v7 tar mutation in 20 tries")
+
+
+def test_tar_wrap_writes_every_header_format_tarfile_reads() -> None:
+    """v7 (no magic), GNU, ustar, pax and an odd magic: tarfile (torch's legacy path) opens each by checksum."""
+    import tarfile
+    rng = random.Random(3)
+    seen = set()
+    pkl = _pickle_call("os", "system", ("true",))
+    for _ in range(60):
+        out, recipe = mutate.MUTATORS["tar-wrap"](pkl, rng)
+        magic = recipe.split("-")[1]
+        seen.add(magic)
+        if magic == "v7":
+            assert out[257:265] == b"\0" * 8
+        layout = recipe.split(":")[1]
+        with tarfile.open(fileobj=io.BytesIO(out)) as t:
+            names = t.getnames()
+            if layout == "single":
+                assert len(names) == 1
+            else:  # torch's legacy layout, the (payload) pickle in the member the recipe names
+                assert names == ["sys_info", "pickle", "storages", "tensors"]
+                body = t.extractfile(layout.split("-", 1)[1]).read()
+                assert len(body) > 8 and list(pickletools.genops(io.BytesIO(body)))
+        assert mutate._tar_headers(out)
+    assert seen == {"v7", "gnu", "ustar", "pax", "odd"}
+
+
+def test_npy_dtype_headers_parse_and_keep_the_pickle() -> None:
+    pytest.importorskip("numpy")
+    from numpy.lib import format as npf
+    rng = random.Random(4)
+    pkl = _pickle_call("os", "system", ("true",))
+    descrs = set()
+    parsed = objects = 0
+    for _ in range(80):
+        out, recipe = mutate.MUTATORS["npy-dtype"](pkl, rng)
+        f = io.BytesIO(out)
+        major, _minor = npf.read_magic(f)
+        descrs.add(recipe.split(":", 2)[2])
+        if major < 3:  # the header is parsed without reading the array (no pickle runs)
+            read = npf.read_array_header_1_0 if major == 1 else npf.read_array_header_2_0
+            try:
+                _shape, _order, dtype = read(f, max_header_size=1 << 20)
+            except ValueError:  # numpy refuses some dtype states (a case the scanner must also bear)
+                continue
+            parsed += 1
+            objects += dtype.hasobject
+            assert list(pickletools.genops(io.BytesIO(out[f.tell():])))  # the body is a whole pickle
+    assert len(descrs) >= 12
+    assert parsed >= 30 and objects >= 15, (parsed, objects)
 
 
 # ------------------------------------------------------------------------------ the oracle
