@@ -484,6 +484,7 @@ def _child(batch: list[dict], auditor: Auditor, args) -> None:
                 auditor.active = False
             results[name] = {"status": status, "error": error, "s": round(time.monotonic() - t_load, 3),
                              "cpu": round(time.process_time() - c_load, 4)}
+            auditor.emit({"res": name, "r": results[name]})  # kept should a later load of this input crash
         auditor.emit({"done": item["id"], "results": results, "tainted": auditor.tainted})
         if auditor.tainted:
             break
@@ -504,8 +505,11 @@ FORKS = [0]
 
 
 def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
+    """Every loader of every input runs: after a crash or timeout, a fresh child goes on with the loaders
+    of that input that had not run yet, then with the inputs after it."""
     pending = list(batch)
     out: dict[str, dict] = {}
+    carried: dict[str, dict] = {}  # id -> results and events of loads before a crash of that input
     while pending:
         r, w = os.pipe()
         FORKS[0] += 1
@@ -527,6 +531,8 @@ def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
         os.close(w)
         events: dict[str, list] = {}
         current = None
+        loading = None
+        finished: dict[str, dict] = {}  # results of the current input's loads so far
         done_ids: set[str] = set()
         buf = b""
         wall = 3 * args.timeout + 1  # per load: the CPU rlimit ends busy loads, this ends sleeping ones
@@ -551,27 +557,43 @@ def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
                 msg = json.loads(line)
                 if "start" in msg:
                     current = msg["start"]
+                    loading = None
+                    finished = {}
                     events[current] = []
                     deadline = time.monotonic() + wall
                 elif "load" in msg:
+                    loading = msg["load"]
+                elif "res" in msg and current is not None:
+                    finished[msg["res"]] = msg["r"]
                     deadline = time.monotonic() + wall
                 elif "event" in msg and current is not None:
                     events[current].append(msg["event"])
                 elif "done" in msg:
-                    out[msg["done"]] = {"id": msg["done"], "loaders": msg["results"], "events": events[current],
-                                        "tainted": msg["tainted"]}
+                    prev = carried.pop(msg["done"], {"loaders": {}, "events": []})
+                    out[msg["done"]] = {"id": msg["done"], "loaders": {**prev["loaders"], **msg["results"]},
+                                        "events": prev["events"] + events[current], "tainted": msg["tainted"]}
                     done_ids.add(msg["done"])
                     current = None
         os.close(r)
         _, status = os.waitpid(pid, 0)
         if current is not None:  # crashed or killed in the middle of an input
             how = "timeout" if killed else f"crash (status {status})"
-            out[current] = {"id": current, "loaders": {"*": {"status": how, "error": how}},
-                            "events": events.get(current, [])}
-            done_ids.add(current)
+            item = next(i for i in pending if i["id"] == current)
+            prev = carried.pop(current, {"loaders": {}, "events": []})
+            ran = item["loaders"][:item["loaders"].index(loading) + 1] if loading in item["loaders"] else []
+            res = {**prev["loaders"], **finished, (loading or "*"): {"status": how, "error": how}}
+            evs = prev["events"] + events.get(current, [])
+            rest = item["loaders"][len(ran):] if ran else []
+            if rest:  # a fresh child runs this input's remaining loaders
+                carried[current] = {"loaders": res, "events": evs}
+                pending = [dict(i, loaders=rest) if i["id"] == current else i for i in pending]
+            else:
+                out[current] = {"id": current, "loaders": res, "events": evs, "tainted": how}
+                done_ids.add(current)
         before = len(pending)
         pending = [i for i in pending if i["id"] not in done_ids]
-        if len(pending) == before:  # the child died before starting anything: give up on this batch
+        progressed = len(pending) < before or current is not None
+        if not progressed:  # the child died before starting anything: give up on this batch
             for i in pending:
                 out[i["id"]] = {"id": i["id"], "loaders": {"*": {"status": "crash", "error": "no start"}},
                                 "events": []}

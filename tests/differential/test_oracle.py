@@ -171,6 +171,18 @@ def test_sandbox_catches_known_payload(oracle: Oracle, loader: str, name: str, d
     assert not Path(CANARY).exists(), "the hook must stop the write, not only record it"
 
 
+def test_a_crash_loses_no_loader_verdict(oracle: Oracle) -> None:
+    """A load that kills its child: a fresh child runs that input's remaining loaders, then the next input."""
+    _need(oracle, "pickle", "torch-weights-only")
+    exits = _pickle_call("os", "_exit", (3,))
+    names = [n for n in PICKLE_LOADERS + ["torch-weights-only"] if n in oracle.available]
+    outs = oracle.run([Input("x1", exits, ".pkl"), Input("x2", KNOWN[0][1], ".pkl")], loaders=names)
+    assert outs[0].loaders["pickle"]["status"].startswith("crash")
+    assert set(outs[0].loaders) == set(names)  # every loader has its own verdict
+    assert outs[0].loaders["torch-weights-only"]["status"] == "error"  # refused, so it ran in a fresh child
+    assert {e["loader"] for e in outs[1].events} >= {"pickle"}
+
+
 def test_weights_only_refuses_known_payload(oracle: Oracle) -> None:
     _need(oracle, "torch-weights-only")
     assert _events(oracle, KNOWN[0][1], ".pkl", ["torch-weights-only"]) == {"torch-weights-only": set()}
