@@ -48,6 +48,25 @@ def test_payload_forms_are_pickles_modelseal_flags(tmp_path: Path) -> None:
     assert not missed, missed
 
 
+def test_in_process_verdict_is_the_cli_exit_code(tmp_path: Path) -> None:
+    """The campaign scans in-process; `modelseal scan` must agree: flagged <=> exit 1, clean <=> exit 0."""
+    rng = random.Random(5)
+    evil = _pickle_call("os", "system", ("true",))
+    import pickle
+    cases = {"honest.pkl": pickle.dumps({"a": [1, 2.5]}, protocol=4),
+             "evil.pkl": evil, "evil.npy": mutate.MUTATORS["npy-dtype"](evil, rng)[0],
+             "evil.tar": mutate.MUTATORS["tar-wrap"](evil, rng)[0], "notes.txt": b"plain words\n"}
+    scanner = Scanner()
+    for name, data in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        v = scanner.scan(p)
+        rc = subprocess.run([sys.executable, "-c", "from scanner.cli import main; main()", "scan", str(p)],
+                            cwd=ROOT, capture_output=True, timeout=120).returncode
+        assert rc == (1 if v.flagged else 0), (name, rc, v)
+    assert scanner.scan(tmp_path / "evil.pkl").flagged and not scanner.scan(tmp_path / "honest.pkl").flagged
+
+
 def test_inputs_are_deterministic_per_seed() -> None:
     a = [(i.origin, i.data) for i in itertools.islice(inputs_for(7, 0, 1, fixtures=False, generated=False), 40)]
     b = [(i.origin, i.data) for i in itertools.islice(inputs_for(7, 0, 1, fixtures=False, generated=False), 40)]
