@@ -535,7 +535,7 @@ def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
         finished: dict[str, dict] = {}  # results of the current input's loads so far
         done_ids: set[str] = set()
         buf = b""
-        wall = 3 * args.timeout + 1  # per load: the CPU rlimit ends busy loads, this ends sleeping ones
+        wall = 5 * args.timeout + 2  # per load: the CPU rlimit ends busy loads, this ends sleeping ones
         deadline = time.monotonic() + wall
         eof = killed = False
         while not eof:
