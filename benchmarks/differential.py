@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
+import resource
 import sys
 import time
 from datetime import datetime, timezone
@@ -51,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--oracle-python", help="interpreter with the real loaders (env MODELSEAL_ORACLE_PYTHON, "
                                             "default: this one)")
-    ap.add_argument("--batch", type=int, default=16, help="inputs per forked child (1: a fork per input)")
-    ap.add_argument("--timeout", type=float, default=3.0, help="seconds per loader per input")
+    ap.add_argument("--batch", type=int, default=64, help="inputs per forked child (1: a fork per input)")
+    ap.add_argument("--timeout", type=float, default=1.0, help="CPU seconds per loader per input")
     ap.add_argument("--max-inputs", type=int, help="stop each job after this many inputs")
     ap.add_argument("--no-minimize", action="store_true")
     ap.add_argument("--recalibrate", action="store_true", help="learn the honest-load noise again")
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
             results = pool.map(_job, kws)
     wall = time.monotonic() - t0
+    # CPU of this process and every process it waited for (jobs, workers, forked loader children): what the
+    # campaign would get from dedicated cores, whatever else the machine was running
+    cpu = sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                resource.getrusage(resource.RUSAGE_CHILDREN)))
     total = Stats()
     for r in results:
         total.merge(Stats.from_dict(r["stats"]))
@@ -81,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                "jobs": args.jobs, "oracle_python": python, "versions": results[0]["versions"],
                "loaders": sorted({n for r in results for n in r["loaders"]}), "wall_s": round(wall, 1),
                "startup_s": round(max(r["startup_s"] for r in results), 1), "run_s": round(run_s, 1),
-               "inputs_per_s": round(total.inputs / run_s, 1) if run_s else 0.0, **total.to_dict()}
+               "inputs_per_s": round(total.inputs / run_s, 1) if run_s else 0.0, "cpu_s": round(cpu, 1),
+               "inputs_per_cpu_s": round(total.inputs / cpu, 2) if cpu else 0.0,
+               "load_avg_end": round(os.getloadavg()[0], 1), **total.to_dict()}
     cal = calibrate.load(allowed)
     summary["calibration"] = {"file": str(allowed.relative_to(ROOT)) if allowed.is_relative_to(ROOT) else str(allowed),
                               "versions_match": cal.get("versions") == summary["versions"]}
@@ -104,6 +112,8 @@ def render(s: dict) -> str:
              "| measure | value |", "|---|---|",
              f"| inputs run through the loaders | {s['inputs']:,} |",
              f"| inputs/s (after {s['startup_s']} s worker start-up) | {s['inputs_per_s']} |",
+             f"| CPU seconds, all processes (inputs per CPU-second) | {s.get('cpu_s', '?')} "
+             f"({s.get('inputs_per_cpu_s', '?')}); 1-min load average at the end {s.get('load_avg_end', '?')} |",
              f"| loaders covered | {len(s['loaders'])}: {', '.join(s['loaders'])} |",
              f"| loader runs | {sum(s['loads'].values()):,} |",
              f"| inputs with a dangerous event | {s['dangerous_inputs']:,} |",

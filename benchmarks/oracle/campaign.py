@@ -216,30 +216,33 @@ def minimize_input(job: Job, inp: Input, loader: str, kind: str, seconds: float)
 
 
 def run_job(python: str | None, seed: int, job: int, jobs: int, seconds: float, out: Path, *,
-            allowed: Path | None, batch: int = 16, max_inputs: int | None = None, minimize: bool = True,
-            timeout: float = 3.0, progress: bool = False) -> dict:
+            allowed: Path | None, batch: int = 64, max_inputs: int | None = None, minimize: bool = True,
+            timeout: float = 1.0, progress: bool = False) -> dict:
     started = time.monotonic()
     deadline = started + seconds
     with Oracle(python, batch=batch, allowed=allowed, timeout=timeout) as oracle:
         ready = time.monotonic()
         j = Job(oracle, out, minimize=minimize)
         gen = inputs_for(seed, job, jobs)
-        pending = None
         last = ready
-        while time.monotonic() < deadline and (max_inputs is None or j.stats.inputs < max_inputs):
-            chunk = [next(gen) for _ in range(batch * 2)]
-            handle = oracle.submit(chunk)
-            if pending is not None:
-                j.account(pending)
-            pending = oracle.collect(handle)
-            j.minimize_queued()
+        # two chunks in flight: the workers load one while this process generates, scans and accounts
+        inflight = [oracle.submit([next(gen) for _ in range(batch * 2)])]
+        while inflight:
+            more = time.monotonic() < deadline and (max_inputs is None or j.stats.inputs < max_inputs)
+            if more and len(inflight) < 2:
+                inflight.append(oracle.submit([next(gen) for _ in range(batch * 2)]))
+            j.account(oracle.collect(inflight.pop(0)))
+            if j.queue:  # minimizing runs the oracle: nothing else may be outstanding
+                for h in inflight:
+                    j.account(oracle.collect(h))
+                inflight = []
+                j.minimize_queued()
+                if more:
+                    inflight.append(oracle.submit([next(gen) for _ in range(batch * 2)]))
             if progress and time.monotonic() - last > 30:
                 last = time.monotonic()
                 print(f"  job {job}: {j.stats.inputs} inputs, {j.stats.dangerous_inputs} dangerous, "
                       f"{j.stats.violations} violations", flush=True)
-        if pending is not None:
-            j.account(pending)
-            j.minimize_queued()
         loaders = oracle.available
         versions = oracle.versions
     return {"stats": j.stats.to_dict(), "startup_s": ready - started, "run_s": time.monotonic() - ready,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
-SETS = ("py", "torch", "keras", "ort", "text")
-SET_OF = {"pickle": "py", "numpy": "py", "joblib": "py", "torch": "torch", "torch-weights-only": "torch",
-          "torch-jit": "torch", "keras": "keras", "onnxruntime": "ort", "jinja-sandbox": "text",
+SETS = ("pt", "keras", "ort", "text")
+SET_OF = {"pickle": "pt", "numpy": "pt", "joblib": "pt", "torch": "pt", "torch-weights-only": "pt",
+          "torch-jit": "pt", "keras": "keras", "onnxruntime": "ort", "jinja-sandbox": "text",
           "jinja-plain": "text", "hydra": "text", "gguf": "text"}
 
 
@@ -45,6 +45,7 @@ class Outcome:
     input: Input
     events: list[dict] = field(default_factory=list)  # dangerous events, each with its loader
     loaders: dict[str, dict] = field(default_factory=dict)  # loader -> {"status", "error"}
+    tainted: dict[str, str] = field(default_factory=dict)  # set -> why its child was not reused after this input
 
     @property
     def dangerous(self) -> bool:
@@ -94,6 +95,8 @@ class Oracle:
         self.timeout = timeout
         self.batch = batch
         self.allowed = Path(allowed).resolve() if allowed else None
+        if workdir is None and os.access("/dev/shm", os.W_OK):
+            workdir = Path("/dev/shm")  # tmpfs: every input is written, read and removed
         self.root = Path(tempfile.mkdtemp(prefix="oracle-", dir=workdir))
         self.inputs = self.root / "in"
         self.home = self.root / "home"
@@ -103,6 +106,8 @@ class Oracle:
         self.workers: dict[str, subprocess.Popen] = {}
         self.loaders: dict[str, list[str]] = {}
         self.versions: dict[str, str] = {}
+        self.worker_cpu: dict[str, float] = {}  # set -> CPU seconds its forked children used so far
+        self.forks: dict[str, int] = {}
         self._start(sets)
 
     def _env(self) -> dict[str, str]:
@@ -179,10 +184,15 @@ class Oracle:
                 line = self.workers[s].stdout.readline()
                 if not line:
                     raise RuntimeError(f"oracle worker {s!r} died")
-                for res in json.loads(line)["results"]:
+                msg = json.loads(line)
+                self.worker_cpu[s] = msg.get("children_cpu", 0.0)
+                self.forks[s] = msg.get("forks", 0)
+                for res in msg["results"]:
                     o = outcomes[res["id"]]
                     o.loaders.update(res["loaders"])
                     o.events.extend(res["events"])
+                    if res.get("tainted"):
+                        o.tainted[s] = res["tainted"]
         finally:
             for inp in inputs:
                 shutil.rmtree(self.inputs / inp.id, ignore_errors=True)

@@ -38,6 +38,12 @@ def _payload_list() -> list[tuple[str, bytes, str]]:
     return list(payloads.payloads())
 
 
+@functools.lru_cache(maxsize=1)
+def _raw_payloads() -> list[bytes]:
+    """The bare payload pickles (no npy/zip/compressor wrapper), for mutators that do the wrapping."""
+    return [data for origin, data, _ext in _payload_list() if origin.endswith("/raw")]
+
+
 def _gadget_call(rng: random.Random) -> bytes:
     m, n, a = rng.choice(payloads.GADGETS)
     return payloads._global(m, n) + payloads.value(a) + b"R"
@@ -240,23 +246,87 @@ def _tar_checksum(h: bytearray) -> None:
     h[148:156] = b"%06o\0 " % sum(h)
 
 
+def _tar_headers(data: bytes, limit: int = 16) -> list[int]:
+    """Offsets of the member headers tarfile would read: each block whose checksum holds (any magic: v7,
+    GNU, ustar, pax), walked by the size fields from offset 0."""
+    out: list[int] = []
+    pos = 0
+    while pos + 512 <= len(data) and len(out) < limit:
+        h = data[pos:pos + 512]
+        try:
+            chk = int(h[148:156].split(b"\0", 1)[0].strip() or b"-1", 8)
+            size = int(h[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError:
+            break
+        if chk != sum(h[:148]) + 256 + sum(h[156:]):
+            break
+        out.append(pos)
+        pos += 512 + (size + 511) // 512 * 512
+    return out
+
+
+TAR_MAGICS = {"v7": b"\0" * 8, "gnu": b"ustar  \0", "ustar": b"ustar\x0000", "odd": b"ustaR\x0000"}
+
+
 @mutator("tar-header")
 def _tar_header(data, rng):
-    if len(data) < 512 or not data[257:262] == b"ustar":
+    heads = _tar_headers(data)
+    if not heads:
         return None
-    h = bytearray(data[:512])
-    op = rng.choice(["v7", "typeflag", "size", "name"])
+    pos = rng.choice(heads)
+    h = bytearray(data[pos:pos + 512])
+    op = rng.choice(["v7", "v7", "gnu", "typeflag", "size", "name", "mode"])
     if op == "v7":  # pre-POSIX: no magic, recognised by checksum alone (tarfile does)
-        h[257:265] = b"\0" * 8
+        h[257:265] = TAR_MAGICS["v7"]
         h[265:500] = b"\0" * 235
+    elif op == "gnu":
+        h[257:265] = TAR_MAGICS["gnu"]
     elif op == "typeflag":
-        h[156] = rng.choice(b"0\x0012567gxLK")
+        h[156] = rng.choice(b"0\x0012567gxLKSV")
     elif op == "size":
         h[124:136] = b"%011o\0" % rng.choice([0, 1, 511, 512, len(data)])
+    elif op == "mode":
+        h[100:108] = rng.choice([b"0000644\0", b"\0" * 8, b"7777777\0"])
     else:
-        h[0:100] = rng.choice([b"pickle", b"storages", b"tensors", b"sys_info", b"../x"]).ljust(100, b"\0")
+        h[0:100] = rng.choice([b"pickle", b"storages", b"tensors", b"sys_info", b"../x", b"./pickle"]).ljust(100, b"\0")
     _tar_checksum(h)
-    return bytes(h) + data[512:], f"tar-{op}"
+    return data[:pos] + bytes(h) + data[pos + 512:], f"tar-{op}@{pos}"
+
+
+def _tar_member(name: str, body: bytes, magic: str) -> bytes:
+    import tarfile
+    ti = tarfile.TarInfo(name)
+    ti.size = len(body)
+    ti.mtime = 0
+    fmt = {"gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}.get(magic, tarfile.USTAR_FORMAT)
+    h = bytearray(ti.tobuf(fmt, "utf-8", "surrogateescape"))
+    if magic in ("v7", "odd"):  # tarfile writes no v7 header: the magic goes, the checksum is redone
+        last = len(h) - 512
+        hh = bytearray(h[last:])
+        hh[257:265] = TAR_MAGICS[magic]
+        if magic == "v7":
+            hh[265:500] = b"\0" * 235
+        _tar_checksum(hh)
+        h[last:] = hh
+    return bytes(h) + body + b"\0" * (-len(body) % 512)
+
+
+@mutator("tar-wrap")
+def _tar_wrap(data, rng):
+    """The bytes (or a payload) as members of a tar in every header format tarfile reads; torch's legacy
+    loader opens such a tar and unpickles its sys_info/storages/tensors/pickle members."""
+    magic = rng.choice(["v7", "v7", "gnu", "ustar", "pax", "odd"])
+    body = data if _pickle_start(data) == 0 and rng.random() < 0.6 else rng.choice(_raw_payloads())
+    benign = b"\x80\x02}q\x00."
+    layout = rng.choice(["torch-pickle", "torch-storages", "torch-sys_info", "single"])
+    if layout == "single":
+        members = [(rng.choice(["data.pkl", "model", "x"]), body)]
+    else:
+        target = layout.split("-", 1)[1]
+        members = [(n, body if n == target else (b"\x80\x02K\x00." if n in ("storages", "tensors") else benign))
+                   for n in ("sys_info", "pickle", "storages", "tensors")]
+    out = b"".join(_tar_member(n, b, magic) for n, b in members) + b"\0" * 1024
+    return out, f"tar-{magic}-wrap:{layout}"
 
 
 # ------------------------------------------------------------------------------------------ compressors
@@ -314,8 +384,7 @@ def _npy_header(data, rng):
     start = 10 if ver == 1 else 12
     header = data[start:start + hl].decode("latin1", "replace")
     body = data[start + hl:]
-    descr = rng.choice(["|O", "O", "<O", "[('a', '|O')]", "[('a', '<f4'), ('b', 'O')]", "('O', (1,))",
-                        "[('a', '|O', (1,))]", "{'names': ['a'], 'formats': ['O']}", "|V8", "<f4", "|u1"])
+    descr = rng.choice(NPY_DESCRS)  # as written in a header: quoted, nested, dict forms
     op = rng.choice(["descr", "descr+payload", "fortran", "version", "shape"])
     if op in ("descr", "descr+payload"):
         header = re.sub(r"'descr':\s*(\"[^\"]*\"|'[^']*'|\[.*?\]\)?\]|\{.*?\})", f"'descr': {descr}", header, count=1)
@@ -333,6 +402,37 @@ def _npy_header(data, rng):
     hb = (h + " " * pad + "\n").encode("utf-8" if newver == 3 else "latin1", "replace")
     lenf = struct.pack("<H", len(hb)) if newver == 1 else struct.pack("<I", len(hb))
     return b"\x93NUMPY" + bytes([newver, 0]) + lenf + hb + body, f"npy-{op}:{descr}"
+
+
+NPY_DESCRS = ["'|O'", "'O'", "'<O'", "'>O'", "'=O'", "'O8'", "'|O8'", "[('a', '|O')]", "[('a', '<f4'), ('b', 'O')]",
+              "('O', (1,))", "('|O', ())", "[('a', '|O', (1,))]", "[('', '|O')]", "[(('t', 'a'), '|O')]",
+              "{'names': ['a'], 'formats': ['O']}", "{'names': ['a'], 'formats': ['O'], 'offsets': [0]}",
+              "[('a', [('b', 'O')])]", "('|V8', [('a', 'O')])", "[('a', '<i4'), ('b', ('O', (2,)))]",
+              "'|V8'", "'<f4'", "'|u1'", "'|S1'", "[('a', '<i8')]"]
+
+
+@mutator("npy-dtype")
+def _npy_dtype(data, rng):
+    """A pickle (the input's own, or a payload) as the body of an npy whose dtype state may hold objects:
+    nested/structured/sub-array/titled/dict forms, every header version and order flag."""
+    start = _pickle_start(data)
+    if start is not None and data.startswith(b"\x93NUMPY"):
+        body = data[start:]
+    elif start == 0 and rng.random() < 0.6:
+        body = data
+    else:
+        body = rng.choice(_raw_payloads())
+    descr = rng.choice(NPY_DESCRS)
+    shape = rng.choice(["()", "(1,)", "(2,)", "(1, 1)", "(0,)"])
+    order = rng.choice(["False", "True"])
+    ver = rng.choice([1, 1, 2, 3])
+    keys = [f"'descr': {descr}", f"'fortran_order': {order}", f"'shape': {shape}"]
+    rng.shuffle(keys)
+    h = "{" + ", ".join(keys) + ", }"
+    pre = 10 if ver == 1 else 12
+    hb = (h + " " * (64 - (pre + len(h) + 1) % 64) + "\n").encode("latin1")
+    lenf = struct.pack("<H", len(hb)) if ver == 1 else struct.pack("<I", len(hb))
+    return b"\x93NUMPY" + bytes([ver, 0]) + lenf + hb + body, f"npy-dtype:v{ver}:{descr}"
 
 
 # ------------------------------------------------------------------------------------------ templates
@@ -401,6 +501,6 @@ def mutate(data: bytes, rng: random.Random, rounds: int = 1) -> tuple[bytes, str
                 got = None
             if got is not None:
                 data, step = got
-                recipe.append(step)
+                recipe.append(step.replace(" ", ""))  # the recipe is one word (campaign.source_kind)
                 break
     return data, "+".join(recipe) or "identity"

@@ -25,6 +25,8 @@ import time
 import traceback  # noqa: F401  (imported before the hook so error paths never import)
 
 LOADER_SETS: dict[str, tuple[str, ...]] = {
+    # the pickle family in one child: an input that fires costs one fresh fork, not one per set
+    "pt": ("pickle", "numpy", "joblib", "torch", "torch-weights-only", "torch-jit"),
     "py": ("pickle", "numpy", "joblib"),
     "torch": ("torch", "torch-weights-only", "torch-jit"),
     "keras": ("keras",),
@@ -346,7 +348,7 @@ class Auditor:
         kind, key, hard = verdict
         if not hard and not self.calibrate and key in self.allowed.get(event, ()):
             return
-        self.tainted = True
+        self.tainted = self.tainted or f"event {event}"
         self.emit({"event": {"loader": self.loader, "kind": kind, "name": event, "key": key, "hard": hard}})
         if hard or not self.calibrate:
             raise Blocked(f"{event}: {key}")
@@ -367,12 +369,13 @@ class Auditor:
         if event == "pickle.find_class":
             # a global that is not a class may have side effects a later input in this child would see
             mod, name = str(args[0]), str(args[1])
-            if mod.split(".")[0] not in NOTE_GLOBALS_SAFE:
+            if mod.split(".")[0] not in NOTE_GLOBALS_SAFE and (mod in sys.modules or _importable(mod.split(".")[0])):
+                # (a module nothing provides fails to import before any code runs: no side effect)
                 obj = sys.modules.get(mod)
                 for part in name.split("."):
                     obj = getattr(obj, part, None)
                 if not isinstance(obj, type):
-                    self.tainted = True
+                    self.tainted = self.tainted or f"global {mod}.{name}"
             return None
         if event in HARD:
             detail = args[0] if args else ""
@@ -466,9 +469,11 @@ def _child(batch: list[dict], auditor: Auditor, args) -> None:
             if name == "keras":
                 path = _keras_name(path)
             _limits(args.timeout, args.mem_mb, args.nproc)
+            auditor.emit({"load": name})  # the parent's wall-clock deadline is per load
             auditor.active = True
             status, error = "ok", ""
             t_load = time.monotonic()
+            c_load = time.process_time()
             try:
                 LOADERS[name](path)
             except Blocked as e:
@@ -477,7 +482,9 @@ def _child(batch: list[dict], auditor: Auditor, args) -> None:
                 status, error = "error", f"{type(e).__name__}: {str(e)[:300]}"
             finally:
                 auditor.active = False
-            results[name] = {"status": status, "error": error, "s": round(time.monotonic() - t_load, 3)}
+            results[name] = {"status": status, "error": error, "s": round(time.monotonic() - t_load, 3),
+                             "cpu": round(time.process_time() - c_load, 4)}
+            auditor.emit({"res": name, "r": results[name]})  # kept should a later load of this input crash
         auditor.emit({"done": item["id"], "results": results, "tainted": auditor.tainted})
         if auditor.tainted:
             break
@@ -498,8 +505,11 @@ FORKS = [0]
 
 
 def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
+    """Every loader of every input runs: after a crash or timeout, a fresh child goes on with the loaders
+    of that input that had not run yet, then with the inputs after it."""
     pending = list(batch)
     out: dict[str, dict] = {}
+    carried: dict[str, dict] = {}  # id -> results and events of loads before a crash of that input
     while pending:
         r, w = os.pipe()
         FORKS[0] += 1
@@ -521,9 +531,12 @@ def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
         os.close(w)
         events: dict[str, list] = {}
         current = None
+        loading = None
+        finished: dict[str, dict] = {}  # results of the current input's loads so far
         done_ids: set[str] = set()
         buf = b""
-        deadline = time.monotonic() + args.timeout * max(1, len(pending[0]["loaders"])) + 2
+        wall = 5 * args.timeout + 2  # per load: the CPU rlimit ends busy loads, this ends sleeping ones
+        deadline = time.monotonic() + wall
         eof = killed = False
         while not eof:
             left = deadline - time.monotonic()
@@ -544,25 +557,43 @@ def run_batch(batch: list[dict], auditor_args: dict, args) -> list[dict]:
                 msg = json.loads(line)
                 if "start" in msg:
                     current = msg["start"]
+                    loading = None
+                    finished = {}
                     events[current] = []
-                    item = next(i for i in pending if i["id"] == current)
-                    deadline = time.monotonic() + args.timeout * max(1, len(item["loaders"])) + 2
+                    deadline = time.monotonic() + wall
+                elif "load" in msg:
+                    loading = msg["load"]
+                elif "res" in msg and current is not None:
+                    finished[msg["res"]] = msg["r"]
+                    deadline = time.monotonic() + wall
                 elif "event" in msg and current is not None:
                     events[current].append(msg["event"])
                 elif "done" in msg:
-                    out[msg["done"]] = {"id": msg["done"], "loaders": msg["results"], "events": events[current]}
+                    prev = carried.pop(msg["done"], {"loaders": {}, "events": []})
+                    out[msg["done"]] = {"id": msg["done"], "loaders": {**prev["loaders"], **msg["results"]},
+                                        "events": prev["events"] + events[current], "tainted": msg["tainted"]}
                     done_ids.add(msg["done"])
                     current = None
         os.close(r)
         _, status = os.waitpid(pid, 0)
         if current is not None:  # crashed or killed in the middle of an input
             how = "timeout" if killed else f"crash (status {status})"
-            out[current] = {"id": current, "loaders": {"*": {"status": how, "error": how}},
-                            "events": events.get(current, [])}
-            done_ids.add(current)
+            item = next(i for i in pending if i["id"] == current)
+            prev = carried.pop(current, {"loaders": {}, "events": []})
+            ran = item["loaders"][:item["loaders"].index(loading) + 1] if loading in item["loaders"] else []
+            res = {**prev["loaders"], **finished, (loading or "*"): {"status": how, "error": how}}
+            evs = prev["events"] + events.get(current, [])
+            rest = item["loaders"][len(ran):] if ran else []
+            if rest:  # a fresh child runs this input's remaining loaders
+                carried[current] = {"loaders": res, "events": evs}
+                pending = [dict(i, loaders=rest) if i["id"] == current else i for i in pending]
+            else:
+                out[current] = {"id": current, "loaders": res, "events": evs, "tainted": how}
+                done_ids.add(current)
         before = len(pending)
         pending = [i for i in pending if i["id"] not in done_ids]
-        if len(pending) == before:  # the child died before starting anything: give up on this batch
+        progressed = len(pending) < before or current is not None
+        if not progressed:  # the child died before starting anything: give up on this batch
             for i in pending:
                 out[i["id"]] = {"id": i["id"], "loaders": {"*": {"status": "crash", "error": "no start"}},
                                 "events": []}
@@ -577,7 +608,7 @@ def main() -> None:
     ap.add_argument("--cwd", required=True)
     ap.add_argument("--allowed", help="calibration JSON: {event: [keys]}")
     ap.add_argument("--timeout", type=float, default=3.0)
-    ap.add_argument("--mem-mb", type=int, default=3072)
+    ap.add_argument("--mem-mb", type=int, default=1024)
     ap.add_argument("--nproc", type=int, default=4096)
     args = ap.parse_args()
     # the protocol gets a private copy of stdout; fd 1 goes to stderr, so a loader (or a library at import)
@@ -592,8 +623,13 @@ def main() -> None:
         with open(args.allowed) as fh:  # a missing calibration is an error, not an empty allow list
             doc = json.load(fh)
         allowed = {k: set(v) for k, v in doc.get("allowed", doc).items()}
-    if args.set in ("py", "torch"):
+    if args.set in ("pt", "py", "torch"):
         _preload(allowed.get("import", ()))
+    # everything imported so far moves to the permanent generation: a collection in a forked child then
+    # never walks (and so never copies on write) the libraries' hundreds of MB of objects
+    import gc
+    gc.collect()
+    gc.freeze()
     out = proto
     versions = {}
     for name in available:
@@ -611,7 +647,8 @@ def main() -> None:
         if os.environ.get("MODELSEAL_ORACLE_DEBUG"):
             sys.stderr.write(f"batch {len(batch)} in {time.monotonic() - t0:.2f}s, forks {FORKS[0]}\n")
             sys.stderr.flush()
-        out.write(json.dumps({"results": results}) + "\n")
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out.write(json.dumps({"results": results, "children_cpu": ru.ru_utime + ru.ru_stime, "forks": FORKS[0]}) + "\n")
         out.flush()
 
 

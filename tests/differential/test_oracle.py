@@ -48,6 +48,25 @@ def test_payload_forms_are_pickles_modelseal_flags(tmp_path: Path) -> None:
     assert not missed, missed
 
 
+def test_in_process_verdict_is_the_cli_exit_code(tmp_path: Path) -> None:
+    """The campaign scans in-process; `modelseal scan` must agree: flagged <=> exit 1, clean <=> exit 0."""
+    rng = random.Random(5)
+    evil = _pickle_call("os", "system", ("true",))
+    import pickle
+    cases = {"honest.pkl": pickle.dumps({"a": [1, 2.5]}, protocol=4),
+             "evil.pkl": evil, "evil.npy": mutate.MUTATORS["npy-dtype"](evil, rng)[0],
+             "evil.tar": mutate.MUTATORS["tar-wrap"](evil, rng)[0], "notes.txt": b"plain words\n"}
+    scanner = Scanner()
+    for name, data in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        v = scanner.scan(p)
+        rc = subprocess.run([sys.executable, "-c", "from scanner.cli import main; main()", "scan", str(p)],
+                            cwd=ROOT, capture_output=True, timeout=120).returncode
+        assert rc == (1 if v.flagged else 0), (name, rc, v)
+    assert scanner.scan(tmp_path / "evil.pkl").flagged and not scanner.scan(tmp_path / "honest.pkl").flagged
+
+
 def test_inputs_are_deterministic_per_seed() -> None:
     a = [(i.origin, i.data) for i in itertools.islice(inputs_for(7, 0, 1, fixtures=False, generated=False), 40)]
     b = [(i.origin, i.data) for i in itertools.islice(inputs_for(7, 0, 1, fixtures=False, generated=False), 40)]
@@ -64,13 +83,64 @@ def test_mutators_change_their_structure() -> None:
     tar = (ROOT / "fixtures/benign/containers/legacy_tar.tar").read_bytes()
     for _ in range(20):
         got = mutate.MUTATORS["tar-header"](tar, rng)
-        if got and got[1] == "tar-v7":
-            assert got[0][257:262] == b"\0" * 5  # no ustar magic, checksum still valid
+        if got and got[1].startswith("tar-v7@"):
+            pos = int(got[1].split("@")[1])
+            assert got[0][pos + 257:pos + 262] == b"\0" * 5  # no ustar magic, checksum still valid
             import tarfile
             assert tarfile.open(fileobj=io.BytesIO(got[0])).getmembers()
             break
     else:
         pytest.fail("no v7 tar mutation in 20 tries")
+
+
+def test_tar_wrap_writes_every_header_format_tarfile_reads() -> None:
+    """v7 (no magic), GNU, ustar, pax and an odd magic: tarfile (torch's legacy path) opens each by checksum."""
+    import tarfile
+    rng = random.Random(3)
+    seen = set()
+    pkl = _pickle_call("os", "system", ("true",))
+    for _ in range(60):
+        out, recipe = mutate.MUTATORS["tar-wrap"](pkl, rng)
+        magic = recipe.split("-")[1]
+        seen.add(magic)
+        if magic == "v7":
+            assert out[257:265] == b"\0" * 8
+        layout = recipe.split(":")[1]
+        with tarfile.open(fileobj=io.BytesIO(out)) as t:
+            names = t.getnames()
+            if layout == "single":
+                assert len(names) == 1
+            else:  # torch's legacy layout, the (payload) pickle in the member the recipe names
+                assert names == ["sys_info", "pickle", "storages", "tensors"]
+                body = t.extractfile(layout.split("-", 1)[1]).read()
+                assert len(body) > 8 and list(pickletools.genops(io.BytesIO(body)))
+        assert mutate._tar_headers(out)
+    assert seen == {"v7", "gnu", "ustar", "pax", "odd"}
+
+
+def test_npy_dtype_headers_parse_and_keep_the_pickle() -> None:
+    pytest.importorskip("numpy")
+    from numpy.lib import format as npf
+    rng = random.Random(4)
+    pkl = _pickle_call("os", "system", ("true",))
+    descrs = set()
+    parsed = objects = 0
+    for _ in range(80):
+        out, recipe = mutate.MUTATORS["npy-dtype"](pkl, rng)
+        f = io.BytesIO(out)
+        major, _minor = npf.read_magic(f)
+        descrs.add(recipe.split(":", 2)[2])
+        if major < 3:  # the header is parsed without reading the array (no pickle runs)
+            read = npf.read_array_header_1_0 if major == 1 else npf.read_array_header_2_0
+            try:
+                _shape, _order, dtype = read(f, max_header_size=1 << 20)
+            except ValueError:  # numpy refuses some dtype states (a case the scanner must also bear)
+                continue
+            parsed += 1
+            objects += dtype.hasobject
+            assert list(pickletools.genops(io.BytesIO(out[f.tell():])))  # the body is a whole pickle
+    assert len(descrs) >= 12
+    assert parsed >= 30 and objects >= 15, (parsed, objects)
 
 
 # ------------------------------------------------------------------------------ the oracle
@@ -118,6 +188,18 @@ def test_sandbox_catches_known_payload(oracle: Oracle, loader: str, name: str, d
     got = _events(oracle, data, ".pkl", [loader])
     assert kind in got[loader], got
     assert not Path(CANARY).exists(), "the hook must stop the write, not only record it"
+
+
+def test_a_crash_loses_no_loader_verdict(oracle: Oracle) -> None:
+    """A load that kills its child: a fresh child runs that input's remaining loaders, then the next input."""
+    _need(oracle, "pickle", "torch-weights-only")
+    exits = _pickle_call("os", "_exit", (3,))
+    names = [n for n in PICKLE_LOADERS + ["torch-weights-only"] if n in oracle.available]
+    outs = oracle.run([Input("x1", exits, ".pkl"), Input("x2", KNOWN[0][1], ".pkl")], loaders=names)
+    assert outs[0].loaders["pickle"]["status"].startswith("crash")
+    assert set(outs[0].loaders) == set(names)  # every loader has its own verdict
+    assert outs[0].loaders["torch-weights-only"]["status"] == "error"  # refused, so it ran in a fresh child
+    assert {e["loader"] for e in outs[1].events} >= {"pickle"}
 
 
 def test_weights_only_refuses_known_payload(oracle: Oracle) -> None:
