@@ -320,7 +320,10 @@ class Auditor:
         self.busy = False
         self.loader = ""
         self.tainted = False
-        prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        # the interpreter's trees and the oracle's own source (linecache reads it when a loader's error path
+        # formats a warning or traceback about the frame that called the loader: a path the file cannot choose)
+        prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                    os.path.dirname(os.path.abspath(__file__))}
         prefixes |= {os.path.realpath(p) for p in prefixes}
         self.py_prefixes = tuple(p.rstrip("/") + "/" for p in prefixes)
         self.allowed_modules = set(sys.modules)
@@ -352,6 +355,19 @@ class Auditor:
         self.emit({"event": {"loader": self.loader, "kind": kind, "name": event, "key": key, "hard": hard}})
         if hard or not self.calibrate:
             raise Blocked(f"{event}: {key}")
+
+    @staticmethod
+    def _from_library_template() -> bool:
+        f = sys._getframe(3)
+        for _ in range(6):
+            if f is None:
+                return False
+            name, code = f.f_code.co_filename, f.f_code.co_name
+            if (code == "namedtuple" and name.endswith(os.path.join("collections", "__init__.py"))) or \
+                    name.endswith(os.sep + "traceback.py"):
+                return True
+            f = f.f_back
+        return False
 
     def _caller(self) -> str:
         f = sys._getframe(3)
@@ -412,6 +428,16 @@ class Auditor:
             caller = self._caller()
             if caller.startswith("<frozen importlib"):
                 return None  # the import machinery running a module the "import" event already judged
+            if event == "compile" and len(args) > 1 and isinstance(args[1], str) and \
+                    args[1].startswith(self.py_prefixes) and isinstance(args[0], (bytes, str)) and \
+                    len(args[0]) < 4096 and b"\n" not in (args[0] if isinstance(args[0], bytes) else b""):
+                # the interpreter re-parses one source line of a file on disk to print a traceback (C-level
+                # display of a loader's internal error); running code needs an "exec" event of its own
+                return None
+            if event in ("compile", "exec") and self._from_library_template():
+                # collections.namedtuple compiles its own __new__ template; the traceback module parses the
+                # source line of a frame it prints (a loader's internal error reported as unraisable)
+                return None
             return ("native" if event.startswith(("marshal", "ctypes", "sys")) else "code"), caller, False
         if event in ("os.putenv", "os.unsetenv", "ctypes.dlopen"):
             return "env", repr(args[0])[:200], False
