@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding, Severity
+from scanner.formats.op_rules import OpRules, op_rules
 from scanner.record import field, record
 from scanner.source import Source
 
@@ -44,25 +45,15 @@ def looks_like_symbol(src: Source, head: bytes) -> bool:
     return not missing
 
 
-@record(frozen=True)
-class _Rules:
-    ops: dict[str, tuple[str, str, str]]
-    registered: frozenset[str]
-
-
-def _rules(ctx: ScanContext) -> _Rules:
-    def build() -> _Rules:
-        doc = ctx.rules.doc("mxnet")
-        ops = {e["op"]: (e["rule"], e["severity"], e["reason"]) for e in doc.get("op", [])}
-        return _Rules(ops, frozenset(doc.get("registered_ops", {}).get("ops", [])))
-    return ctx.rules.cached("mxnet", build)  # type: ignore[no-any-return]
+def _rules(ctx: ScanContext) -> OpRules:
+    return op_rules(ctx, "mxnet")
 
 
 @record
 class _Walk:
     src: Source
     ctx: ScanContext
-    rules: _Rules
+    rules: OpRules
     findings: list[Finding] = field(default_factory=list)
     unknown: dict[str, str] = field(default_factory=dict)
     nodes: int = 0

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from scanner.findings import Finding, Severity
+from scanner.formats.op_rules import OpRules, op_rules
 from scanner.formats.tensorflow.savedmodel import ProtoError, _Budget, _fields, message_shape
-from scanner.record import record
 from scanner.source import Source
 
 if TYPE_CHECKING:
@@ -34,18 +34,8 @@ def looks_like_program(src: Source) -> bool:
     return 4 in inner and 1 in inner
 
 
-@record(frozen=True)
-class _Rules:
-    ops: dict[str, tuple[str, str, str]]
-    registered: frozenset[str]
-
-
-def _rules(ctx: ScanContext) -> _Rules:
-    def build() -> _Rules:
-        doc = ctx.rules.doc("paddle")
-        ops = {e["op"]: (e["rule"], e["severity"], e["reason"]) for e in doc.get("op", [])}
-        return _Rules(ops, frozenset(doc.get("registered_ops", {}).get("ops", [])))
-    return ctx.rules.cached("paddle", build)  # type: ignore[no-any-return]
+def _rules(ctx: ScanContext) -> OpRules:
+    return op_rules(ctx, "paddle")
 
 
 def analyze(src: Source, ctx: ScanContext) -> Iterator[Finding]:
